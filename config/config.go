@@ -1,0 +1,187 @@
+// Package config is dirsync's configuration file schema: one strict YAML
+// document, decoded with unknown fields rejected, defaults applied, then
+// validated so that every problem is reported at once with its path and fix.
+//
+// The schema is a public contract (see docs/configuration.md): fields are
+// only ever added, never renamed or removed.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole file.
+type Config struct {
+	Cache    Cache     `yaml:"cache"`
+	API      API       `yaml:"api"`
+	Schedule Schedule  `yaml:"schedule"`
+	Log      Log       `yaml:"log"`
+	Accounts []Account `yaml:"accounts"`
+
+	// dir is the directory of the file the config was read from; relative
+	// paths inside the file are resolved against it.
+	dir string
+}
+
+// Cache selects and configures the access cache the sign-in service reads.
+type Cache struct {
+	// Backend is "redis" (default) or "memory" (in-process, for trials: only
+	// this process and its HTTP API can read it).
+	Backend string `yaml:"backend"`
+	Redis   Redis  `yaml:"redis"`
+}
+
+// Redis configures the go-redis UniversalClient.
+type Redis struct {
+	// Addrs: one address is a standalone server; several are a cluster;
+	// with MasterName set they are Sentinel addresses. Default 127.0.0.1:6379.
+	Addrs        []string `yaml:"addrs"`
+	MasterName   string   `yaml:"master_name"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	PasswordEnv  string   `yaml:"password_env"`
+	DB           int      `yaml:"db"`
+	TLS          bool     `yaml:"tls"`
+	CAFile       string   `yaml:"ca_file"`
+	// KeyPrefix starts every key dirsync writes. Default "dirsync".
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// API configures the HTTP API (sign-in reads and ops endpoints).
+type API struct {
+	// Listen is the address to serve on. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// AdminTokenFile (or AdminTokenEnv) holds the bearer token admin
+	// endpoints require.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	AdminTokenEnv  string `yaml:"admin_token_env"`
+}
+
+// Schedule holds robfig/cron/v3 specs ("@every 5s", "0 * * * *").
+type Schedule struct {
+	// Full is the periodic full reconciliation. Default "@every 1h".
+	Full string `yaml:"full"`
+	// Incremental is the frequent change-detection pass. Default "@every 5s".
+	Incremental string `yaml:"incremental"`
+}
+
+// Log configures the zap logger.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is json (default) or console.
+	Format string `yaml:"format"`
+}
+
+// Account is one tenant: a set of claimed domains, a directory and the
+// bindings from its groups to permissions.
+type Account struct {
+	// ID is stable and matches [a-z0-9-]+; it appears in cache keys.
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// Type is "enterprise" (default) or "team".
+	Type           string    `yaml:"type"`
+	ClaimedDomains []string  `yaml:"claimed_domains"`
+	Directory      Directory `yaml:"directory"`
+	// AccessGroup, when set, is a group every allowed user must belong to.
+	AccessGroup string    `yaml:"access_group"`
+	Bindings    []Binding `yaml:"bindings"`
+	Safeguard   Safeguard `yaml:"safeguard"`
+	// Schedule overrides the top-level schedule for this account; empty
+	// fields inherit.
+	Schedule Schedule `yaml:"schedule"`
+}
+
+// Directory selects the account's source of users and groups.
+type Directory struct {
+	// Type is active_directory, ldap, okta or ldif.
+	Type string `yaml:"type"`
+	LDAP LDAP   `yaml:"ldap"`
+	Okta Okta   `yaml:"okta"`
+	LDIF LDIF   `yaml:"ldif"`
+}
+
+// LDAP configures active_directory and ldap directories.
+type LDAP struct {
+	// URLs are tried in order (DC failover): ldaps://, or ldap:// with
+	// StartTLS, or plain ldap:// only with AllowInsecure.
+	URLs             []string `yaml:"urls"`
+	StartTLS         bool     `yaml:"start_tls"`
+	CAFile           string   `yaml:"ca_file"`
+	AllowInsecure    bool     `yaml:"allow_insecure"`
+	BindDN           string   `yaml:"bind_dn"`
+	BindPasswordFile string   `yaml:"bind_password_file"`
+	BindPasswordEnv  string   `yaml:"bind_password_env"`
+	BaseDN           string   `yaml:"base_dn"`
+	// UserBaseDN and GroupBaseDN default to BaseDN.
+	UserBaseDN  string `yaml:"user_base_dn"`
+	GroupBaseDN string `yaml:"group_base_dn"`
+	// UserFilter and GroupFilter default per directory type.
+	UserFilter  string `yaml:"user_filter"`
+	GroupFilter string `yaml:"group_filter"`
+	// EmailAttributes are read in order; the first non-empty value is the
+	// user's email. Default [mail, userPrincipalName].
+	EmailAttributes []string `yaml:"email_attributes"`
+	// PageSize is the RFC 2696 page size. Default 1000.
+	PageSize int `yaml:"page_size"`
+	// Timeout bounds each LDAP operation. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// DisabledAttribute and DisabledValue mark a disabled user on generic
+	// LDAP: the user is suspended when the attribute holds the value (any
+	// value when DisabledValue is empty). AD uses userAccountControl instead.
+	DisabledAttribute string `yaml:"disabled_attribute"`
+	DisabledValue     string `yaml:"disabled_value"`
+}
+
+// Okta configures okta directories.
+type Okta struct {
+	OrgURL    string `yaml:"org_url"`
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+	// AllowHTTP permits an http:// org URL, for local test servers only.
+	AllowHTTP bool `yaml:"allow_http"`
+}
+
+// LDIF configures an LDIF file directory (offline import, quick start).
+type LDIF struct {
+	// Path to the LDIF file; relative paths are resolved against the
+	// directory of the config file.
+	Path string `yaml:"path"`
+	// DisabledAttribute and DisabledValue: as for LDAP.
+	DisabledAttribute string `yaml:"disabled_attribute"`
+	DisabledValue     string `yaml:"disabled_value"`
+	// EmailAttributes: as for LDAP. Default [mail, userPrincipalName].
+	EmailAttributes []string `yaml:"email_attributes"`
+}
+
+// Binding grants a permission to the (transitive) members of a group.
+type Binding struct {
+	// Group is a DN (LDAP/AD/LDIF, compared case-insensitively) or an Okta
+	// group id; a group may also be named by its exact name.
+	Group string `yaml:"group"`
+	// Permission is pro or basic.
+	Permission string `yaml:"permission"`
+}
+
+// Safeguard configures the mass-change breaker: a sync that would take
+// access away from more than the smaller of the two limits is held.
+type Safeguard struct {
+	// MaxLostAccessPercent of currently allowed users. Default 20.
+	MaxLostAccessPercent *float64 `yaml:"max_lost_access_percent"`
+	// MaxLostAccessUsers. Default 500.
+	MaxLostAccessUsers *int `yaml:"max_lost_access_users"`
+}
+
+// Directory types.
+const (
+	DirectoryActiveDirectory = "active_directory"
+	DirectoryLDAP            = "ldap"
+	DirectoryOkta            = "okta"
+	DirectoryLDIF            = "ldif"
+)
+
+// Cache backends.
+const (
+	BackendRedis  = "redis"
+	BackendMemory = "memory"
+)

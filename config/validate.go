@@ -1,0 +1,418 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Defaults, also documented in docs/configuration.md.
+const (
+	DefaultRedisAddr            = "127.0.0.1:6379"
+	DefaultKeyPrefix            = "dirsync"
+	DefaultListen               = "127.0.0.1:8080"
+	DefaultFullSchedule         = "@every 1h"
+	DefaultIncrementalSchedule  = "@every 5s"
+	DefaultPageSize             = 1000
+	DefaultLDAPTimeout          = 30 * time.Second
+	DefaultMaxLostAccessPercent = 20.0
+	DefaultMaxLostAccessUsers   = 500
+)
+
+// DefaultEmailAttributes are read in order when email_attributes is empty.
+func DefaultEmailAttributes() []string { return []string{"mail", "userPrincipalName"} }
+
+func (c *Config) applyDefaults() {
+	if c.Cache.Backend == "" {
+		c.Cache.Backend = BackendRedis
+	}
+	if len(c.Cache.Redis.Addrs) == 0 {
+		c.Cache.Redis.Addrs = []string{DefaultRedisAddr}
+	}
+	if c.Cache.Redis.KeyPrefix == "" {
+		c.Cache.Redis.KeyPrefix = DefaultKeyPrefix
+	}
+	c.Cache.Redis.PasswordFile = c.path(c.Cache.Redis.PasswordFile)
+	c.Cache.Redis.CAFile = c.path(c.Cache.Redis.CAFile)
+	if c.API.Listen == "" {
+		c.API.Listen = DefaultListen
+	}
+	c.API.AdminTokenFile = c.path(c.API.AdminTokenFile)
+	if c.Schedule.Full == "" {
+		c.Schedule.Full = DefaultFullSchedule
+	}
+	if c.Schedule.Incremental == "" {
+		c.Schedule.Incremental = DefaultIncrementalSchedule
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if a.Type == "" {
+			a.Type = "enterprise"
+		}
+		for j, d := range a.ClaimedDomains {
+			a.ClaimedDomains[j] = strings.ToLower(strings.TrimSpace(d))
+		}
+		if a.Schedule.Full == "" {
+			a.Schedule.Full = c.Schedule.Full
+		}
+		if a.Schedule.Incremental == "" {
+			a.Schedule.Incremental = c.Schedule.Incremental
+		}
+		if a.Safeguard.MaxLostAccessPercent == nil {
+			v := DefaultMaxLostAccessPercent
+			a.Safeguard.MaxLostAccessPercent = &v
+		}
+		if a.Safeguard.MaxLostAccessUsers == nil {
+			v := DefaultMaxLostAccessUsers
+			a.Safeguard.MaxLostAccessUsers = &v
+		}
+		l := &a.Directory.LDAP
+		if len(l.EmailAttributes) == 0 {
+			l.EmailAttributes = DefaultEmailAttributes()
+		}
+		if l.PageSize == 0 {
+			l.PageSize = DefaultPageSize
+		}
+		if l.Timeout == 0 {
+			l.Timeout = DefaultLDAPTimeout
+		}
+		if l.UserBaseDN == "" {
+			l.UserBaseDN = l.BaseDN
+		}
+		if l.GroupBaseDN == "" {
+			l.GroupBaseDN = l.BaseDN
+		}
+		l.CAFile = c.path(l.CAFile)
+		l.BindPasswordFile = c.path(l.BindPasswordFile)
+		a.Directory.Okta.TokenFile = c.path(a.Directory.Okta.TokenFile)
+		a.Directory.LDIF.Path = c.path(a.Directory.LDIF.Path)
+		if len(a.Directory.LDIF.EmailAttributes) == 0 {
+			a.Directory.LDIF.EmailAttributes = DefaultEmailAttributes()
+		}
+	}
+}
+
+// path resolves a relative file path against the config file's directory.
+func (c *Config) path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+var (
+	accountIDRE = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+	domainRE    = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]$`)
+)
+
+type problems []Problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *Config) validate(getenv func(string) string) []Problem {
+	var ps problems
+	switch c.Cache.Backend {
+	case BackendRedis:
+		r := c.Cache.Redis
+		for i, addr := range r.Addrs {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				ps.add(fmt.Sprintf("cache.redis.addrs[%d]", i), "%q is not host:port; write for example 127.0.0.1:6379", addr)
+			}
+		}
+		if r.MasterName == "" && len(r.Addrs) > 1 && r.DB != 0 {
+			ps.add("cache.redis.db", "a Redis Cluster (several addrs) has only db 0; remove db or list one address")
+		}
+		checkSecret(&ps, "cache.redis.password", r.PasswordFile, r.PasswordEnv, false, getenv)
+		checkFile(&ps, "cache.redis.ca_file", r.CAFile)
+		if r.CAFile != "" && !r.TLS {
+			ps.add("cache.redis.ca_file", "set but tls is false; set tls: true to use it")
+		}
+		if strings.ContainsAny(r.KeyPrefix, " {}\t\n") {
+			ps.add("cache.redis.key_prefix", "%q may not contain spaces or braces", r.KeyPrefix)
+		}
+	case BackendMemory:
+	default:
+		ps.add("cache.backend", "%q is not a backend; use redis or memory", c.Cache.Backend)
+	}
+
+	host, _, err := net.SplitHostPort(c.API.Listen)
+	if err != nil {
+		ps.add("api.listen", "%q is not host:port; write for example 127.0.0.1:8080", c.API.Listen)
+	} else if !isLoopback(host) && c.API.AdminTokenFile == "" && c.API.AdminTokenEnv == "" {
+		ps.add("api.listen", "%q is not a loopback address and no admin token is set; set api.admin_token_file or listen on 127.0.0.1", c.API.Listen)
+	}
+	checkSecret(&ps, "api.admin_token", c.API.AdminTokenFile, c.API.AdminTokenEnv, false, getenv)
+
+	checkSchedule(&ps, "schedule.full", c.Schedule.Full)
+	checkSchedule(&ps, "schedule.incremental", c.Schedule.Incremental)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		ps.add("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		ps.add("log.format", "%q is not a format; use json or console", c.Log.Format)
+	}
+
+	if len(c.Accounts) == 0 {
+		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
+	}
+	ids := map[string]int{}
+	domains := map[string]string{}
+	for i := range c.Accounts {
+		c.validateAccount(&ps, i, ids, domains, getenv)
+	}
+	return ps
+}
+
+func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domains map[string]string, getenv func(string) string) {
+	a := &c.Accounts[i]
+	p := fmt.Sprintf("accounts[%d]", i)
+	switch {
+	case a.ID == "":
+		ps.add(p+".id", "required; use a stable id of lower-case letters, digits and dashes, e.g. acme")
+	case !accountIDRE.MatchString(a.ID):
+		ps.add(p+".id", "%q must match [a-z0-9-]+ (lower-case letters, digits, single dashes)", a.ID)
+	default:
+		if j, dup := ids[a.ID]; dup {
+			ps.add(p+".id", "%q is already used by accounts[%d]; account ids must be unique", a.ID, j)
+		}
+		ids[a.ID] = i
+	}
+	switch a.Type {
+	case "enterprise", "team":
+	default:
+		ps.add(p+".type", "%q is not an account type; use enterprise or team", a.Type)
+	}
+	if len(a.ClaimedDomains) == 0 {
+		ps.add(p+".claimed_domains", "required: list the email domains this account owns, e.g. [acme.example]")
+	}
+	for j, d := range a.ClaimedDomains {
+		dp := fmt.Sprintf("%s.claimed_domains[%d]", p, j)
+		if !domainRE.MatchString(d) {
+			ps.add(dp, "%q is not a domain name; write it like acme.example, without @", d)
+			continue
+		}
+		if owner, dup := domains[d]; dup {
+			ps.add(dp, "%q is already claimed by account %q; a domain belongs to one account", d, owner)
+			continue
+		}
+		domains[d] = a.ID
+	}
+	c.validateDirectory(ps, p+".directory", &a.Directory, getenv)
+	if len(a.Bindings) == 0 {
+		ps.add(p+".bindings", "no bindings: nobody could sign in; bind at least one group to pro or basic")
+	}
+	seen := map[string]int{}
+	for j, b := range a.Bindings {
+		bp := fmt.Sprintf("%s.bindings[%d]", p, j)
+		if strings.TrimSpace(b.Group) == "" {
+			ps.add(bp+".group", "required: the group DN (LDAP/AD) or Okta group id or name")
+		} else {
+			key := strings.ToLower(b.Group)
+			if k, dup := seen[key]; dup {
+				ps.add(bp+".group", "%q is already bound by bindings[%d]; bind each group once", b.Group, k)
+			}
+			seen[key] = j
+		}
+		switch b.Permission {
+		case "pro", "basic":
+		case "":
+			ps.add(bp+".permission", "required: pro or basic")
+		default:
+			ps.add(bp+".permission", "%q is not a permission; use pro or basic", b.Permission)
+		}
+	}
+	if v := *a.Safeguard.MaxLostAccessPercent; v < 0 || v > 100 {
+		ps.add(p+".safeguard.max_lost_access_percent", "%v is outside 0..100", v)
+	}
+	if v := *a.Safeguard.MaxLostAccessUsers; v < 0 {
+		ps.add(p+".safeguard.max_lost_access_users", "%d is negative; use 0 or more", v)
+	}
+	checkSchedule(ps, p+".schedule.full", a.Schedule.Full)
+	checkSchedule(ps, p+".schedule.incremental", a.Schedule.Incremental)
+}
+
+func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv func(string) string) {
+	switch d.Type {
+	case DirectoryActiveDirectory, DirectoryLDAP:
+		l := d.LDAP
+		lp := p + ".ldap"
+		if len(l.URLs) == 0 {
+			ps.add(lp+".urls", "required: list the directory servers, e.g. [\"ldaps://dc1.example:636\"]")
+		}
+		for j, raw := range l.URLs {
+			up := fmt.Sprintf("%s.urls[%d]", lp, j)
+			u, err := url.Parse(raw)
+			if err != nil || u.Host == "" {
+				ps.add(up, "%q is not a URL; write ldaps://host:636 or ldap://host:389", raw)
+				continue
+			}
+			switch u.Scheme {
+			case "ldaps":
+				if l.StartTLS {
+					ps.add(up, "ldaps:// already uses TLS; remove start_tls or use ldap://")
+				}
+			case "ldap":
+				if !l.StartTLS && !l.AllowInsecure {
+					ps.add(up, "plain ldap:// sends the bind password in clear; use ldaps://, set start_tls: true, or set allow_insecure: true for a test server")
+				}
+			default:
+				ps.add(up, "scheme %q is not ldap or ldaps", u.Scheme)
+			}
+		}
+		if l.BindDN == "" {
+			ps.add(lp+".bind_dn", "required: the DN of the read-only service account dirsync binds as")
+		}
+		checkSecret(ps, lp+".bind_password", l.BindPasswordFile, l.BindPasswordEnv, l.BindDN != "", getenv)
+		checkFile(ps, lp+".ca_file", l.CAFile)
+		if l.BaseDN == "" {
+			ps.add(lp+".base_dn", "required: the subtree to read, e.g. DC=acme,DC=example")
+		}
+		if l.PageSize < 1 || l.PageSize > 100000 {
+			ps.add(lp+".page_size", "%d is outside 1..100000; AD serves at most 1000 per page", l.PageSize)
+		}
+		if l.Timeout < 0 {
+			ps.add(lp+".timeout", "must be positive, e.g. 30s")
+		}
+		checkFilter(ps, lp+".user_filter", l.UserFilter)
+		checkFilter(ps, lp+".group_filter", l.GroupFilter)
+		if l.DisabledValue != "" && l.DisabledAttribute == "" {
+			ps.add(lp+".disabled_value", "set but disabled_attribute is empty; name the attribute that holds it")
+		}
+	case DirectoryOkta:
+		o := d.Okta
+		op := p + ".okta"
+		u, err := url.Parse(o.OrgURL)
+		switch {
+		case o.OrgURL == "":
+			ps.add(op+".org_url", "required: the Okta org URL, e.g. https://acme.okta.com")
+		case err != nil || u.Host == "":
+			ps.add(op+".org_url", "%q is not a URL; write https://acme.okta.com", o.OrgURL)
+		case u.Scheme == "http" && !o.AllowHTTP:
+			ps.add(op+".org_url", "http:// sends the API token in clear; use https://, or set allow_http: true for a local test server")
+		case u.Scheme != "https" && u.Scheme != "http":
+			ps.add(op+".org_url", "scheme %q is not https", u.Scheme)
+		}
+		checkSecret(ps, op+".token", o.TokenFile, o.TokenEnv, true, getenv)
+	case DirectoryLDIF:
+		if d.LDIF.Path == "" {
+			ps.add(p+".ldif.path", "required: the LDIF file to read")
+		} else {
+			checkFile(ps, p+".ldif.path", d.LDIF.Path)
+		}
+		if d.LDIF.DisabledValue != "" && d.LDIF.DisabledAttribute == "" {
+			ps.add(p+".ldif.disabled_value", "set but disabled_attribute is empty; name the attribute that holds it")
+		}
+	case "":
+		ps.add(p+".type", "required: active_directory, ldap, okta or ldif")
+	default:
+		ps.add(p+".type", "%q is not a directory type; use active_directory, ldap, okta or ldif", d.Type)
+	}
+}
+
+func checkSchedule(ps *problems, path, spec string) {
+	if _, err := cron.ParseStandard(spec); err != nil {
+		ps.add(path, "%q is not a cron spec (%v); write for example \"@every 5s\" or \"0 * * * *\"", spec, err)
+	}
+}
+
+func checkFilter(ps *problems, path, filter string) {
+	if filter == "" {
+		return
+	}
+	depth := 0
+	for _, r := range filter {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+		if depth < 0 {
+			break
+		}
+	}
+	if !strings.HasPrefix(filter, "(") || depth != 0 {
+		ps.add(path, "%q is not an LDAP filter: it must be wrapped in balanced parentheses, e.g. (objectClass=user)", filter)
+	}
+}
+
+// checkSecret reports a secret given both ways, a missing required one, an
+// unreadable file or an unset variable. It never echoes a secret's value.
+func checkSecret(ps *problems, path, file, env string, required bool, getenv func(string) string) {
+	switch {
+	case file != "" && env != "":
+		ps.add(path+"_file", "both %s_file and %s_env are set; keep one", path, path)
+	case file != "":
+		checkFile(ps, path+"_file", file)
+	case env != "":
+		if getenv == nil || getenv(env) == "" {
+			ps.add(path+"_env", "environment variable %s is empty or unset", env)
+		}
+	case required:
+		ps.add(path+"_file", "required: a file holding the secret (or %s_env naming an environment variable); secrets are never written inline", path)
+	}
+}
+
+func checkFile(ps *problems, path, file string) {
+	if file == "" {
+		return
+	}
+	if _, err := os.Stat(file); err != nil {
+		ps.add(path, "cannot read %s: %v", file, unwrapPathError(err))
+	}
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ReadSecret returns the secret held in file or, when file is empty, in the
+// environment variable env. Surrounding white space is trimmed. Errors name
+// the file or variable, never the value.
+func ReadSecret(file, env string, getenv func(string) string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case env != "":
+		v := strings.TrimSpace(getenv(env))
+		if v == "" {
+			return "", fmt.Errorf("read secret: environment variable %s is empty", env)
+		}
+		return v, nil
+	}
+	return "", nil
+}

@@ -1,0 +1,318 @@
+package entitlement
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dirsync/dirsync/directory"
+)
+
+// Policy is what an account's config says about entitlements.
+type Policy struct {
+	Account        string
+	ClaimedDomains []string
+	// AccessGroup, when not empty, is a group every allowed user must be a
+	// (transitive) member of.
+	AccessGroup string
+	Bindings    []Binding
+}
+
+// Binding grants Permission to the transitive members of Group (a DN, an
+// Okta group id, or an exact group name).
+type Binding struct {
+	Group      string
+	Permission Permission
+}
+
+// Stats counts a mapping's outcome.
+type Stats struct {
+	// Users is the number of users in the snapshot.
+	Users int `json:"users"`
+	// Decisions is the number of decisions (users in claimed domains, one
+	// per email).
+	Decisions    int                `json:"decisions"`
+	ByPermission map[Permission]int `json:"by_permission"`
+	ByReason     map[Reason]int     `json:"by_reason"`
+	// DomainNotClaimed counts users outside the account's claimed domains.
+	DomainNotClaimed int `json:"domain_not_claimed"`
+	// DuplicateEmails counts users whose email another user also has.
+	DuplicateEmails int `json:"duplicate_emails"`
+	// Skipped is the snapshot's own count of objects it left out.
+	Skipped map[string]int `json:"skipped,omitempty"`
+}
+
+// Problem is something about the policy or the data an operator should see;
+// it does not stop the mapping.
+type Problem struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Problem codes.
+const (
+	ProblemBindingNotFound     = "binding_not_found"
+	ProblemBindingAmbiguous    = "binding_ambiguous"
+	ProblemAccessGroupNotFound = "access_group_not_found"
+	ProblemDuplicateEmail      = "duplicate_email"
+)
+
+// Result is a mapping's output.
+type Result struct {
+	// Decisions holds one decision per email, sorted by email.
+	Decisions []Decision
+	Stats     Stats
+	Problems  []Problem
+	// NextExpiry is the earliest account expiry after the evaluation time
+	// among users it would deny; zero if none. A scheduler re-maps then.
+	NextExpiry time.Time
+}
+
+// Map computes the decisions for every user of snap under policy p at time
+// now. Rules, in order: domain not claimed (not published); suspended;
+// inactive (including expiry at or before now); locked out; not in the
+// access group; pro; basic; no permission group.
+func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
+	res := Result{Stats: Stats{
+		Users:        len(snap.Users),
+		ByPermission: map[Permission]int{},
+		ByReason:     map[Reason]int{},
+		Skipped:      snap.Skipped,
+	}}
+	resolver := newGroupResolver(snap.Groups)
+
+	reach := make([]*closure, len(p.Bindings))
+	for i, b := range p.Bindings {
+		g, problem := resolver.resolve(b.Group)
+		if problem != nil {
+			res.Problems = append(res.Problems, *problem)
+			continue
+		}
+		reach[i] = walk(snap, g)
+	}
+	var access *closure
+	if p.AccessGroup != "" {
+		g, problem := resolver.resolve(p.AccessGroup)
+		if problem != nil {
+			problem.Code = ProblemAccessGroupNotFound
+			problem.Message = "access group: " + problem.Message + "; every user is denied not_in_access_group"
+			res.Problems = append(res.Problems, *problem)
+			access = &closure{}
+		} else {
+			access = walk(snap, g)
+		}
+	}
+
+	claimed := make(map[string]bool, len(p.ClaimedDomains))
+	for _, d := range p.ClaimedDomains {
+		claimed[strings.ToLower(d)] = true
+	}
+
+	byEmail := make(map[string]int, len(snap.Users))
+	decisions := make([]Decision, 0, len(snap.Users))
+	var duplicates []string
+	for u := range snap.Users {
+		user := &snap.Users[u]
+		if !claimed[directory.EmailDomain(user.Email)] {
+			res.Stats.DomainNotClaimed++
+			continue
+		}
+		d := decide(p, snap, u, reach, access, now)
+		if !user.ExpiresAt.IsZero() && user.ExpiresAt.After(now) {
+			if res.NextExpiry.IsZero() || user.ExpiresAt.Before(res.NextExpiry) {
+				res.NextExpiry = user.ExpiresAt
+			}
+		}
+		if j, dup := byEmail[user.Email]; dup {
+			res.Stats.DuplicateEmails++
+			duplicates = append(duplicates, user.Email)
+			if better(&d, &decisions[j]) {
+				decisions[j] = d
+			}
+			continue
+		}
+		byEmail[user.Email] = len(decisions)
+		decisions = append(decisions, d)
+	}
+	if len(duplicates) > 0 {
+		res.Problems = append(res.Problems, Problem{Code: ProblemDuplicateEmail,
+			Message: fmt.Sprintf("%d users share an email with another user (e.g. %s); the most usable account decides", len(duplicates), duplicates[0])})
+	}
+	slices.SortFunc(decisions, func(a, b Decision) int { return strings.Compare(a.Email, b.Email) })
+	for i := range decisions {
+		res.Stats.ByPermission[decisions[i].Permission]++
+		res.Stats.ByReason[decisions[i].Reason]++
+	}
+	res.Stats.Decisions = len(decisions)
+	res.Decisions = decisions
+	return res
+}
+
+// better reports whether a should decide an email shared by two directory
+// users instead of b: an active account beats a denied one (an old disabled
+// account that kept the address must not lock its owner out), then the
+// higher permission wins.
+func better(a, b *Decision) bool {
+	if a.Allowed != b.Allowed {
+		return a.Allowed
+	}
+	return a.Permission.rank() > b.Permission.rank()
+}
+
+func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access *closure, now time.Time) Decision {
+	user := &snap.Users[u]
+	d := Decision{
+		Email:      user.Email,
+		Account:    p.Account,
+		Permission: PermissionNone,
+		UserID:     user.ID,
+		Via:        []string{},
+		SyncedAt:   now,
+		Detail: &Detail{
+			DirectoryStatus: user.Status.String(),
+			DN:              user.DN,
+			Source:          snap.Source,
+		},
+	}
+	if !user.ExpiresAt.IsZero() {
+		t := user.ExpiresAt.UTC()
+		d.Detail.ExpiresAt = &t
+	}
+	best := PermissionNone
+	for i, c := range reach {
+		if c == nil || c.direct[u] < 0 {
+			continue
+		}
+		b := p.Bindings[i]
+		d.Detail.Paths = append(d.Detail.Paths, GroupPath{Binding: b.Group, Permission: b.Permission, Groups: c.path(snap, u)})
+		if b.Permission.rank() > best.rank() {
+			best = b.Permission
+		}
+	}
+	inAccess := true
+	if access != nil {
+		inAccess = access.contains(u)
+		d.Detail.InAccessGroup = &inAccess
+	}
+
+	switch {
+	case user.Status == directory.StatusSuspended:
+		d.Reason, d.Detail.Rule = ReasonSuspended, "directory status is suspended"
+	case user.Status == directory.StatusInactive:
+		d.Reason, d.Detail.Rule = ReasonInactive, "directory status is inactive"
+	case !user.ExpiresAt.IsZero() && !user.ExpiresAt.After(now):
+		d.Reason, d.Detail.Rule = ReasonInactive, "account expired at "+user.ExpiresAt.UTC().Format(time.RFC3339)
+	case user.Status == directory.StatusLockedOut:
+		d.Reason, d.Detail.Rule = ReasonLockedOut, "directory status is locked_out"
+	case !inAccess:
+		d.Reason, d.Detail.Rule = ReasonNotInAccessGroup, "not a member of access group "+p.AccessGroup
+	case best == PermissionNone:
+		d.Reason, d.Detail.Rule = ReasonNoPermission, "not a member of any bound group"
+	default:
+		d.Allowed = true
+		d.Permission = best
+		d.Reason = ReasonGranted
+		d.Detail.Rule = "member of a group bound to " + string(best)
+		for _, path := range d.Detail.Paths {
+			if path.Permission == best {
+				d.Via = append(d.Via, path.Groups[0])
+			}
+		}
+	}
+	d.Capabilities = CapabilitiesOf(d.Permission)
+	return d
+}
+
+// closure is the set of users reachable from one group through nested
+// groups, with enough to rebuild one path per user.
+type closure struct {
+	// direct[u] is a reached group user u is a direct member of, or -1.
+	direct []int32
+	// parent[g] is the group through which group g was reached (itself for
+	// the root), or -1 when g was not reached.
+	parent []int32
+}
+
+func (c *closure) contains(u int) bool { return c.direct != nil && c.direct[u] >= 0 }
+
+// walk computes the closure of root breadth-first; cycles are safe because
+// every group is visited once.
+func walk(snap *directory.Snapshot, root int) *closure {
+	c := &closure{direct: make([]int32, len(snap.Users)), parent: make([]int32, len(snap.Groups))}
+	for i := range c.direct {
+		c.direct[i] = -1
+	}
+	for i := range c.parent {
+		c.parent[i] = -1
+	}
+	c.parent[root] = int32(root)
+	queue := []int32{int32(root)}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		grp := &snap.Groups[g]
+		for _, u := range grp.Members {
+			if c.direct[u] < 0 {
+				c.direct[u] = g
+			}
+		}
+		for _, sub := range grp.Subgroups {
+			if c.parent[sub] < 0 {
+				c.parent[sub] = g
+				queue = append(queue, sub)
+			}
+		}
+	}
+	return c
+}
+
+// path returns the group labels from the closure's root down to the group
+// user u was reached through.
+func (c *closure) path(snap *directory.Snapshot, u int) []string {
+	var rev []string
+	for g := c.direct[u]; ; g = c.parent[g] {
+		rev = append(rev, snap.Groups[g].Label())
+		if c.parent[g] == g {
+			break
+		}
+	}
+	slices.Reverse(rev)
+	return rev
+}
+
+// groupResolver finds the group a binding names.
+type groupResolver struct {
+	byRef  map[string]int
+	byName map[string][]int
+}
+
+func newGroupResolver(groups []directory.Group) *groupResolver {
+	r := &groupResolver{byRef: make(map[string]int, len(groups)), byName: make(map[string][]int, len(groups))}
+	for i := range groups {
+		r.byRef[groups[i].Ref] = i
+		r.byName[groups[i].Name] = append(r.byName[groups[i].Name], i)
+	}
+	return r
+}
+
+// resolve matches a binding by reference (a DN compared in normalised form,
+// or an id) and then by exact name.
+func (r *groupResolver) resolve(ref string) (int, *Problem) {
+	if g, ok := r.byRef[ref]; ok {
+		return g, nil
+	}
+	if strings.Contains(ref, "=") {
+		if g, ok := r.byRef[directory.NormalizeDN(ref)]; ok {
+			return g, nil
+		}
+	}
+	switch byName := r.byName[ref]; len(byName) {
+	case 0:
+		return -1, &Problem{Code: ProblemBindingNotFound, Message: fmt.Sprintf("group %q is not in the directory", ref)}
+	case 1:
+		return byName[0], nil
+	default:
+		return -1, &Problem{Code: ProblemBindingAmbiguous, Message: fmt.Sprintf("%d groups are named %q; bind it by DN or id", len(byName), ref)}
+	}
+}
