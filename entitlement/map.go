@@ -43,6 +43,14 @@ type Stats struct {
 	Skipped map[string]int `json:"skipped,omitempty"`
 }
 
+// BindingStat is one binding's reach in a snapshot.
+type BindingStat struct {
+	Group      string     `json:"group"`
+	Permission Permission `json:"permission"`
+	Found      bool       `json:"found"`
+	Users      int        `json:"users"`
+}
+
 // Problem is something about the policy or the data an operator should see;
 // it does not stop the mapping.
 type Problem struct {
@@ -64,6 +72,9 @@ type Result struct {
 	Decisions []Decision
 	Stats     Stats
 	Problems  []Problem
+	// Bindings reports, per policy binding in order, whether its group was
+	// found and how many users it reaches (transitively).
+	Bindings []BindingStat
 	// NextExpiry is the earliest account expiry after the evaluation time
 	// among users it would deny; zero if none. A scheduler re-maps then.
 	NextExpiry time.Time
@@ -83,13 +94,17 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 	resolver := newGroupResolver(snap.Groups)
 
 	reach := make([]*closure, len(p.Bindings))
+	res.Bindings = make([]BindingStat, len(p.Bindings))
 	for i, b := range p.Bindings {
+		res.Bindings[i] = BindingStat{Group: b.Group, Permission: b.Permission}
 		g, problem := resolver.resolve(b.Group)
 		if problem != nil {
 			res.Problems = append(res.Problems, *problem)
 			continue
 		}
 		reach[i] = walk(snap, g)
+		res.Bindings[i].Found = true
+		res.Bindings[i].Users = reach[i].users
 	}
 	var access *closure
 	if p.AccessGroup != "" {
@@ -229,6 +244,8 @@ func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access 
 type closure struct {
 	// direct[u] is a reached group user u is a direct member of, or -1.
 	direct []int32
+	// users counts the users reached.
+	users int
 	// parent[g] is the group through which group g was reached (itself for
 	// the root), or -1 when g was not reached.
 	parent []int32
@@ -255,6 +272,7 @@ func walk(snap *directory.Snapshot, root int) *closure {
 		for _, u := range grp.Members {
 			if c.direct[u] < 0 {
 				c.direct[u] = g
+				c.users++
 			}
 		}
 		for _, sub := range grp.Subgroups {

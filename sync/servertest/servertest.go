@@ -140,9 +140,9 @@ func WaitTCP(addr string, timeout time.Duration) error {
 
 // Process is a server started by a test.
 type Process struct {
-	Cmd *exec.Cmd
-	Dir string
-	Log string // path of its combined output
+	Cmd  *exec.Cmd
+	Dir  string
+	Log  string // path of its combined output
 	done chan struct{}
 	err  error
 }

@@ -1,0 +1,46 @@
+# dirsync — see README.md. The two commands a newcomer needs: make run, make test.
+GO        ?= go
+BIN       := bin/dirsync
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+CONFIG    ?= deployments/local/config.yaml
+# Tests start real servers; keep the whole run bounded.
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build run test test-deps unit fuzz bench vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/dirsync
+
+## run: the daemon on the quick-start LDIF directory with the memory cache (API on 127.0.0.1:8080)
+run: build
+	./$(BIN) run --config $(CONFIG)
+
+## test: every test, including integration tests against real servers (installed with apt-get as root)
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+test-deps:
+	@deployments/scripts/install-test-deps
+
+## unit: tests that need no server
+unit:
+	DIRSYNC_SKIP_INTEGRATION=1 $(GO) test -race -short ./...
+
+## fuzz: each fuzz target for FUZZTIME (default 10s)
+FUZZTIME ?= 10s
+fuzz:
+	@deployments/scripts/fuzz $(FUZZTIME)
+
+## bench: performance figures as ratios to floors measured in the same run (SIZE=10k|100k|1m)
+bench: build test-deps
+	@deployments/scripts/bench
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .bench

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/sync/engine"
+)
+
+func cmdSync(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "sync", "--config FILE [--account ID] [--dry-run] [--force] [--mode full|incremental] [--output text|json] [--server URL]")
+	cfgPath := configFlag(fs, e)
+	account := fs.String("account", "", "sync only this account (default: all)")
+	dryRun := fs.Bool("dry-run", false, "compute and print the diff without publishing")
+	force := fs.Bool("force", false, "publish even what the safeguard holds (release a hold)")
+	mode := fs.String("mode", "full", "full or incremental")
+	output := fs.String("output", "text", "text or json")
+	server := fs.String("server", "", "ask the daemon at this URL (e.g. http://127.0.0.1:8080) to sync instead of syncing here")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("--output must be text or json")
+	}
+	opts := engine.Options{Mode: engine.Mode(*mode), DryRun: *dryRun, Force: *force}
+	if opts.Mode != engine.ModeFull && opts.Mode != engine.ModeIncremental {
+		return usagef("--mode must be full or incremental")
+	}
+
+	var reports []engine.Report
+	var runErr error
+	if *server != "" {
+		reports, runErr = remoteSync(ctx, *server, "", *account, opts)
+	} else {
+		cfg, err := loadConfig(*cfgPath, e)
+		if err != nil {
+			return err
+		}
+		if cfg.Cache.Backend == config.BackendMemory {
+			// The memory cache lives in the daemon: ask it.
+			token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
+			if err != nil {
+				return err
+			}
+			reports, runErr = remoteSync(ctx, "http://"+cfg.API.Listen, token, *account, opts)
+		} else {
+			reports, runErr = localSync(ctx, cfg, e, *account, opts)
+		}
+	}
+	if reports != nil {
+		if *output == "json" {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(map[string]any{"reports": reports}); err != nil {
+				return err
+			}
+		} else {
+			printReports(e.stdout, reports)
+		}
+	}
+	return runErr
+}
+
+func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts engine.Options) ([]engine.Report, error) {
+	log, err := newLogger(cfg.Log, e)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Sync() //nolint:errcheck
+	c, closeCache, err := newCache(cfg, e)
+	if err != nil {
+		return nil, err
+	}
+	defer closeCache()
+	accounts, err := newAccounts(cfg, e, log)
+	if err != nil {
+		return nil, err
+	}
+	eng := engine.New(c, accounts, log, time.Now)
+	ids := eng.Accounts()
+	if only != "" {
+		ids = []string{only}
+	}
+	var reports []engine.Report
+	var failed []string
+	for _, id := range ids {
+		rep, err := eng.Run(ctx, id, opts)
+		if errors.Is(err, engine.ErrUnknownAccount) {
+			return nil, usagef("--account %q is not in the config", id)
+		}
+		if err != nil {
+			failed = append(failed, id)
+			log.Debug("sync failed", zap.String("account", id), zap.Error(err))
+		}
+		reports = append(reports, rep)
+	}
+	if len(failed) > 0 {
+		return reports, fmt.Errorf("sync failed for %s (last good decisions kept; see the report)", strings.Join(failed, ", "))
+	}
+	return reports, nil
+}
+
+// remoteSync asks a running daemon to sync through POST /v1/sync.
+func remoteSync(ctx context.Context, server, token, account string, opts engine.Options) ([]engine.Report, error) {
+	q := url.Values{"mode": {string(opts.Mode)}}
+	if account != "" {
+		q.Set("account", account)
+	}
+	if opts.DryRun {
+		q.Set("dry_run", "true")
+	}
+	if opts.Force {
+		q.Set("force", "true")
+	}
+	var out struct {
+		Reports []engine.Report `json:"reports"`
+		Error   string          `json:"error"`
+	}
+	code, err := callAPI(ctx, http.MethodPost, strings.TrimSuffix(server, "/")+"/v1/sync?"+q.Encode(), token, &out)
+	if err != nil {
+		return nil, err
+	}
+	if out.Error != "" {
+		return nil, fmt.Errorf("daemon: %s", out.Error)
+	}
+	if code != http.StatusOK {
+		return out.Reports, fmt.Errorf("sync failed on the daemon (HTTP %d; last good decisions kept)", code)
+	}
+	return out.Reports, nil
+}
+
+// callAPI calls the daemon's HTTP API and decodes its JSON answer.
+func callAPI(ctx context.Context, method, u, token string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("no dirsync daemon answers at %s (the memory cache lives inside the daemon: start it with `make run` or `dirsync run`): %w", req.URL.Host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return resp.StatusCode, fmt.Errorf("daemon answered HTTP %d with %q", resp.StatusCode, truncate(string(body), 200))
+	}
+	return resp.StatusCode, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func printReports(w io.Writer, reports []engine.Report) {
+	for _, r := range reports {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "account %s\t%s sync\tresult: %s\t(%.2fs)\n", r.Account, r.Mode, r.Result, r.DurationSeconds)
+		if r.Error != "" {
+			fmt.Fprintf(tw, "  error:\t%s\n", r.Error)
+		}
+		s := r.Stats
+		fmt.Fprintf(tw, "  users seen:\t%d\n", s.Users)
+		fmt.Fprintf(tw, "  decisions:\t%d\tpro %d, basic %d, denied %d\n", s.Decisions,
+			s.ByPermission[entitlement.PermissionPro], s.ByPermission[entitlement.PermissionBasic], s.ByPermission[entitlement.PermissionNone])
+		if len(s.ByReason) > 0 {
+			fmt.Fprintf(tw, "  by reason:\t%s\n", formatCounts(s.ByReason))
+		}
+		if s.DomainNotClaimed > 0 {
+			fmt.Fprintf(tw, "  not in claimed domains:\t%d (not published)\n", s.DomainNotClaimed)
+		}
+		if len(s.Skipped) > 0 {
+			fmt.Fprintf(tw, "  skipped:\t%s\n", formatCounts(s.Skipped))
+		}
+		c := r.Changes
+		fmt.Fprintf(tw, "  changed:\t%d added, %d updated, %d removed, %d unchanged; %d published\n", c.Added, c.Updated, c.Removed, c.Unchanged, c.Published)
+		if c.LostAccess+c.GainedAccess+c.Downgrades > 0 {
+			fmt.Fprintf(tw, "  access:\t%d gained, %d lost (%d by account state), %d pro→basic\n", c.GainedAccess, c.LostAccess, c.LostAccessByStatus, c.Downgrades)
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(tw, "  problem:\t%s: %s\n", p.Code, p.Message)
+		}
+		if r.Hold != nil {
+			fmt.Fprintf(tw, "  HELD:\t%s\n", r.Hold.Reason)
+		}
+		tw.Flush()
+		if len(r.Diff) > 0 {
+			fmt.Fprintln(w, "  diff:")
+			for _, d := range r.Diff {
+				fmt.Fprintf(w, "    %-9s %s: %s → %s (%s)\n", d.Change, d.Email, d.OldPermission, d.NewPermission, d.Reason)
+			}
+		}
+	}
+}
+
+func formatCounts[K ~string](m map[K]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[K(k)])
+	}
+	return strings.Join(parts, ", ")
+}

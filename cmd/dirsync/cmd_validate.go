@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/dirsync/dirsync/config"
+)
+
+func cmdValidate(_ context.Context, e env, args []string) error {
+	fs := newFlags(e, "validate", "--config FILE")
+	cfgPath := configFlag(fs, e)
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	cfg, err := loadConfig(*cfgPath, e)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: valid (%d account(s), cache %s)\n", *cfgPath, len(cfg.Accounts), cfg.Cache.Backend)
+	return nil
+}
+
+func cmdStatus(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "status", "--config FILE [--server URL]")
+	cfgPath := configFlag(fs, e)
+	server := fs.String("server", "", "daemon URL (default: http://<api.listen> from the config)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	token := ""
+	if *server == "" {
+		cfg, err := loadConfig(*cfgPath, e)
+		if err != nil {
+			return err
+		}
+		*server = "http://" + cfg.API.Listen
+		if token, err = config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv); err != nil {
+			return err
+		}
+	}
+	var out map[string]any
+	code, err := callAPI(ctx, http.MethodGet, strings.TrimSuffix(*server, "/")+"/v1/status", token, &out)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("daemon answered HTTP %d: %v", code, out["error"])
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

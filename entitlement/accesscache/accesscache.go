@@ -1,0 +1,129 @@
+// Package accesscache is the access cache the sign-in service reads: the
+// Redis key layout, the writer dirsync publishes with, the reader the
+// sign-in service imports (Reader.Check), and an in-process Memory backend.
+//
+// Key layout (schema v1; P is the configured key prefix, default "dirsync"):
+//
+//	P:v1:user:<email>                 STRING  decision JSON (one GET per sign-in)
+//	P:v1:account:{<id>}:index         HASH    email → "<permission>|<allowed 0|1>|<fingerprint hex>"
+//	P:v1:account:{<id>}:status        STRING  AccountStatus JSON (freshness, counts)
+//	P:v1:account:{<id>}:changes       STREAM  one entry per published change
+//
+// Per-account keys share the hash tag {<id>} so they live in one Redis
+// Cluster slot. Publishing writes only what changed, in small pipelines
+// without MULTI, so a reader never waits on a publish and never sees an
+// unchanged user vanish. A missing user key means no account holds the
+// email: the decision is unknown_user. Callers must fail closed: any error
+// from Check means deny.
+package accesscache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dirsync/dirsync/entitlement"
+)
+
+// SchemaVersion is the version in every key; a new version gets new keys.
+const SchemaVersion = 1
+
+// ErrUnavailable wraps every failure to reach or read the cache.
+var ErrUnavailable = errors.New("access cache unavailable")
+
+// Keys builds the key names for one prefix.
+type Keys struct{ prefix string }
+
+// NewKeys returns the key builder for prefix (default "dirsync" when empty).
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = "dirsync"
+	}
+	return Keys{prefix: fmt.Sprintf("%s:v%d:", prefix, SchemaVersion)}
+}
+
+// User is the key of one email's decision.
+func (k Keys) User(email string) string { return k.prefix + "user:" + email }
+
+// Index is the key of an account's published index.
+func (k Keys) Index(account string) string { return k.prefix + "account:{" + account + "}:index" }
+
+// Status is the key of an account's status record.
+func (k Keys) Status(account string) string { return k.prefix + "account:{" + account + "}:status" }
+
+// Changes is the key of an account's change stream.
+func (k Keys) Changes(account string) string { return k.prefix + "account:{" + account + "}:changes" }
+
+// AccountStatus is an account's status record: what was last published and
+// when, so a reader can tell how fresh its answer is.
+type AccountStatus struct {
+	Account string `json:"account"`
+	// Generation counts publishes that changed something.
+	Generation int64 `json:"generation"`
+	// LastSyncAt is the end of the last successful sync (any mode).
+	LastSyncAt time.Time `json:"last_sync_at"`
+	// LastFullSyncAt is the end of the last successful full sync.
+	LastFullSyncAt time.Time `json:"last_full_sync_at"`
+	// Users counts published decisions by permission and by reason.
+	Users        int                            `json:"users"`
+	ByPermission map[entitlement.Permission]int `json:"by_permission"`
+	ByReason     map[entitlement.Reason]int     `json:"by_reason"`
+	Bindings     []entitlement.BindingStat      `json:"bindings,omitempty"`
+	Source       string                         `json:"source,omitempty"`
+	Hold         *Hold                          `json:"hold,omitempty"`
+	Extra        map[string]json.RawMessage     `json:"extra,omitempty"`
+}
+
+// Hold records a sync the safeguard refused to publish.
+type Hold struct {
+	Since      time.Time `json:"since"`
+	LostAccess int       `json:"lost_access"`
+	Allowed    int       `json:"previously_allowed"`
+	Downgrades int       `json:"downgrades"`
+	Reason     string    `json:"reason"`
+}
+
+// encodeIndex and decodeIndex are the index field format.
+func encodeIndex(p entitlement.Published) string {
+	allowed := "0"
+	if p.Allowed {
+		allowed = "1"
+	}
+	return string(p.Permission) + "|" + allowed + "|" + strconv.FormatUint(p.Fingerprint, 16)
+}
+
+func decodeIndex(v string) (entitlement.Published, error) {
+	perm, rest, ok1 := strings.Cut(v, "|")
+	allowed, fp, ok2 := strings.Cut(rest, "|")
+	n, err := strconv.ParseUint(fp, 16, 64)
+	if !ok1 || !ok2 || err != nil {
+		return entitlement.Published{}, fmt.Errorf("malformed index value %q", v)
+	}
+	return entitlement.Published{Permission: entitlement.Permission(perm), Allowed: allowed == "1", Fingerprint: n}, nil
+}
+
+// encodeDecision is the cached value of a decision.
+func encodeDecision(d *entitlement.Decision, at time.Time) ([]byte, error) {
+	c := *d
+	c.SyncedAt = at.UTC().Truncate(time.Second)
+	return json.Marshal(&c)
+}
+
+// DecodeDecision parses a cached value, rejecting one that is not a whole
+// decision (so a torn or foreign value is never read as "allowed").
+func DecodeDecision(b []byte) (entitlement.Decision, error) {
+	var d entitlement.Decision
+	if err := json.Unmarshal(b, &d); err != nil {
+		return entitlement.Decision{}, fmt.Errorf("decode cached decision: %w", err)
+	}
+	if d.Email == "" || d.Reason == "" || d.Permission == "" {
+		return entitlement.Decision{}, fmt.Errorf("decode cached decision: incomplete value")
+	}
+	if d.Via == nil {
+		d.Via = []string{}
+	}
+	return d, nil
+}

@@ -1,0 +1,202 @@
+package accesscache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dirsync/dirsync/directory"
+	"github.com/dirsync/dirsync/entitlement"
+)
+
+// Reader is the sign-in read path: one GET per check. It is safe for
+// concurrent use and has no dependency on any directory code.
+type Reader struct {
+	c    redis.UniversalClient
+	keys Keys
+}
+
+// NewReader returns a reader over c using keys under prefix.
+func NewReader(c redis.UniversalClient, prefix string) *Reader {
+	return &Reader{c: c, keys: NewKeys(prefix)}
+}
+
+// Check returns the decision for email in one round trip. An email no
+// account holds gives a denied decision with reason unknown_user and a nil
+// error. Any error (wrapping ErrUnavailable) means the caller must deny.
+func (r *Reader) Check(ctx context.Context, email string) (entitlement.Decision, error) {
+	norm := directory.NormalizeEmail(email)
+	if norm == "" {
+		return entitlement.Denied(email, entitlement.ReasonUnknownUser), nil
+	}
+	b, err := r.c.Get(ctx, r.keys.User(norm)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return entitlement.Denied(norm, entitlement.ReasonUnknownUser), nil
+	}
+	if err != nil {
+		return entitlement.Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	d, err := DecodeDecision(b)
+	if err != nil {
+		return entitlement.Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return d, nil
+}
+
+// AccountStatus reads an account's status record; ok is false when the
+// account has never been published.
+func (r *Reader) AccountStatus(ctx context.Context, account string) (AccountStatus, bool, error) {
+	return readStatus(ctx, r.c, r.keys, account)
+}
+
+func readStatus(ctx context.Context, c redis.UniversalClient, keys Keys, account string) (AccountStatus, bool, error) {
+	b, err := c.Get(ctx, keys.Status(account)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return AccountStatus{Account: account}, false, nil
+	}
+	if err != nil {
+		return AccountStatus{}, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var st AccountStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return AccountStatus{}, false, fmt.Errorf("%w: decode status: %w", ErrUnavailable, err)
+	}
+	return st, true, nil
+}
+
+// Redis is the writer side of the Redis cache.
+type Redis struct {
+	c    redis.UniversalClient
+	keys Keys
+	// batch is how many changes go in one pipeline.
+	batch int
+	// streamMaxLen caps each account's change stream (approximately).
+	streamMaxLen int64
+	*Reader
+}
+
+// NewRedis returns the writer over c using keys under prefix.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{c: c, keys: NewKeys(prefix), batch: 256, streamMaxLen: 100_000, Reader: NewReader(c, prefix)}
+}
+
+// Ping checks the cache can be reached.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Published reads an account's index: what is published for each email.
+func (r *Redis) Published(ctx context.Context, account string) (map[string]entitlement.Published, error) {
+	out := map[string]entitlement.Published{}
+	iter := r.c.HScan(ctx, r.keys.Index(account), 0, "", 4096).Iterator()
+	for iter.Next(ctx) {
+		field := iter.Val()
+		if !iter.Next(ctx) {
+			break
+		}
+		p, err := decodeIndex(iter.Val())
+		if err != nil {
+			return nil, fmt.Errorf("published index %s: %w", account, err)
+		}
+		out[field] = p
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read index: %w", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// delIfOwned deletes a user key only if it still holds this account's
+// decision, so a removal never erases another account's user.
+var delIfOwned = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and string.find(v, ARGV[1], 1, true) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// Apply publishes changes for account: each changed decision is written,
+// each removed email deleted, the index and change stream updated. Changes
+// go in pipelines of a few hundred commands without MULTI, so readers are
+// never blocked behind a large transaction.
+func (r *Redis) Apply(ctx context.Context, account string, changes []entitlement.Change, at time.Time) error {
+	owner, _ := json.Marshal(map[string]string{"account": account})
+	ownerMark := string(owner[1 : len(owner)-1]) // "account":"<id>"
+	for start := 0; start < len(changes); start += r.batch {
+		end := min(start+r.batch, len(changes))
+		pipe := r.c.Pipeline()
+		for i := start; i < end; i++ {
+			ch := &changes[i]
+			if ch.New == nil {
+				delIfOwned.Eval(ctx, pipe, []string{r.keys.User(ch.Email)}, ownerMark)
+				pipe.HDel(ctx, r.keys.Index(account), ch.Email)
+			} else {
+				v, err := encodeDecision(ch.New, at)
+				if err != nil {
+					return fmt.Errorf("encode %s: %w", ch.Email, err)
+				}
+				pipe.Set(ctx, r.keys.User(ch.Email), v, 0)
+				pipe.HSet(ctx, r.keys.Index(account), ch.Email, encodeIndex(ch.Next))
+			}
+			pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: r.keys.Changes(account),
+				MaxLen: r.streamMaxLen,
+				Approx: true,
+				Values: changeEvent(account, ch, at),
+			})
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, account, err)
+		}
+	}
+	return nil
+}
+
+// changeEvent is one change stream entry (documented in
+// docs/sign-in-integration.md).
+func changeEvent(account string, ch *entitlement.Change, at time.Time) []any {
+	oldPerm, oldAllowed := "none", "0"
+	if ch.Old != nil {
+		oldPerm = string(ch.Old.Permission)
+		if ch.Old.Allowed {
+			oldAllowed = "1"
+		}
+	}
+	newPerm, newAllowed, reason := "none", "0", string(entitlement.ReasonUnknownUser)
+	if ch.New != nil {
+		newPerm, reason = string(ch.New.Permission), string(ch.New.Reason)
+		if ch.New.Allowed {
+			newAllowed = "1"
+		}
+	}
+	return []any{
+		"email", ch.Email, "account", account,
+		"allowed", newAllowed, "permission", newPerm, "reason", reason,
+		"old_allowed", oldAllowed, "old_permission", oldPerm,
+		"at", at.UTC().Format(time.RFC3339Nano),
+	}
+}
+
+// PutStatus writes an account's status record.
+func (r *Redis) PutStatus(ctx context.Context, st AccountStatus) error {
+	b, err := json.Marshal(&st)
+	if err != nil {
+		return fmt.Errorf("encode status: %w", err)
+	}
+	if err := r.c.Set(ctx, r.keys.Status(st.Account), b, 0).Err(); err != nil {
+		return fmt.Errorf("%w: write status: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Status reads an account's status record.
+func (r *Redis) Status(ctx context.Context, account string) (AccountStatus, bool, error) {
+	return readStatus(ctx, r.c, r.keys, account)
+}

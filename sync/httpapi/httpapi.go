@@ -1,0 +1,244 @@
+// Package httpapi serves dirsync's HTTP API: the sign-in read
+// (GET /v1/access/{email}), explanations, status, one-off syncs and health.
+// It depends on the engine and the cache only through the small interfaces
+// below.
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/sync/engine"
+)
+
+// Checker answers sign-in lookups.
+type Checker interface {
+	Check(ctx context.Context, email string) (entitlement.Decision, error)
+}
+
+// StatusReader reads account status records from the cache.
+type StatusReader interface {
+	Status(ctx context.Context, account string) (accesscache.AccountStatus, bool, error)
+	Ping(ctx context.Context) error
+}
+
+// Syncer runs and reports passes.
+type Syncer interface {
+	Run(ctx context.Context, account string, opts engine.Options) (engine.Report, error)
+	Accounts() []string
+	LastReports(account string) map[engine.Mode]engine.Report
+}
+
+// Options configures the handler.
+type Options struct {
+	Checker Checker
+	Status  StatusReader
+	Syncer  Syncer
+	// AdminToken, when not empty, is required as a bearer token by admin
+	// endpoints. Empty means admin endpoints are open (loopback only; the
+	// config refuses a non-loopback listen address without a token).
+	AdminToken string
+	// Staleness is how old an account's last successful sync may be before
+	// /readyz reports not ready. Zero disables the check.
+	Staleness time.Duration
+	// SyncTimeout bounds a sync started through the API.
+	SyncTimeout time.Duration
+	Log         *zap.Logger
+	Now         func() time.Time
+}
+
+// maxBody bounds request bodies.
+const maxBody = 1 << 20
+
+// New returns the API handler.
+func New(o Options) http.Handler {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = 10 * time.Minute
+	}
+	s := &server{o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/access/{email}", s.access)
+	mux.HandleFunc("GET /v1/access/{email}/explain", s.admin(s.explain))
+	mux.HandleFunc("GET /v1/status", s.admin(s.status))
+	mux.HandleFunc("POST /v1/sync", s.admin(s.sync))
+	return http.MaxBytesHandler(mux, maxBody)
+}
+
+type server struct{ o Options }
+
+func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.o.AdminToken != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) != 1 {
+				writeError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz is ready when the cache answers and every account has a successful
+// sync no older than the staleness bound.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if err := s.o.Status.Ping(r.Context()); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) == 0 {
+		for _, id := range s.o.Syncer.Accounts() {
+			st, ok, err := s.o.Status.Status(r.Context(), id)
+			switch {
+			case err != nil:
+				problems = append(problems, id+": "+err.Error())
+			case !ok || st.LastSyncAt.IsZero():
+				problems = append(problems, id+": no successful sync yet")
+			case s.o.Staleness > 0 && s.o.Now().Sub(st.LastSyncAt) > s.o.Staleness:
+				problems = append(problems, id+": last successful sync at "+st.LastSyncAt.Format(time.RFC3339))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *server) access(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	d.Detail = nil
+	writeJSON(w, http.StatusOK, d)
+}
+
+// Explanation is the answer of /v1/access/{email}/explain.
+type Explanation struct {
+	entitlement.Decision
+	AccountStatus *accesscache.AccountStatus `json:"account_status,omitempty"`
+}
+
+func (s *server) explain(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	out := Explanation{Decision: d}
+	if d.Account != "" {
+		if st, found, err := s.o.Status.Status(r.Context(), d.Account); err == nil && found {
+			out.AccountStatus = &st
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) lookup(w http.ResponseWriter, r *http.Request) (entitlement.Decision, bool) {
+	d, err := s.o.Checker.Check(r.Context(), r.PathValue("email"))
+	if err != nil {
+		s.o.Log.Warn("access lookup failed", zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "access cache unavailable; deny sign-in (fail closed)")
+		return entitlement.Decision{}, false
+	}
+	return d, true
+}
+
+// AccountState is one account in /v1/status.
+type AccountState struct {
+	Account     string                        `json:"account"`
+	Cache       *accesscache.AccountStatus    `json:"cache,omitempty"`
+	Runs        map[engine.Mode]engine.Report `json:"runs"`
+	HoldPending bool                          `json:"hold_pending"`
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	var out []AccountState
+	for _, id := range s.o.Syncer.Accounts() {
+		st := AccountState{Account: id, Runs: s.o.Syncer.LastReports(id)}
+		if cs, found, err := s.o.Status.Status(r.Context(), id); err == nil && found {
+			st.Cache = &cs
+			st.HoldPending = cs.Hold != nil
+		}
+		out = append(out, st)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
+}
+
+func (s *server) sync(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := engine.Options{Mode: engine.Mode(q.Get("mode"))}
+	if opts.Mode == "" {
+		opts.Mode = engine.ModeFull
+	}
+	if opts.Mode != engine.ModeFull && opts.Mode != engine.ModeIncremental {
+		writeError(w, http.StatusBadRequest, "mode must be full or incremental")
+		return
+	}
+	for name, dst := range map[string]*bool{"dry_run": &opts.DryRun, "force": &opts.Force} {
+		if v := q.Get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, name+" must be true or false")
+				return
+			}
+			*dst = b
+		}
+	}
+	accounts := s.o.Syncer.Accounts()
+	if id := q.Get("account"); id != "" {
+		accounts = []string{id}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
+	defer cancel()
+	reports := make([]engine.Report, 0, len(accounts))
+	code := http.StatusOK
+	for _, id := range accounts {
+		rep, err := s.o.Syncer.Run(ctx, id, opts)
+		switch {
+		case errors.Is(err, engine.ErrUnknownAccount):
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		case err != nil:
+			code = http.StatusBadGateway
+			if errors.Is(err, engine.ErrHeld) {
+				code = http.StatusConflict
+			}
+		}
+		reports = append(reports, rep)
+	}
+	writeJSON(w, code, map[string]any{"reports": reports})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
