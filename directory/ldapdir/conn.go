@@ -1,0 +1,197 @@
+package ldapdir
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// dial connects to one URL, negotiates TLS as configured and binds. The
+// connection is closed when ctx ends, so a stalled server never outlives
+// the caller's deadline; each request is also bounded by Options.Timeout.
+func (p *Poller) dial(ctx context.Context, rawURL string) (*session, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL", rawURL)
+	}
+	host := u.Hostname()
+	port := u.Port()
+	if port == "" {
+		port = "389"
+		if u.Scheme == "ldaps" {
+			port = "636"
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	isTLS := u.Scheme == "ldaps"
+	netConn := raw
+	if isTLS {
+		tc := tls.Client(raw, p.tlsConfig(host))
+		if err := tc.HandshakeContext(dctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		netConn = tc
+	}
+	conn := ldap.NewConn(netConn, isTLS)
+	conn.Start()
+	conn.SetTimeout(p.o.Timeout)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	fail := func(err error) (*session, error) {
+		stop()
+		conn.Close()
+		return nil, err
+	}
+	if u.Scheme == "ldap" && p.o.StartTLS {
+		// go-ldap's StartTLS handshake has no deadline of its own.
+		_ = raw.SetDeadline(time.Now().Add(p.o.Timeout))
+		if err := conn.StartTLS(p.tlsConfig(host)); err != nil {
+			return fail(fmt.Errorf("starttls: %w", err))
+		}
+		_ = raw.SetDeadline(time.Time{})
+	}
+	if err := conn.Bind(p.o.BindDN, p.o.BindPassword); err != nil {
+		return fail(bindError(p.o.BindDN, err))
+	}
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
+	return &session{Conn: conn, url: rawURL, stop: stop}, nil
+}
+
+// session is one bound connection. Close it when done: it also drops the
+// close-on-cancel hook.
+type session struct {
+	*ldap.Conn
+	url  string
+	stop func() bool
+}
+
+func (s *session) Close() {
+	s.stop()
+	s.Conn.Close()
+}
+
+func (p *Poller) tlsConfig(host string) *tls.Config {
+	var c *tls.Config
+	if p.o.TLSConfig != nil {
+		c = p.o.TLSConfig.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// connect tries the URLs in order (DC failover) and returns the first
+// connection that binds. A bind that the server refuses is not retried
+// on the next URL: every DC would refuse it too, and each try counts
+// towards the account's lockout.
+func (p *Poller) connect(ctx context.Context, prefer string) (*session, error) {
+	urls := p.o.URLs
+	if prefer != "" {
+		urls = append([]string{prefer}, without(p.o.URLs, prefer)...)
+	}
+	var errs []error
+	for _, u := range urls {
+		conn, err := p.dial(ctx, u)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		var be *BindError
+		if errors.As(err, &be) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func without(list []string, s string) []string {
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// BindError is a bind the server refused, with the Active Directory reason
+// when the server gave one.
+type BindError struct {
+	BindDN string
+	// Code is the AD "data" code from the diagnostic message (52e, 533,
+	// 701, 775, …), empty for other servers.
+	Code   string
+	Reason string
+	Err    error
+}
+
+func (e *BindError) Error() string {
+	msg := fmt.Sprintf("bind as %q refused: %s", e.BindDN, e.Reason)
+	if e.Code != "" {
+		msg += " (AD data " + e.Code + ")"
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+var adDataCode = regexp.MustCompile(`(?i)\bdata ([0-9a-f]{3,8})\b`)
+
+// adBindReasons are the AcceptSecurityContext data codes AD puts in the
+// diagnostic message of a failed bind.
+var adBindReasons = map[string]string{
+	"525": "no such user",
+	"52e": "wrong bind DN or password",
+	"530": "logon not permitted at this time",
+	"531": "logon not permitted from this workstation",
+	"532": "the service account's password has expired",
+	"533": "the service account is disabled",
+	"568": "the service account is in too many groups",
+	"701": "the service account has expired",
+	"773": "the service account must reset its password",
+	"775": "the service account is locked out",
+}
+
+// bindError maps a failed bind to a clear message; network errors pass
+// through (the caller fails over on those).
+func bindError(bindDN string, err error) error {
+	var le *ldap.Error
+	if !errors.As(err, &le) || le.ResultCode == ldap.ErrorNetwork {
+		return fmt.Errorf("bind: %w", err)
+	}
+	be := &BindError{BindDN: bindDN, Err: err, Reason: ldap.LDAPResultCodeMap[le.ResultCode]}
+	if le.ResultCode == ldap.LDAPResultInvalidCredentials {
+		be.Reason = "invalid credentials"
+		if le.Err != nil {
+			if m := adDataCode.FindStringSubmatch(le.Err.Error()); m != nil {
+				be.Code = strings.ToLower(m[1])
+				if r, ok := adBindReasons[be.Code]; ok {
+					be.Reason = r
+				}
+			}
+		}
+	}
+	return be
+}

@@ -1,0 +1,203 @@
+package ldapdir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/dirsync/dirsync/directory/ldapentry"
+)
+
+// query is one logical subtree search.
+type query struct {
+	base     string
+	scope    int
+	filter   string
+	attrs    []string
+	controls []ldap.Control // extra controls (Show Deleted); paging is added per page
+}
+
+// search runs q page by page (RFC 2696) and calls fn for every entry as it
+// arrives, so memory stays bounded by one page. Every page is a fresh
+// request with a fresh paging control carrying the cookie the previous
+// page returned (go-ldap reuses a stale cookie when a request is reused).
+// Any error — a non-success result such as sizeLimitExceeded or
+// timeLimitExceeded (even after entries arrived), a network error, a
+// timeout, ctx ending — fails the whole search; the caller must discard
+// what fn received. Continuation references are ignored (never chased).
+func (p *Poller) search(ctx context.Context, conn *session, q query, fn func(*ldap.Entry) error) error {
+	var cookie []byte
+	for page := 0; ; page++ {
+		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
+		paging.SetCookie(cookie)
+		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
+		next, err := p.searchPage(ctx, conn, req, fn)
+		if err != nil {
+			return fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page+1, describe(err))
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		cookie = next
+	}
+}
+
+func (p *Poller) searchPage(ctx context.Context, conn *session, req *ldap.SearchRequest, fn func(*ldap.Entry) error) ([]byte, error) {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops go-ldap's reader goroutine if we leave early
+	resp := conn.SearchAsync(pctx, req, 64)
+	var cookie []byte
+	for resp.Next() {
+		if e := resp.Entry(); e != nil {
+			if err := fn(e); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if resp.Referral() != "" {
+			continue
+		}
+		if c, ok := ldap.FindControl(resp.Controls(), ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+			cookie = c.Cookie
+		}
+	}
+	if err := resp.Err(); err != nil {
+		return nil, err
+	}
+	// go-ldap ends the stream silently when ctx ends.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if conn.IsClosing() {
+		return nil, errors.New("connection closed during the search")
+	}
+	return cookie, nil
+}
+
+func (p *Poller) timeLimitSeconds() int {
+	s := int(p.o.Timeout.Seconds())
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// describe adds advice to the errors operators can act on.
+func describe(err error) error {
+	var le *ldap.Error
+	if !errors.As(err, &le) {
+		return err
+	}
+	switch le.ResultCode {
+	case ldap.LDAPResultSizeLimitExceeded:
+		return fmt.Errorf("the server's size limit cut the read short (OpenLDAP applies its default 500-entry limit to paged searches too; lift it for the bind DN, e.g. limits dn.exact=\"<bind dn>\" size=unlimited time=unlimited): %w", err)
+	case ldap.LDAPResultTimeLimitExceeded:
+		return fmt.Errorf("the server's time limit cut the read short: %w", err)
+	case ldap.LDAPResultAdminLimitExceeded:
+		return fmt.Errorf("an administrative limit cut the read short: %w", err)
+	case ldap.ErrorNetwork:
+		return fmt.Errorf("connection failed during the read: %w", err)
+	}
+	return err
+}
+
+// toEntry converts a go-ldap entry: attribute names lower-cased, binary
+// values kept as raw bytes in strings. Ranged attributes
+// (member;range=0-1499) are returned separately in ranges.
+func toEntry(e *ldap.Entry) (*ldapentry.Entry, []rangedAttr) {
+	out := &ldapentry.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attributes))}
+	var ranged []rangedAttr
+	for _, a := range e.Attributes {
+		name := strings.ToLower(a.Name)
+		if base, r, ok := parseRange(name); ok {
+			out.Attrs[base] = append(out.Attrs[base], a.Values...)
+			ranged = append(ranged, rangedAttr{name: base, r: r})
+			continue
+		}
+		out.Attrs[name] = append(out.Attrs[name], a.Values...)
+	}
+	return out, ranged
+}
+
+type rangedAttr struct {
+	name string
+	r    valueRange
+}
+
+// valueRange is the "low-high" part of "attr;range=low-high"; high is -1
+// for "*" (the last values).
+type valueRange struct{ low, high int }
+
+// parseRange splits "member;range=0-1499" into member and 0..1499.
+func parseRange(name string) (string, valueRange, bool) {
+	base, opts, ok := strings.Cut(name, ";")
+	if !ok {
+		return name, valueRange{}, false
+	}
+	for _, opt := range strings.Split(opts, ";") {
+		spec, ok := strings.CutPrefix(opt, "range=")
+		if !ok {
+			continue
+		}
+		lo, hi, ok := strings.Cut(spec, "-")
+		if !ok {
+			return base, valueRange{}, false
+		}
+		low, err := strconv.Atoi(lo)
+		if err != nil {
+			return base, valueRange{}, false
+		}
+		if hi == "*" {
+			return base, valueRange{low: low, high: -1}, true
+		}
+		high, err := strconv.Atoi(hi)
+		if err != nil || high < low {
+			return base, valueRange{}, false
+		}
+		return base, valueRange{low: low, high: high}, true
+	}
+	return base, valueRange{}, false
+}
+
+// completeRanges fetches the rest of every ranged attribute of e (AD
+// returns at most MaxValRange values per attribute and names the rest
+// "member;range=1500-*"), appending values until a range ends in "*".
+func (p *Poller) completeRanges(ctx context.Context, conn *session, e *ldapentry.Entry, ranged []rangedAttr) error {
+	for _, ra := range ranged {
+		r := ra.r
+		for r.high >= 0 {
+			want := fmt.Sprintf("%s;range=%d-*", ra.name, r.high+1)
+			req := ldap.NewSearchRequest(e.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+				"(objectClass=*)", []string{want}, nil)
+			res, err := conn.Search(req)
+			if err != nil {
+				return fmt.Errorf("range retrieval of %s on %q: %w", want, e.DN, describe(err))
+			}
+			if len(res.Entries) != 1 {
+				return fmt.Errorf("range retrieval of %s on %q: %d entries returned", want, e.DN, len(res.Entries))
+			}
+			var got *valueRange
+			for _, a := range res.Entries[0].Attributes {
+				base, nr, ok := parseRange(strings.ToLower(a.Name))
+				if !ok || base != ra.name {
+					continue
+				}
+				if nr.low != r.high+1 {
+					return fmt.Errorf("range retrieval of %s on %q: server answered range %d-%d", want, e.DN, nr.low, nr.high)
+				}
+				e.Attrs[ra.name] = append(e.Attrs[ra.name], a.Values...)
+				got = &nr
+			}
+			if got == nil {
+				break // nothing past the last range
+			}
+			r = *got
+		}
+	}
+	return nil
+}
