@@ -140,6 +140,16 @@ type Okta struct {
 	TokenEnv  string `yaml:"token_env"`
 	// AllowHTTP permits an http:// org URL, for local test servers only.
 	AllowHTTP bool `yaml:"allow_http"`
+	// PageSize is the limit of list requests (group members, groups,
+	// users). Default 200, Okta's recommended page size; at most 1000.
+	PageSize int `yaml:"page_size"`
+	// RequestTimeout bounds one API call including its rate-limit retries.
+	// Default 30s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// RateLimitShare is the largest share (0 < share <= 1) of the org's
+	// per-window API rate limit dirsync may use; when less than that is
+	// left, it waits for the window to reset. Default 0.5.
+	RateLimitShare float64 `yaml:"rate_limit_share"`
 }
 
 // LDIF configures an LDIF file directory (offline import, quick start).

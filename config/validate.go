@@ -24,6 +24,9 @@ const (
 	DefaultLDAPTimeout          = 30 * time.Second
 	DefaultMaxLostAccessPercent = 20.0
 	DefaultMaxLostAccessUsers   = 500
+	DefaultOktaPageSize         = 200
+	DefaultOktaRequestTimeout   = 30 * time.Second
+	DefaultOktaRateLimitShare   = 0.5
 )
 
 // DefaultEmailAttributes are read in order when email_attributes is empty.
@@ -98,6 +101,15 @@ func (c *Config) applyDefaults() {
 		l.CAFile = c.path(l.CAFile)
 		l.BindPasswordFile = c.path(l.BindPasswordFile)
 		a.Directory.Okta.TokenFile = c.path(a.Directory.Okta.TokenFile)
+		if a.Directory.Okta.PageSize == 0 {
+			a.Directory.Okta.PageSize = DefaultOktaPageSize
+		}
+		if a.Directory.Okta.RequestTimeout == 0 {
+			a.Directory.Okta.RequestTimeout = DefaultOktaRequestTimeout
+		}
+		if a.Directory.Okta.RateLimitShare == 0 {
+			a.Directory.Okta.RateLimitShare = DefaultOktaRateLimitShare
+		}
 		a.Directory.LDIF.Path = c.path(a.Directory.LDIF.Path)
 		if len(a.Directory.LDIF.EmailAttributes) == 0 {
 			a.Directory.LDIF.EmailAttributes = DefaultEmailAttributes()
@@ -312,6 +324,15 @@ func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv 
 			ps.add(op+".org_url", "scheme %q is not https", u.Scheme)
 		}
 		checkSecret(ps, op+".token", o.TokenFile, o.TokenEnv, true, getenv)
+		if o.PageSize < 1 || o.PageSize > 1000 {
+			ps.add(op+".page_size", "%d is outside 1..1000; Okta recommends 200", o.PageSize)
+		}
+		if o.RequestTimeout < 0 {
+			ps.add(op+".request_timeout", "must be positive, e.g. 30s")
+		}
+		if o.RateLimitShare <= 0 || o.RateLimitShare > 1 {
+			ps.add(op+".rate_limit_share", "%v is outside (0, 1]; e.g. 0.5 uses at most half of each rate-limit window", o.RateLimitShare)
+		}
 	case DirectoryLDIF:
 		if d.LDIF.Path == "" {
 			ps.add(p+".ldif.path", "required: the LDIF file to read")
