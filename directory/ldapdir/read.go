@@ -315,10 +315,12 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (*state, bool, er
 			changed = true
 		}
 	}
-	if len(renamed) > 0 {
+	if len(renamed) > 0 && p.ad {
 		// AD does not touch a group when a member is renamed or moved (the
 		// link follows the object), so the DNs the groups hold are fixed
-		// here; copies, since entries are shared with prev.
+		// here; copies, since entries are shared with prev. Generic LDAP
+		// servers store DNs: a group changes (refint overlay) or keeps a
+		// dangling DN, as a full read would see it.
 		for id, g := range next.groups {
 			if ng, ok := renameMembers(g, renamed); ok {
 				next.groups[id] = ng

@@ -28,8 +28,9 @@ type SlapdOptions struct {
 	MaxSize int64
 }
 
-// Slapd is a private OpenLDAP server (mdb, slapd.conf) on random loopback
-// ports: plain LDAP (with StartTLS) and LDAPS, both with a certificate from
+// Slapd is a private OpenLDAP server (mdb, slapd.conf, the refint overlay
+// keeping member/uniqueMember in step with renames and deletes) on random
+// loopback ports: plain LDAP (with StartTLS) and LDAPS, both with a certificate from
 // TLS whose SAN holds 127.0.0.1 and localhost.
 type Slapd struct {
 	URL      string // ldap://127.0.0.1:port
@@ -117,6 +118,7 @@ func (s *Slapd) config(opts SlapdOptions) string {
 	}
 	fmt.Fprintf(&b, `modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload refint
 pidfile %[1]s/slapd.pid
 argsfile %[1]s/slapd.args
 TLSCACertificateFile %[2]s
@@ -136,6 +138,8 @@ index entryUUID eq
 index uid eq
 index modifyTimestamp eq
 limits dn.exact="%[10]s" size=unlimited time=unlimited
+overlay refint
+refint_attributes member uniqueMember
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 `, s.Dir, s.TLS.CAFile, s.TLS.CertFile, s.TLS.KeyFile, opts.SizeLimit, opts.MaxSize,
