@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -258,13 +259,14 @@ func (p *Poller) pollLog(ctx context.Context, next, since string) ([]*oktasdk.Lo
 			return nil, "", fmt.Errorf("okta: poll system log (page %d): no next link to continue from", pages)
 		}
 		all = append(all, page...)
+		following := withoutSince(resp.NextPage)
 		if len(page) < DefaultLogPageSize {
-			return all, resp.NextPage, nil
+			return all, following, nil
 		}
-		if resp.NextPage == next {
+		if following == next {
 			return nil, "", fmt.Errorf("okta: poll system log: a full page repeated its cursor")
 		}
-		next = resp.NextPage
+		next = following
 		if pages >= p.opts.MaxPages {
 			return nil, "", fmt.Errorf("okta: poll system log: more than %d pages", p.opts.MaxPages)
 		}
@@ -279,4 +281,21 @@ func sameContent(a, b *directory.Snapshot) bool {
 		slices.EqualFunc(a.Groups, b.Groups, func(x, y directory.Group) bool {
 			return x.Ref == y.Ref && x.Name == y.Name && slices.Equal(x.Members, y.Members)
 		})
+}
+
+// withoutSince drops since from a next link that has an after cursor: the
+// SDK copies the first request's parameters into every next link, and Okta
+// documents since and after as mutually exclusive.
+func withoutSince(next string) string {
+	u, err := url.Parse(next)
+	if err != nil {
+		return next
+	}
+	q := u.Query()
+	if !q.Has("after") || !q.Has("since") {
+		return next
+	}
+	q.Del("since")
+	u.RawQuery = q.Encode()
+	return u.String()
 }

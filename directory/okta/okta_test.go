@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/directory"
 	"github.com/dirsync/dirsync/directory/okta/oktafake"
 	"github.com/dirsync/dirsync/entitlement"
@@ -537,5 +538,31 @@ func TestIncrementalMembershipChanges(t *testing.T) {
 	}
 	if !sameContent(full, snap) {
 		t.Error("incremental snapshot differs from a full read")
+	}
+}
+
+func TestOptionsFromAccount(t *testing.T) {
+	a := config.Account{
+		AccessGroup: "Everyone",
+		Bindings:    []config.Binding{{Group: "00g00000000000000001", Permission: "pro"}, {Group: "Sales", Permission: "basic"}},
+		Directory: config.Directory{Type: config.DirectoryOkta, Okta: config.Okta{
+			OrgURL: "https://acme.okta.com/", AllowHTTP: false, PageSize: 150,
+			RequestTimeout: 12 * time.Second, RateLimitShare: 0.25,
+		}},
+	}
+	o := OptionsFromAccount(&a, "tok")
+	if o.OrgURL != "https://acme.okta.com/" || o.Token != "tok" || o.PageSize != 150 || o.RequestTimeout != 12*time.Second ||
+		o.RateLimitShare != 0.25 || strings.Join(o.Groups, "|") != "00g00000000000000001|Sales|Everyone" {
+		t.Errorf("options %+v", o)
+	}
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.client.GetConfig().Okta.Client.OrgUrl; got != "https://acme.okta.com" {
+		t.Errorf("org URL %q: trailing slash kept", got)
+	}
+	if withoutSince("/api/v1/logs?after=5&since=x&filter=f") != "/api/v1/logs?after=5&filter=f" {
+		t.Errorf("since kept next to after")
 	}
 }

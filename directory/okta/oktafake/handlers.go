@@ -429,8 +429,8 @@ func (s *Server) listLogs(r *http.Request, base string, now time.Time) response 
 	}
 	start := 0
 	if after := q.Get("after"); after != "" {
-		// The SDK merges the first request's parameters (since) into the
-		// next link, so after takes precedence over since.
+		// Okta documents since and after as mutually exclusive; the fake
+		// lets after win (the SDK copies since into next links).
 		if start, err = strconv.Atoi(after); err != nil || start < 0 || start > len(s.events) {
 			return s.errorResponse(http.StatusBadRequest, "E0000001", "Api validation failed: after", "invalid cursor")
 		}
