@@ -48,6 +48,18 @@ const (
 	ReasonNoPermission     Reason = "no_permission_group"
 	// ReasonUnknownUser: no account holds the email.
 	ReasonUnknownUser Reason = "unknown_user"
+
+	// Console-managed accounts (directory type console; see
+	// docs/console-accounts.md) add two codes. Both deny, with
+	// permission none.
+	//
+	// ReasonInvitationPending: a team invited the email and the user has not
+	// accepted yet.
+	ReasonInvitationPending Reason = "invitation_pending"
+	// ReasonRemovedFromTeam: a team administrator removed the user. The
+	// person is no longer a member of the account (not in its member list)
+	// and may use the service only as an unpaid individual, outside it.
+	ReasonRemovedFromTeam Reason = "removed_from_team"
 )
 
 // Capabilities are what a permission lets a user do.
