@@ -1,0 +1,214 @@
+package ldapdir
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+	"unicode/utf16"
+
+	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/sync/servertest"
+)
+
+// datasetTime is when the Samba dataset's expiries were computed.
+var datasetTime = time.Now()
+
+// sharedDC is the one Samba DC this test binary provisions (~12 s).
+var sharedDC = servertest.NewSharedSamba(func() servertest.SambaOptions { return servertest.ADDatasetOptions(datasetTime) })
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sharedDC.Close()
+	os.Exit(code)
+}
+
+func sambaOptions(dc *servertest.Samba) Options {
+	return Options{
+		Type: config.DirectoryActiveDirectory, URLs: []string{dc.URL}, AllowInsecure: true,
+		BindDN: servertest.SambaAdminUPN, BindPassword: servertest.SambaAdminPassword,
+		UserBaseDN: servertest.ADCorpDN, GroupBaseDN: servertest.ADCorpDN,
+		PageSize: 500, Timeout: 20 * time.Second,
+	}
+}
+
+func TestSambaDecisionsAndChanges(t *testing.T) {
+	dc := sharedDC.Get(t)
+	ctx := context.Background()
+	p := newPoller(t, sambaOptions(dc))
+	snap, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bindings := servertest.ADDatasetBindings()
+	now := time.Now()
+	got := decisions(t, snap, servertest.ADEmailDomain, bindings, now)
+	pro := want{entitlement.PermissionPro, entitlement.ReasonGranted}
+	basic := want{entitlement.PermissionBasic, entitlement.ReasonGranted}
+	wants := map[string]want{
+		"alice@example.test":    pro,   // direct
+		"bob@example.test":      pro,   // nested two levels
+		"carol@example.test":    basic, // cycle Cyc-A ↔ Cyc-B
+		"dave@example.test":     {entitlement.PermissionNone, entitlement.ReasonSuspended},
+		"erin@example.test":     {entitlement.PermissionNone, entitlement.ReasonInactive},
+		"frank@example.test":    pro, // accountExpires 0 = never
+		"fiona@example.test":    pro, // expires in 30 days
+		"grace@example.test":    {"", entitlement.ReasonUnknownUser},
+		"heidi@example.test":    basic, // UPN fallback
+		"ivan@example.test":     basic, // primary group only
+		"judy@example.test":     pro,
+		"mallory@example.test":  pro,
+		"big-0000@example.test": basic,
+		"big-1599@example.test": basic, // beyond the first 1,500 values
+	}
+	checkDecisions(t, got, wants)
+	if n := snap.Skipped["no_email"]; n != 1 {
+		t.Errorf("no_email skipped %d, want 1 (grace): %v", n, snap.Skipped)
+	}
+	if n := snap.Skipped["foreign_principal"]; n != 1 {
+		t.Errorf("foreign_principal skipped %d, want 1 (S-1-5-11 in G-Pro): %v", n, snap.Skipped)
+	}
+	if n := len(got); n != 11+servertest.ADBigMembers {
+		t.Errorf("%d decisions, want %d", n, 11+servertest.ADBigMembers)
+	}
+	id := got["alice@example.test"].UserID
+	if len(id) != 36 || id[8] != '-' {
+		t.Errorf("alice's id %q is not an objectGUID string", id)
+	}
+	// Expiry passes without any directory change: the mapper's clock decides.
+	later := decisions(t, snap, servertest.ADEmailDomain, bindings, now.Add(31*24*time.Hour))
+	if d := later["fiona@example.test"]; d.Reason != entitlement.ReasonInactive {
+		t.Errorf("fiona 31 days later: %s/%s, want inactive", d.Permission, d.Reason)
+	}
+
+	if _, changed, err := p.Incremental(ctx); err != nil || changed {
+		t.Fatalf("incremental without changes: changed=%v err=%v", changed, err)
+	}
+
+	// Disable mallory: only mallory flips.
+	if err := dc.SetUserAccountControl(servertest.ADUserDN("mallory"), 546); err != nil {
+		t.Fatal(err)
+	}
+	snap2, changed, err := p.Incremental(ctx)
+	if err != nil || !changed {
+		t.Fatalf("incremental after disabling mallory: changed=%v err=%v", changed, err)
+	}
+	got2 := decisions(t, snap2, servertest.ADEmailDomain, bindings, now)
+	if d := got2["mallory@example.test"]; d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("mallory after disable: %s/%s, want suspended", d.Permission, d.Reason)
+	}
+	assertOnlyChanged(t, got, got2, "mallory@example.test")
+
+	// Rename and move judy; delete big-1599.
+	if err := dc.Modify(fmt.Sprintf("dn: %s\nchangetype: modrdn\nnewrdn: CN=judith\ndeleteoldrdn: 1\n\ndn: %s\nchangetype: delete\n",
+		servertest.ADUserDN("judy"), servertest.ADUserDN("big-1599"))); err != nil {
+		t.Fatal(err)
+	}
+	snap3, changed, err := p.Incremental(ctx)
+	if err != nil || !changed {
+		t.Fatalf("incremental after rename/delete: changed=%v err=%v", changed, err)
+	}
+	got3 := decisions(t, snap3, servertest.ADEmailDomain, bindings, now)
+	if d := got3["judy@example.test"]; d.Permission != entitlement.PermissionPro || d.UserID != got["judy@example.test"].UserID {
+		t.Errorf("renamed judy: %s/%s id %s, want pro with id %s", d.Permission, d.Reason, d.UserID, got["judy@example.test"].UserID)
+	}
+	if d, ok := got3["big-1599@example.test"]; ok {
+		t.Errorf("deleted big-1599 still has a decision %s/%s", d.Permission, d.Reason)
+	}
+	full, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotFull := decisions(t, full, servertest.ADEmailDomain, bindings, now)
+	if len(gotFull) != len(got3) {
+		t.Errorf("full read has %d decisions, incremental %d", len(gotFull), len(got3))
+	}
+	for email, d := range got3 {
+		if f := gotFull[email]; f.Permission != d.Permission || f.Reason != d.Reason || f.UserID != d.UserID {
+			t.Errorf("%s: incremental %s/%s, full %s/%s", email, d.Permission, d.Reason, f.Permission, f.Reason)
+		}
+	}
+}
+
+func assertOnlyChanged(t *testing.T, before, after map[string]entitlement.Decision, changed string) {
+	t.Helper()
+	for email, d := range before {
+		if email == changed {
+			continue
+		}
+		a, ok := after[email]
+		if !ok || a.Permission != d.Permission || a.Reason != d.Reason || a.UserID != d.UserID {
+			t.Errorf("%s changed from %s/%s to %s/%s", email, d.Permission, d.Reason, a.Permission, a.Reason)
+		}
+	}
+}
+
+func unicodePwd(pw string) string {
+	u := utf16.Encode([]rune(`"` + pw + `"`))
+	b := make([]byte, 2*len(u))
+	for i, c := range u {
+		binary.LittleEndian.PutUint16(b[2*i:], c)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestSambaTLSAndBindErrors(t *testing.T) {
+	dc := sharedDC.Get(t)
+	ctx := context.Background()
+
+	ldaps := sambaOptions(dc)
+	ldaps.URLs, ldaps.AllowInsecure, ldaps.TLSConfig = []string{dc.LDAPSURL}, false, dc.TLS.ClientConfig()
+	if _, err := newPoller(t, ldaps).Snapshot(ctx); err != nil {
+		t.Fatalf("ldaps: %v", err)
+	}
+	startTLS := sambaOptions(dc)
+	startTLS.AllowInsecure, startTLS.StartTLS, startTLS.TLSConfig = false, true, dc.TLS.ClientConfig()
+	if _, err := newPoller(t, startTLS).Snapshot(ctx); err != nil {
+		t.Fatalf("starttls: %v", err)
+	}
+
+	const pw = "Passw0rd!Svc9"
+	err := dc.Modify(fmt.Sprintf(`dn: CN=svc-off,CN=Users,%[1]s
+changetype: add
+objectClass: user
+sAMAccountName: svc-off
+unicodePwd:: %[2]s
+userAccountControl: 514
+
+dn: CN=svc-old,CN=Users,%[1]s
+changetype: add
+objectClass: user
+sAMAccountName: svc-old
+unicodePwd:: %[2]s
+userAccountControl: 512
+accountExpires: 130000000000000000
+`, servertest.SambaBaseDN, unicodePwd(pw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		dn, pw, code string
+	}{
+		{servertest.SambaAdminUPN, "wrong-password", "52e"},
+		{"svc-off@example.test", pw, "533"},
+		{"svc-old@example.test", pw, "701"},
+	}
+	for _, c := range cases {
+		o := sambaOptions(dc)
+		o.BindDN, o.BindPassword = c.dn, c.pw
+		_, err := newPoller(t, o).Snapshot(ctx)
+		var be *BindError
+		if !errors.As(err, &be) || be.Code != c.code {
+			t.Errorf("bind as %s: %v, want AD data %s", c.dn, err, c.code)
+			continue
+		}
+		if want := adBindReasons[c.code]; be.Reason != want {
+			t.Errorf("bind as %s: reason %q, want %q", c.dn, be.Reason, want)
+		}
+	}
+}
