@@ -30,6 +30,7 @@ func Parse(r io.Reader, fn func(*ldapentry.Entry)) error {
 		logical   strings.Builder
 		startLine int
 		lineNo    int
+		inComment bool
 	)
 	flushLine := func() error {
 		if logical.Len() == 0 {
@@ -44,6 +45,9 @@ func Parse(r io.Reader, fn func(*ldapentry.Entry)) error {
 		raw := strings.TrimSuffix(sc.Text(), "\r")
 		switch {
 		case strings.HasPrefix(raw, " "):
+			if inComment {
+				continue
+			}
 			if logical.Len() == 0 {
 				return fmt.Errorf("ldif line %d: continuation line without a line to continue", lineNo)
 			}
@@ -54,9 +58,10 @@ func Parse(r io.Reader, fn func(*ldapentry.Entry)) error {
 				return err
 			}
 			// A comment may itself be folded; skip its continuations.
-			logical.Reset()
+			inComment = true
 			continue
 		}
+		inComment = false
 		if err := flushLine(); err != nil {
 			return err
 		}

@@ -1,0 +1,45 @@
+package entitlement
+
+import "testing"
+
+func decision(email string, perm Permission, reason Reason) Decision {
+	return Decision{Email: email, Account: "acme", Allowed: perm != PermissionNone, Permission: perm, Reason: reason,
+		Capabilities: CapabilitiesOf(perm), Via: []string{}}
+}
+
+func TestDiff(t *testing.T) {
+	pro := decision("pro@x", PermissionPro, ReasonGranted)
+	down := decision("down@x", PermissionBasic, ReasonGranted)
+	susp := decision("susp@x", PermissionNone, ReasonSuspended)
+	nogrp := decision("nogrp@x", PermissionNone, ReasonNoPermission)
+	newU := decision("new@x", PermissionBasic, ReasonGranted)
+	prev := map[string]Published{
+		"pro@x":   PublishedOf(&pro),
+		"down@x":  {Permission: PermissionPro, Allowed: true, Fingerprint: 1},
+		"susp@x":  {Permission: PermissionPro, Allowed: true, Fingerprint: 2},
+		"nogrp@x": {Permission: PermissionBasic, Allowed: true, Fingerprint: 3},
+		"gone@x":  {Permission: PermissionBasic, Allowed: true, Fingerprint: 4},
+	}
+	d := Diff(prev, []Decision{pro, down, susp, nogrp, newU})
+	if d.Unchanged != 1 || d.Added != 1 || d.Updated != 3 || d.Removed != 1 {
+		t.Errorf("counts: unchanged %d added %d updated %d removed %d; want 1 1 3 1", d.Unchanged, d.Added, d.Updated, d.Removed)
+	}
+	if d.LostAccess != 3 || d.LostAccessByStatus != 1 || d.Downgrades != 1 || d.GainedAccess != 1 || d.PreviouslyAllowed != 5 {
+		t.Errorf("access: lost %d (status %d) downgrades %d gained %d prev %d; want 3 (1) 1 1 5",
+			d.LostAccess, d.LostAccessByStatus, d.Downgrades, d.GainedAccess, d.PreviouslyAllowed)
+	}
+	for _, c := range d.Changes {
+		if c.Email == "pro@x" {
+			t.Error("unchanged decision in changes")
+		}
+		if c.Email == "gone@x" && c.New != nil {
+			t.Error("removal carries a new decision")
+		}
+		if c.New != nil && c.Next != PublishedOf(c.New) {
+			t.Errorf("%s: Next does not summarise New", c.Email)
+		}
+	}
+	if len(Diff(map[string]Published{"pro@x": PublishedOf(&pro)}, []Decision{pro}).Changes) != 0 {
+		t.Error("steady state produced changes")
+	}
+}
