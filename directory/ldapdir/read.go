@@ -270,7 +270,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (*state, bool, er
 		if prev.stamp == "" {
 			return full() // the server shows no modifyTimestamp to follow
 		}
-		cond = "(modifyTimestamp>=" + ldap.EscapeFilter(prev.stamp) + ")"
+		cond = modifiedSince(prev.stamp)
 	}
 	users, err := p.readEntries(ctx, conn, p.o.UserBaseDN, andFilter(p.o.UserFilter, cond), p.userAttrs())
 	if err != nil {
@@ -334,6 +334,12 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (*state, bool, er
 		return nil, false, fmt.Errorf("%s: %w", conn.url, err)
 	}
 	return next, true, nil
+}
+
+// modifiedSince is the OpenLDAP change filter. The timestamp comes from
+// the server's data, so it is escaped (RFC 4515) like any value.
+func modifiedSince(stamp string) string {
+	return "(modifyTimestamp>=" + ldap.EscapeFilter(stamp) + ")"
 }
 
 // readDeleted returns the objectGUIDs of objects deleted at or after
