@@ -14,7 +14,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/directory/ldapdir"
 	"github.com/dirsync/dirsync/directory/ldapentry"
+	"github.com/dirsync/dirsync/directory/okta"
 	"github.com/dirsync/dirsync/directory/ldif"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
@@ -142,6 +144,22 @@ func policyOf(a config.Account) entitlement.Policy {
 func newSource(a config.Account, e env, log *zap.Logger) (engine.Source, error) {
 	d := a.Directory
 	switch d.Type {
+	case config.DirectoryActiveDirectory, config.DirectoryLDAP:
+		password, err := config.ReadSecret(d.LDAP.BindPasswordFile, d.LDAP.BindPasswordEnv, e.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("directory.ldap.bind_password: %w", err)
+		}
+		tc, err := ldapdir.TLSConfigFromCAFile(d.LDAP.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("directory.ldap.%w", err)
+		}
+		return ldapdir.New(ldapdir.OptionsFromConfig(d, password, tc))
+	case config.DirectoryOkta:
+		token, err := config.ReadSecret(d.Okta.TokenFile, d.Okta.TokenEnv, e.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("directory.okta.token: %w", err)
+		}
+		return okta.New(okta.OptionsFromAccount(&a, token))
 	case config.DirectoryLDIF:
 		return ldif.NewSource(d.LDIF.Path, ldapentry.Options{
 			EmailAttributes:   d.LDIF.EmailAttributes,

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/sync/servertest"
+)
+
+// runCLI runs the CLI in-process and returns its exit code and output.
+func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// rulesLDIF has one user per mapper rule.
+const rulesLDIF = `dn: CN=Pro,OU=G,DC=acme,DC=example
+objectClass: group
+cn: Pro
+member: CN=pro,OU=P,DC=acme,DC=example
+member: CN=both,OU=P,DC=acme,DC=example
+member: CN=suspended,OU=P,DC=acme,DC=example
+member: CN=expired,OU=P,DC=acme,DC=example
+member: CN=outsider,OU=P,DC=acme,DC=example
+member: CN=noaccess,OU=P,DC=acme,DC=example
+member: CN=Nested,OU=G,DC=acme,DC=example
+
+dn: CN=Basic,OU=G,DC=acme,DC=example
+objectClass: group
+cn: Basic
+member: CN=basic,OU=P,DC=acme,DC=example
+member: CN=both,OU=P,DC=acme,DC=example
+
+dn: CN=Nested,OU=G,DC=acme,DC=example
+objectClass: group
+cn: Nested
+member: CN=nested,OU=P,DC=acme,DC=example
+member: CN=Pro,OU=G,DC=acme,DC=example
+
+dn: CN=Staff,OU=G,DC=acme,DC=example
+objectClass: group
+cn: Staff
+member: CN=pro,OU=P,DC=acme,DC=example
+member: CN=both,OU=P,DC=acme,DC=example
+member: CN=basic,OU=P,DC=acme,DC=example
+member: CN=nested,OU=P,DC=acme,DC=example
+member: CN=suspended,OU=P,DC=acme,DC=example
+member: CN=expired,OU=P,DC=acme,DC=example
+member: CN=nogroup,OU=P,DC=acme,DC=example
+`
+
+func ldifUser(cn, mail string, uac int, expires string) string {
+	return fmt.Sprintf("dn: CN=%s,OU=P,DC=acme,DC=example\nobjectClass: user\ncn: %s\nobjectGUID:: %s\nmail: %s\nuserAccountControl: %d\naccountExpires: %s\n\n",
+		cn, cn, guidB64(cn), mail, uac, expires)
+}
+
+// guidB64 is a stable fake objectGUID per name.
+func guidB64(name string) string {
+	b := make([]byte, 16)
+	copy(b, name)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func writeRulesConfig(t *testing.T, redisAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ldif := ldifUser("pro", "Pro@Acme.Example", 512, "0") +
+		ldifUser("basic", "basic@acme.example", 512, "9223372036854775807") +
+		ldifUser("both", "both@acme.example", 512, "0") +
+		ldifUser("nested", "nested@acme.example", 512, "0") +
+		ldifUser("suspended", "suspended@acme.example", 514, "0") +
+		ldifUser("expired", "expired@acme.example", 512, "131000000000000000") +
+		ldifUser("nogroup", "nogroup@acme.example", 512, "0") +
+		ldifUser("noaccess", "noaccess@acme.example", 512, "0") +
+		ldifUser("outsider", "outsider@elsewhere.example", 512, "0") + rulesLDIF
+	if err := os.WriteFile(filepath.Join(dir, "dir.ldif"), []byte(ldif), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`cache:
+  backend: redis
+  redis: {addrs: [%q], key_prefix: e2e}
+log: {level: error}
+accounts:
+  - id: acme
+    claimed_domains: [acme.example]
+    directory: {type: ldif, ldif: {path: dir.ldif}}
+    access_group: "CN=Staff,OU=G,DC=acme,DC=example"
+    bindings:
+      - {group: "CN=Pro,OU=G,DC=acme,DC=example", permission: pro}
+      - {group: "cn=basic,ou=g,dc=acme,dc=example", permission: basic}
+`, redisAddr)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSyncThenCheckEveryRule is the spine's end-to-end check: a sync into
+// real Redis, then a check of every mapper rule as the sign-in service
+// reads it.
+func TestSyncThenCheckEveryRule(t *testing.T) {
+	srv := servertest.StartRedis(t)
+	cfg := writeRulesConfig(t, srv.Addr)
+	ctx := context.Background()
+
+	code, out, errOut := runCLI(t, ctx, nil, "sync", "--config", cfg, "--output", "json")
+	if code != exitOK {
+		t.Fatalf("sync exit %d: %s %s", code, out, errOut)
+	}
+	var sync struct {
+		Reports []struct {
+			Result string `json:"result"`
+			Stats  struct {
+				Users            int            `json:"users"`
+				Decisions        int            `json:"decisions"`
+				DomainNotClaimed int            `json:"domain_not_claimed"`
+				ByReason         map[string]int `json:"by_reason"`
+			} `json:"stats"`
+		} `json:"reports"`
+	}
+	if err := json.Unmarshal([]byte(out), &sync); err != nil {
+		t.Fatalf("sync json: %v\n%s", err, out)
+	}
+	r := sync.Reports[0]
+	if r.Result != "published" || r.Stats.Users != 9 || r.Stats.Decisions != 8 || r.Stats.DomainNotClaimed != 1 {
+		t.Errorf("sync report = %+v", r)
+	}
+
+	tests := []struct {
+		email      string
+		allowed    bool
+		permission string
+		reason     string
+		via        []string
+	}{
+		{"pro@acme.example", true, "pro", "granted", []string{"CN=Pro,OU=G,DC=acme,DC=example"}},
+		{"PRO@acme.example", true, "pro", "granted", []string{"CN=Pro,OU=G,DC=acme,DC=example"}},
+		{"basic@acme.example", true, "basic", "granted", []string{"CN=Basic,OU=G,DC=acme,DC=example"}},
+		{"both@acme.example", true, "pro", "granted", []string{"CN=Pro,OU=G,DC=acme,DC=example"}},
+		{"nested@acme.example", true, "pro", "granted", []string{"CN=Pro,OU=G,DC=acme,DC=example"}},
+		{"suspended@acme.example", false, "none", "suspended", []string{}},
+		{"expired@acme.example", false, "none", "inactive", []string{}},
+		{"noaccess@acme.example", false, "none", "not_in_access_group", []string{}},
+		{"nogroup@acme.example", false, "none", "no_permission_group", []string{}},
+		{"outsider@elsewhere.example", false, "none", "unknown_user", []string{}},
+		{"stranger@acme.example", false, "none", "unknown_user", []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.email, func(t *testing.T) {
+			code, out, errOut := runCLI(t, ctx, nil, "check", "--config", cfg, tt.email, "--output", "json")
+			if code != exitOK {
+				t.Fatalf("check exit %d: %s", code, errOut)
+			}
+			var d map[string]any
+			if err := json.Unmarshal([]byte(out), &d); err != nil {
+				t.Fatalf("check json: %v\n%s", err, out)
+			}
+			for _, field := range []string{"email", "account", "allowed", "permission", "reason", "capabilities", "user_id", "via", "synced_at"} {
+				if _, ok := d[field]; !ok {
+					t.Errorf("decision JSON lacks %q: %s", field, out)
+				}
+			}
+			if _, ok := d["detail"]; ok {
+				t.Errorf("detail present without --explain")
+			}
+			var dec entitlement.Decision
+			if err := json.Unmarshal([]byte(out), &dec); err != nil {
+				t.Fatal(err)
+			}
+			if dec.Allowed != tt.allowed || string(dec.Permission) != tt.permission || string(dec.Reason) != tt.reason {
+				t.Errorf("got allowed=%t permission=%s reason=%s; want %t %s %s", dec.Allowed, dec.Permission, dec.Reason, tt.allowed, tt.permission, tt.reason)
+			}
+			if strings.Join(dec.Via, "|") != strings.Join(tt.via, "|") {
+				t.Errorf("via = %v; want %v", dec.Via, tt.via)
+			}
+			if dec.Capabilities != entitlement.CapabilitiesOf(entitlement.Permission(tt.permission)) {
+				t.Errorf("capabilities = %+v", dec.Capabilities)
+			}
+			if tt.reason != "unknown_user" && (dec.Account != "acme" || dec.UserID == "" || dec.SyncedAt.IsZero()) {
+				t.Errorf("account %q user_id %q synced_at %v", dec.Account, dec.UserID, dec.SyncedAt)
+			}
+		})
+	}
+
+	// --explain adds the group path and flags.
+	code, out, _ = runCLI(t, ctx, nil, "check", "--config", cfg, "nested@acme.example", "--explain")
+	if code != exitOK || !strings.Contains(out, "CN=Pro,OU=G,DC=acme,DC=example → CN=Nested,OU=G,DC=acme,DC=example → user") || !strings.Contains(out, "in_access_group=true") {
+		t.Errorf("explain output:\n%s", out)
+	}
+
+	// A dry run after a change shows the diff and publishes nothing.
+	code, out, _ = runCLI(t, ctx, nil, "sync", "--config", cfg, "--dry-run")
+	if code != exitOK || !strings.Contains(out, "0 published") {
+		t.Errorf("steady-state dry run:\n%s", out)
+	}
+}
+
+func TestValidateReportsEveryMistake(t *testing.T) {
+	code, _, errOut := runCLI(t, context.Background(), nil, "validate", "--config", "../../config/testdata/three-mistakes.yaml")
+	if code != exitUsage {
+		t.Errorf("exit %d; want %d", code, exitUsage)
+	}
+	for _, want := range []string{"cache.redis.adrs", "schedule.incremental", "accounts[0].bindings[0].permission"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output lacks %s:\n%s", want, errOut)
+		}
+	}
+	code, out, _ := runCLI(t, context.Background(), nil, "validate", "--config", "../../deployments/local/config.yaml")
+	if code != exitOK || !strings.Contains(out, "valid") {
+		t.Errorf("quick-start config: exit %d %s", code, out)
+	}
+	if code, _, _ := runCLI(t, context.Background(), nil, "validate"); code != exitUsage {
+		t.Errorf("no config: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, context.Background(), map[string]string{"DIRSYNC_CONFIG": "../../deployments/local/config.yaml"}, "validate"); code != exitOK {
+		t.Errorf("$DIRSYNC_CONFIG not used: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, context.Background(), nil, "frobnicate"); code != exitUsage {
+		t.Errorf("unknown command: exit %d", code)
+	}
+}
+
+// TestRunServesQuickStart runs the daemon on the quick-start config (on a
+// free port) and reads decisions over HTTP, as the README shows.
+func TestRunServesQuickStart(t *testing.T) {
+	dir := t.TempDir()
+	ldif, err := os.ReadFile("../../deployments/local/directory.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "directory.ldif"), ldif, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgBody, err := os.ReadFile("../../deployments/local/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	cfgText := strings.Replace(string(cfgBody), "listen: 127.0.0.1:8080", "listen: "+addr, 1)
+	if cfgText == string(cfgBody) {
+		t.Fatal("quick-start config does not listen on 127.0.0.1:8080")
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		code, _, _ := runCLI(t, ctx, nil, "run", "--config", cfg)
+		done <- code
+	}()
+	get := func(email string) entitlement.Decision {
+		t.Helper()
+		var d entitlement.Decision
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + addr + "/v1/access/" + email)
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&d)
+				resp.Body.Close()
+				if err == nil && d.Reason != entitlement.ReasonUnknownUser {
+					return d
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no decision for %s: %v %+v", email, err, d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if d := get("alice@acme.example"); !d.Allowed || d.Permission != entitlement.PermissionPro {
+		t.Errorf("alice = %+v", d)
+	}
+	if d := get("dave@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("dave = %+v", d)
+	}
+	code, out, errOut := runCLI(t, context.Background(), nil, "check", "--config", cfg, "carol@acme.example", "--output", "json")
+	if code != exitOK || !strings.Contains(out, `"permission": "pro"`) || !strings.Contains(errOut, "asking the daemon") {
+		t.Errorf("check via daemon: exit %d\n%s\n%s", code, out, errOut)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("run exit %d after shutdown", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop within 10s of cancellation")
+	}
+	// With no daemon, check on a memory config says so.
+	code, _, errOut = runCLI(t, context.Background(), nil, "check", "--config", cfg, "alice@acme.example")
+	if code != exitRuntime || !strings.Contains(errOut, "no dirsync daemon answers") {
+		t.Errorf("check without daemon: exit %d: %s", code, errOut)
+	}
+}
