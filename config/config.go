@@ -12,10 +12,13 @@ import (
 
 // Config is the whole file.
 type Config struct {
-	Cache    Cache     `yaml:"cache"`
-	API      API       `yaml:"api"`
-	Schedule Schedule  `yaml:"schedule"`
-	Log      Log       `yaml:"log"`
+	Cache    Cache    `yaml:"cache"`
+	API      API      `yaml:"api"`
+	Schedule Schedule `yaml:"schedule"`
+	Log      Log      `yaml:"log"`
+	// Console configures the store of console-managed accounts (directory
+	// type console); required when any account uses it.
+	Console  Console   `yaml:"console"`
 	Accounts []Account `yaml:"accounts"`
 
 	// dir is the directory of the file the config was read from; relative
@@ -73,6 +76,26 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
+// Console configures the PostgreSQL database that is the system of record
+// for console-managed accounts (see docs/console-accounts.md).
+type Console struct {
+	// PostgresDSNFile (or PostgresDSNEnv) holds the connection string, e.g.
+	// postgres://dirsync:secret@db.example:5432/dirsync?sslmode=verify-full.
+	// It is a secret (it may carry the password) and never logged.
+	PostgresDSNFile string `yaml:"postgres_dsn_file"`
+	PostgresDSNEnv  string `yaml:"postgres_dsn_env"`
+	// MaxConns bounds the connection pool. Default 8.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// AccountConsole configures a console-managed account.
+type AccountConsole struct {
+	// AutoJoinPermission is what users who register with an email in a
+	// claimed domain of an enterprise account get: pro, basic (default) or
+	// none. Team accounts join by invitation only.
+	AutoJoinPermission string `yaml:"auto_join_permission"`
+}
+
 // Account is one tenant: a set of claimed domains, a directory and the
 // bindings from its groups to permissions.
 type Account struct {
@@ -90,11 +113,15 @@ type Account struct {
 	// Schedule overrides the top-level schedule for this account; empty
 	// fields inherit.
 	Schedule Schedule `yaml:"schedule"`
+	// Console configures an account whose directory type is console.
+	Console AccountConsole `yaml:"console"`
 }
 
 // Directory selects the account's source of users and groups.
 type Directory struct {
-	// Type is active_directory, ldap, okta or ldif.
+	// Type is active_directory, ldap, okta, ldif or console (users and
+	// permissions managed through dirsync's admin API, stored in
+	// PostgreSQL; no bindings).
 	Type string `yaml:"type"`
 	LDAP LDAP   `yaml:"ldap"`
 	Okta Okta   `yaml:"okta"`
@@ -188,7 +215,17 @@ const (
 	DirectoryLDAP            = "ldap"
 	DirectoryOkta            = "okta"
 	DirectoryLDIF            = "ldif"
+	DirectoryConsole         = "console"
 )
+
+// Account types.
+const (
+	AccountEnterprise = "enterprise"
+	AccountTeam       = "team"
+)
+
+// DefaultConsoleMaxConns is the default PostgreSQL pool size.
+const DefaultConsoleMaxConns = 8
 
 // Cache backends.
 const (

@@ -75,7 +75,6 @@ func Parse(data []byte, dir, name string, getenv func(string) string) (*Config, 
 	cfg.applyDefaults()
 	problems = append(problems, cfg.validate(getenv)...)
 	if len(problems) > 0 {
-		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line && problems[i].Line > 0 })
 		return nil, &Error{File: name, Problems: problems}
 	}
 	return cfg, nil

@@ -48,6 +48,10 @@ func (c *Config) applyDefaults() {
 		c.API.Listen = DefaultListen
 	}
 	c.API.AdminTokenFile = c.path(c.API.AdminTokenFile)
+	c.Console.PostgresDSNFile = c.path(c.Console.PostgresDSNFile)
+	if c.Console.MaxConns == 0 {
+		c.Console.MaxConns = DefaultConsoleMaxConns
+	}
 	if c.Schedule.Full == "" {
 		c.Schedule.Full = DefaultFullSchedule
 	}
@@ -64,6 +68,9 @@ func (c *Config) applyDefaults() {
 		a := &c.Accounts[i]
 		if a.Type == "" {
 			a.Type = "enterprise"
+		}
+		if a.Directory.Type == DirectoryConsole && a.Type == AccountEnterprise && a.Console.AutoJoinPermission == "" {
+			a.Console.AutoJoinPermission = "basic"
 		}
 		for j, d := range a.ClaimedDomains {
 			a.ClaimedDomains[j] = strings.ToLower(strings.TrimSpace(d))
@@ -188,8 +195,20 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	}
 	ids := map[string]int{}
 	domains := map[string]string{}
+	consoleAccounts := 0
 	for i := range c.Accounts {
 		c.validateAccount(&ps, i, ids, domains, getenv)
+		if c.Accounts[i].Directory.Type == DirectoryConsole {
+			consoleAccounts++
+		}
+	}
+	if consoleAccounts > 0 {
+		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, true, getenv)
+	} else {
+		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, false, getenv)
+	}
+	if c.Console.MaxConns < 1 || c.Console.MaxConns > 1000 {
+		ps.add("console.max_conns", "%d is outside 1..1000", c.Console.MaxConns)
 	}
 	return ps
 }
@@ -209,11 +228,13 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 		ids[a.ID] = i
 	}
 	switch a.Type {
-	case "enterprise", "team":
+	case AccountEnterprise, AccountTeam:
 	default:
 		ps.add(p+".type", "%q is not an account type; use enterprise or team", a.Type)
 	}
-	if len(a.ClaimedDomains) == 0 {
+	console := a.Directory.Type == DirectoryConsole
+	// A console-managed team invites users from any domain: it needs none.
+	if len(a.ClaimedDomains) == 0 && !(console && a.Type == AccountTeam) {
 		ps.add(p+".claimed_domains", "required: list the email domains this account owns, e.g. [acme.example]")
 	}
 	for j, d := range a.ClaimedDomains {
@@ -229,8 +250,15 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 		domains[d] = a.ID
 	}
 	c.validateDirectory(ps, p+".directory", &a.Directory, getenv)
-	if len(a.Bindings) == 0 {
+	validateAccountConsole(ps, p, a)
+	switch {
+	case console && len(a.Bindings) > 0:
+		ps.add(p+".bindings", "a console account has no directory groups: permissions are assigned through the admin API; remove bindings")
+	case !console && len(a.Bindings) == 0:
 		ps.add(p+".bindings", "no bindings: nobody could sign in; bind at least one group to pro or basic")
+	}
+	if console && a.AccessGroup != "" {
+		ps.add(p+".access_group", "a console account has no directory groups; remove access_group")
 	}
 	seen := map[string]int{}
 	for j, b := range a.Bindings {
@@ -258,8 +286,27 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 	if v := *a.Safeguard.MaxLostAccessUsers; v < 0 {
 		ps.add(p+".safeguard.max_lost_access_users", "%d is negative; use 0 or more", v)
 	}
-	checkSchedule(ps, p+".schedule.full", a.Schedule.Full)
-	checkSchedule(ps, p+".schedule.incremental", a.Schedule.Incremental)
+	// An inherited schedule was checked at the top level already.
+	if a.Schedule.Full != c.Schedule.Full {
+		checkSchedule(ps, p+".schedule.full", a.Schedule.Full)
+	}
+	if a.Schedule.Incremental != c.Schedule.Incremental {
+		checkSchedule(ps, p+".schedule.incremental", a.Schedule.Incremental)
+	}
+}
+
+func validateAccountConsole(ps *problems, p string, a *Account) {
+	ap := p + ".console.auto_join_permission"
+	v := a.Console.AutoJoinPermission
+	switch {
+	case v == "":
+	case a.Directory.Type != DirectoryConsole:
+		ps.add(ap, "only for accounts with directory.type console; the directory's group bindings decide permissions here")
+	case a.Type == AccountTeam:
+		ps.add(ap, "team accounts join by invitation only; remove auto_join_permission")
+	case v != "pro" && v != "basic" && v != "none":
+		ps.add(ap, "%q is not a permission; use pro, basic or none", v)
+	}
 }
 
 func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv func(string) string) {
@@ -342,10 +389,12 @@ func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv 
 		if d.LDIF.DisabledValue != "" && d.LDIF.DisabledAttribute == "" {
 			ps.add(p+".ldif.disabled_value", "set but disabled_attribute is empty; name the attribute that holds it")
 		}
+	case DirectoryConsole:
+		// Users and permissions live in PostgreSQL (top-level console).
 	case "":
-		ps.add(p+".type", "required: active_directory, ldap, okta or ldif")
+		ps.add(p+".type", "required: active_directory, ldap, okta, ldif or console")
 	default:
-		ps.add(p+".type", "%q is not a directory type; use active_directory, ldap, okta or ldif", d.Type)
+		ps.add(p+".type", "%q is not a directory type; use active_directory, ldap, okta, ldif or console", d.Type)
 	}
 }
 
