@@ -16,6 +16,8 @@ type Config struct {
 	API      API      `yaml:"api"`
 	Schedule Schedule `yaml:"schedule"`
 	Log      Log      `yaml:"log"`
+	// HA configures replicas sharing one Redis cache (lease per account).
+	HA HA `yaml:"ha"`
 	// Console configures the store of console-managed accounts (directory
 	// type console); required when any account uses it.
 	Console  Console   `yaml:"console"`

@@ -58,6 +58,7 @@ func (c *Config) applyDefaults() {
 	if c.Schedule.Incremental == "" {
 		c.Schedule.Incremental = DefaultIncrementalSchedule
 	}
+	c.HA.applyDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -190,6 +191,7 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 		ps.add("log.format", "%q is not a format; use json or console", c.Log.Format)
 	}
 
+	c.HA.validate(&ps)
 	if len(c.Accounts) == 0 {
 		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
 	}
