@@ -115,11 +115,22 @@ func (p *Poller) readEntries(ctx context.Context, conn *session, base, filter st
 		ranged []rangedAttr
 	}
 	var incomplete []partial
+	classes := map[string]string{} // objectClass values repeat on every entry: keep one copy
 	err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(le *ldap.Entry) error {
 		e, ranged := toEntry(le)
 		set.byID[ldapentry.StableID(e)] = e
 		if ts := e.First("modifytimestamp"); ts > set.stamp {
 			set.stamp = ts
+		}
+		// Only the newest timestamp of the set is the cursor; per entry
+		// it would only make unchanged entries look changed.
+		delete(e.Attrs, "modifytimestamp")
+		for i, oc := range e.Attrs["objectclass"] {
+			if c, ok := classes[oc]; ok {
+				e.Attrs["objectclass"][i] = c
+			} else {
+				classes[oc] = oc
+			}
 		}
 		if len(ranged) > 0 {
 			incomplete = append(incomplete, partial{e, ranged})
@@ -369,9 +380,6 @@ func equalEntry(a, b *ldapentry.Entry) bool {
 		return false
 	}
 	for k, v := range a.Attrs {
-		if k == "modifytimestamp" {
-			continue
-		}
 		if !slices.Equal(v, b.Attrs[k]) {
 			return false
 		}
