@@ -207,6 +207,11 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 		cancel()
 	}
 	wg.Wait()
+	// When one side fails it cancels the other: report the cause, not the
+	// cancellation it triggered.
+	if errors.Is(uErr, context.Canceled) && gErr != nil && !errors.Is(gErr, context.Canceled) {
+		uErr = nil
+	}
 	switch {
 	case uErr != nil:
 		return nil, fmt.Errorf("%s: read users: %w", conn.url, uErr)
