@@ -60,6 +60,11 @@ type API struct {
 	// endpoints require.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	AdminTokenEnv  string `yaml:"admin_token_env"`
+	// ReadyMaxStaleness: /readyz fails when an account's last successful
+	// sync is older than this. Default 0: any successful sync will do (a
+	// directory outage then alerts through metrics instead of taking the
+	// sign-in read path out of service).
+	ReadyMaxStaleness time.Duration `yaml:"ready_max_staleness"`
 }
 
 // Schedule holds robfig/cron/v3 specs ("@every 5s", "0 * * * *").
@@ -179,6 +184,14 @@ type Okta struct {
 	// per-window API rate limit dirsync may use; when less than that is
 	// left, it waits for the window to reset. Default 0.5.
 	RateLimitShare float64 `yaml:"rate_limit_share"`
+	// EventHookSecretFile (or EventHookSecretEnv) holds the secret Okta
+	// sends with event hook deliveries to /v1/hooks/okta; without one, the
+	// account accepts no event hooks (polling still applies).
+	EventHookSecretFile string `yaml:"event_hook_secret_file"`
+	EventHookSecretEnv  string `yaml:"event_hook_secret_env"`
+	// EventHookHeader is the header Okta sends the secret in. Default
+	// Authorization.
+	EventHookHeader string `yaml:"event_hook_header"`
 }
 
 // LDIF configures an LDIF file directory (offline import, quick start).

@@ -109,6 +109,10 @@ func (c *Config) applyDefaults() {
 		l.CAFile = c.path(l.CAFile)
 		l.BindPasswordFile = c.path(l.BindPasswordFile)
 		a.Directory.Okta.TokenFile = c.path(a.Directory.Okta.TokenFile)
+		a.Directory.Okta.EventHookSecretFile = c.path(a.Directory.Okta.EventHookSecretFile)
+		if a.Directory.Okta.EventHookHeader == "" {
+			a.Directory.Okta.EventHookHeader = "Authorization"
+		}
 		if a.Directory.Okta.PageSize == 0 {
 			a.Directory.Okta.PageSize = DefaultOktaPageSize
 		}
@@ -177,6 +181,9 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 		ps.add("api.listen", "%q is not a loopback address and no admin token is set; set api.admin_token_file or listen on 127.0.0.1", c.API.Listen)
 	}
 	checkSecret(&ps, "api.admin_token", c.API.AdminTokenFile, c.API.AdminTokenEnv, false, getenv)
+	if c.API.ReadyMaxStaleness < 0 {
+		ps.add("api.ready_max_staleness", "must not be negative; 0 disables the staleness check")
+	}
 
 	checkSchedule(&ps, "schedule.full", c.Schedule.Full)
 	checkSchedule(&ps, "schedule.incremental", c.Schedule.Incremental)
@@ -373,6 +380,7 @@ func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv 
 			ps.add(op+".org_url", "scheme %q is not https", u.Scheme)
 		}
 		checkSecret(ps, op+".token", o.TokenFile, o.TokenEnv, true, getenv)
+		checkSecret(ps, op+".event_hook_secret", o.EventHookSecretFile, o.EventHookSecretEnv, false, getenv)
 		if o.PageSize < 1 || o.PageSize > 1000 {
 			ps.add(op+".page_size", "%d is outside 1..1000; Okta recommends 200", o.PageSize)
 		}

@@ -6,14 +6,22 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/directory/okta"
 	"github.com/dirsync/dirsync/sync/engine"
 	"github.com/dirsync/dirsync/sync/httpapi"
+	"github.com/dirsync/dirsync/sync/metrics"
 	"github.com/dirsync/dirsync/sync/schedule"
 )
 
@@ -39,54 +47,56 @@ func cmdRun(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush
-	return serve(ctx, cfg, e, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	d := &daemon{cfgPath: *cfgPath, env: e, log: log, metrics: metrics.New(), reloads: make(chan reloadRequest)}
+	return d.serve(ctx, cfg, hup)
 }
 
-// serve runs the daemon until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, e env, log *zap.Logger) error {
-	c, closeCache, err := newCache(cfg, e)
-	if err != nil {
-		return err
-	}
-	defer closeCache()
-	if err := c.Ping(ctx); err != nil {
-		// Not fatal: syncs fail (and /readyz says so) until it is reachable.
-		log.Error("access cache unreachable at start-up; will keep trying", zap.Error(err))
-	}
-	accounts, err := newAccounts(cfg, e, log)
-	if err != nil {
-		return err
-	}
-	eng := engine.New(c, accounts, log, time.Now)
-	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
-	if err != nil {
-		return fmt.Errorf("api.admin_token: %w", err)
-	}
-	handler := httpapi.New(httpapi.Options{
-		Checker: c, Status: c, Syncer: eng, AdminToken: token, Log: log.Named("api"),
-	})
+// daemon is `dirsync run`: an HTTP server that lives as long as the process
+// and a generation (cache, engine, schedules) that a config reload replaces.
+type daemon struct {
+	cfgPath string
+	env     env
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	handler atomic.Pointer[http.Handler]
+	reloads chan reloadRequest
+}
 
+type reloadRequest struct {
+	reply chan error
+}
+
+// generation is everything built from one config.
+type generation struct {
+	cfg        *config.Config
+	cache      cache
+	closeCache func()
+	engine     *observedEngine
+	kicks      map[string]chan struct{}
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
+	gen, err := d.build(cfg, nil)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.API.Listen)
 	if err != nil {
+		gen.closeCache()
 		return fmt.Errorf("api.listen: %w", err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-
-	var jobs []schedule.Job
-	for _, a := range cfg.Accounts {
-		id := a.ID
-		jobs = append(jobs,
-			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true,
-				Func: func(ctx context.Context) { _, _ = eng.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
-			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout,
-				Func: func(ctx context.Context) {
-					_, _ = eng.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
-				}},
-		)
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*d.handler.Load()).ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
-
-	log.Info("dirsync started", zap.String("version", version), zap.String("listen", ln.Addr().String()),
+	d.log.Info("dirsync started", zap.String("version", version), zap.String("listen", ln.Addr().String()),
 		zap.String("cache", cfg.Cache.Backend), zap.Int("accounts", len(cfg.Accounts)))
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -95,13 +105,218 @@ func serve(ctx context.Context, cfg *config.Config, e env, log *zap.Logger) erro
 		return nil
 	})
 	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		return srv.Shutdown(sctx)
+		d.start(gctx, gen)
+		defer func() { d.stop(gen) }()
+		for {
+			select {
+			case <-gctx.Done():
+				sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+				defer cancel()
+				return srv.Shutdown(sctx)
+			case <-hup:
+				if next, err := d.reload(gctx, gen); err == nil {
+					gen = next
+				}
+			case req := <-d.reloads:
+				next, err := d.reload(gctx, gen)
+				if err == nil {
+					gen = next
+				}
+				req.reply <- err
+			}
+		}
 	})
-	g.Go(func() error { return schedule.Run(gctx, log.Named("schedule"), jobs) })
 	err = g.Wait()
-	log.Info("dirsync stopped")
+	d.log.Info("dirsync stopped")
 	return err
+}
+
+// reload loads the config file again. An invalid config, or one that cannot
+// be built, is rejected with its errors and the running generation stays.
+func (d *daemon) reload(ctx context.Context, old *generation) (*generation, error) {
+	cfg, err := config.Load(d.cfgPath, d.env.getenv)
+	if err != nil {
+		d.log.Error("config reload rejected; the running config is kept", zap.Error(err))
+		return nil, err
+	}
+	if cfg.API.Listen != old.cfg.API.Listen {
+		d.log.Warn("api.listen changed: restart dirsync to listen on the new address", zap.String("listening", old.cfg.API.Listen))
+	}
+	next, err := d.build(cfg, old)
+	if err != nil {
+		d.log.Error("config reload rejected; the running config is kept", zap.Error(err))
+		return nil, err
+	}
+	d.stop(old)
+	if next.closeCache == nil { // the cache was carried over
+		next.closeCache = old.closeCache
+	} else {
+		old.closeCache()
+	}
+	d.start(ctx, next)
+	d.log.Info("config reloaded", zap.Int("accounts", len(cfg.Accounts)))
+	return next, nil
+}
+
+// build makes a generation from cfg. When the cache config is unchanged the
+// previous generation's cache is reused (the memory cache keeps its data)
+// and closeCache is left nil.
+func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error) {
+	gen := &generation{cfg: cfg, kicks: map[string]chan struct{}{}}
+	if prev != nil && reflect.DeepEqual(prev.cfg.Cache, cfg.Cache) {
+		gen.cache = prev.cache
+	} else {
+		c, closeFn, err := newCache(cfg, d.env)
+		if err != nil {
+			return nil, err
+		}
+		gen.cache, gen.closeCache = c, closeFn
+	}
+	fail := func(err error) (*generation, error) {
+		if gen.closeCache != nil {
+			gen.closeCache()
+		}
+		return nil, err
+	}
+	accounts, err := newAccounts(cfg, d.env, d.log)
+	if err != nil {
+		return fail(err)
+	}
+	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, d.env.getenv)
+	if err != nil {
+		return fail(fmt.Errorf("api.admin_token: %w", err))
+	}
+	var hooks []httpapi.OktaHook
+	sources := map[string]struct {
+		Kind  string
+		Stats metrics.StatsFunc
+	}{}
+	for i, a := range cfg.Accounts {
+		gen.kicks[a.ID] = make(chan struct{}, 1)
+		if p, ok := accounts[i].Source.(*okta.Poller); ok {
+			sources[a.ID] = struct {
+				Kind  string
+				Stats metrics.StatsFunc
+			}{"okta", func() metrics.SourceStats {
+				st := p.Stats()
+				return metrics.SourceStats{Requests: st.Requests, RateLimited: st.RateLimited, RateLimitRemaining: st.RateLimitRemaining}
+			}}
+		}
+		o := a.Directory.Okta
+		if a.Directory.Type == config.DirectoryOkta && (o.EventHookSecretFile != "" || o.EventHookSecretEnv != "") {
+			secret, err := config.ReadSecret(o.EventHookSecretFile, o.EventHookSecretEnv, d.env.getenv)
+			if err != nil {
+				return fail(fmt.Errorf("account %s: directory.okta.event_hook_secret: %w", a.ID, err))
+			}
+			hooks = append(hooks, httpapi.OktaHook{Account: a.ID, Header: o.EventHookHeader, Secret: secret})
+		}
+	}
+	d.metrics.SetSources(sources)
+	gen.engine = &observedEngine{Engine: engine.New(gen.cache, accounts, d.log, time.Now), metrics: d.metrics}
+	h := httpapi.New(httpapi.Options{
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.engine, AdminToken: token,
+		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
+		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, Log: d.log.Named("api"),
+	})
+	d.handler.Store(&h)
+	return gen, nil
+}
+
+// requestReload asks the serve loop to reload and waits for the outcome.
+func (d *daemon) requestReload(ctx context.Context) error {
+	req := reloadRequest{reply: make(chan error, 1)}
+	select {
+	case d.reloads <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// trigger queues an immediate incremental pass; a pass already queued
+// absorbs it.
+func (g *generation) trigger(account string) bool {
+	ch, ok := g.kicks[account]
+	if !ok {
+		return false
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// start runs the generation's schedules and triggered passes until stop.
+func (d *daemon) start(ctx context.Context, gen *generation) {
+	ctx, gen.cancel = context.WithCancel(ctx)
+	gen.done = make(chan struct{})
+	var jobs []schedule.Job
+	for _, a := range gen.cfg.Accounts {
+		id := a.ID
+		jobs = append(jobs,
+			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true,
+				Func: func(ctx context.Context) { _, _ = gen.engine.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
+			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout,
+				Func: func(ctx context.Context) {
+					_, _ = gen.engine.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
+				}},
+		)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := schedule.Run(ctx, d.log.Named("schedule"), jobs); err != nil {
+			d.log.Error("schedule stopped", zap.Error(err))
+		}
+	}()
+	for id, kick := range gen.kicks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-kick:
+					rctx, cancel := context.WithTimeout(ctx, incrementalRunTimeout)
+					_, _ = gen.engine.Run(rctx, id, engine.Options{Mode: engine.ModeIncremental})
+					cancel()
+				}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(gen.done)
+	}()
+}
+
+// stop cancels the generation's passes and waits for them to end.
+func (d *daemon) stop(gen *generation) {
+	if gen.cancel == nil {
+		return
+	}
+	gen.cancel()
+	<-gen.done
+}
+
+// observedEngine records every pass in the metrics.
+type observedEngine struct {
+	*engine.Engine
+	metrics *metrics.Metrics
+}
+
+func (o *observedEngine) Run(ctx context.Context, account string, opts engine.Options) (engine.Report, error) {
+	rep, err := o.Engine.Run(ctx, account, opts)
+	if !errors.Is(err, engine.ErrBusy) {
+		o.metrics.ObserveRun(rep)
+	}
+	return rep, err
 }

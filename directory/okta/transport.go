@@ -35,6 +35,10 @@ type Stats struct {
 	PacingWaits int
 	// PacingWaited is the total time spent in those pauses.
 	PacingWaited time.Duration
+	// RateLimitRemaining and RateLimitLimit are the last X-Rate-Limit-
+	// Remaining and -Limit headers seen (-1 before any).
+	RateLimitRemaining int
+	RateLimitLimit     int
 }
 
 // transport sits under the SDK's http.Client. It counts requests, bounds
@@ -175,5 +179,10 @@ func (t *transport) readStart() time.Time {
 func (t *transport) snapshot() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.stats
+	s := t.stats
+	s.RateLimitRemaining, s.RateLimitLimit = -1, -1
+	if !t.resetAt.IsZero() || t.limit > 0 {
+		s.RateLimitRemaining, s.RateLimitLimit = t.remaining, t.limit
+	}
+	return s
 }

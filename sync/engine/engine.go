@@ -115,6 +115,10 @@ type Report struct {
 	Changes         ChangeCounts          `json:"changes"`
 	Diff            []DiffEntry           `json:"diff,omitempty"`
 	Hold            *accesscache.Hold     `json:"hold,omitempty"`
+	// ReadFailed is set when the directory read itself failed.
+	ReadFailed bool `json:"read_failed,omitempty"`
+	// PublishSeconds is the time spent writing to the cache.
+	PublishSeconds float64 `json:"publish_seconds,omitempty"`
 }
 
 // ChangeCounts summarises a delta.
@@ -241,6 +245,7 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *Report) (bool, error) {
 	snap, changed, err := e.read(ctx, a, opts.Mode)
 	if err != nil {
+		rep.ReadFailed = true
 		return true, fmt.Errorf("read directory: %w", err)
 	}
 	now := e.now()
@@ -294,7 +299,10 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		return true, nil
 	}
 	if len(toPublish) > 0 {
-		if err := e.cache.Apply(ctx, a.cfg.Policy.Account, toPublish, now); err != nil {
+		publishStart := time.Now()
+		err := e.cache.Apply(ctx, a.cfg.Policy.Account, toPublish, now)
+		rep.PublishSeconds = time.Since(publishStart).Seconds()
+		if err != nil {
 			a.published = nil // unknown state: re-read before the next diff
 			return true, err
 		}

@@ -53,8 +53,34 @@ type Options struct {
 	Staleness time.Duration
 	// SyncTimeout bounds a sync started through the API.
 	SyncTimeout time.Duration
-	Log         *zap.Logger
-	Now         func() time.Time
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
+	// Recorder, when set, counts lookups and hook requests.
+	Recorder Recorder
+	// Reload, when set, serves POST /v1/reload: it reloads the config and
+	// returns its problems when the new config is rejected.
+	Reload func(ctx context.Context) error
+	// OktaHooks authenticate Okta event hook requests; Trigger starts an
+	// immediate incremental pass for an account (without waiting for it)
+	// and reports whether it was queued.
+	OktaHooks []OktaHook
+	Trigger   func(account string) bool
+	Log       *zap.Logger
+	Now       func() time.Time
+}
+
+// Recorder counts API traffic (implemented by package metrics).
+type Recorder interface {
+	Lookup(outcome string, d time.Duration)
+	HookEvent(outcome string)
+}
+
+// OktaHook is one account's Okta event hook credential: Okta sends Secret
+// in the Header it was configured with.
+type OktaHook struct {
+	Account string
+	Header  string
+	Secret  string
 }
 
 // maxBody bounds request bodies.
@@ -76,6 +102,14 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/access/{email}/explain", s.admin(s.explain))
 	mux.HandleFunc("GET /v1/status", s.admin(s.status))
 	mux.HandleFunc("POST /v1/sync", s.admin(s.sync))
+	if o.Reload != nil {
+		mux.HandleFunc("POST /v1/reload", s.admin(s.reload))
+	}
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", o.Metrics)
+	}
+	mux.HandleFunc("GET /v1/hooks/okta", s.oktaVerify)
+	mux.HandleFunc("POST /v1/hooks/okta", s.oktaEvent)
 	return http.MaxBytesHandler(mux, maxBody)
 }
 
@@ -126,12 +160,31 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) access(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	d, ok := s.lookup(w, r)
+	outcome := "error"
+	switch {
+	case ok && d.Allowed:
+		outcome = "allowed"
+	case ok:
+		outcome = "denied"
+	}
+	if s.o.Recorder != nil {
+		s.o.Recorder.Lookup(outcome, time.Since(start))
+	}
 	if !ok {
 		return
 	}
 	d.Detail = nil
 	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *server) reload(w http.ResponseWriter, r *http.Request) {
+	if err := s.o.Reload(r.Context()); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"status": "rejected; the running config is kept", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 }
 
 // Explanation is the answer of /v1/access/{email}/explain.
