@@ -58,6 +58,7 @@ func commands() []command {
 		{"sync", "run a one-off sync (or a dry run) and print per-account counts", cmdSync},
 		{"check", "print the decision for an email, read as the sign-in service reads it", cmdCheck},
 		{"status", "print per-account sync status from a running daemon", cmdStatus},
+		{"users", "manage users of console accounts (invite, accept, assign, remove, suspend, list)", cmdUsers},
 		{"validate", "check a config file without touching any server", cmdValidate},
 		{"version", "print the version", cmdVersion},
 	}
