@@ -17,8 +17,8 @@ import (
 // Keys used for ownership of an account when several dirsync replicas share
 // one Redis (see package lease and docs/high-availability.md):
 //
-//	P:v1:account:{<id>}:lease         STRING  "<holder>|<seq>", expires (PX) unless renewed
-//	P:v1:account:{<id>}:fence         STRING  "<seq>|<holder>": the account's current fencing token
+//	P:v1:account:{<id>}:lease         STRING  owner's token "<seq>|<holder>|<nonce>", expires (PX) unless renewed
+//	P:v1:account:{<id>}:fence         STRING  the account's current fencing token (same form)
 //	P:v1:replicas                     ZSET    replica holder → heartbeat expiry (ms, Redis clock)
 //	P:v1:userfence:{P:v1:user:<email>} STRING "<account>|<seq>" (per-key fencing, Redis Cluster only)
 //
@@ -46,8 +46,9 @@ func (k Keys) UserFence(email string) string {
 var ErrNotOwner = errors.New("not the account's owner (stale fencing token); nothing published")
 
 // TokenSource gives the fencing token this process holds for an account.
-// ok is false when it holds none. A token has the form "<seq>|<holder>",
-// where seq increases with every acquisition of the account's lease.
+// ok is false when it holds none. A token starts with "<seq>|", where seq
+// increases with every acquisition of the account's lease (see package
+// lease); the rest makes it unique.
 type TokenSource interface {
 	Token(account string) (token string, ok bool)
 }
