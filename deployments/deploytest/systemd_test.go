@@ -128,7 +128,9 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("Environment=%q: want DIRSYNC_CONFIG=%s so the CLI finds the config without --config", env, configPath)
 	}
 	readOnly := strings.Fields(strings.Join(svc["ReadOnlyPaths"], " "))
-	if !slices.ContainsFunc(readOnly, func(p string) bool { return p == configPath || strings.HasPrefix(configPath, strings.TrimSuffix(p, "/")+"/") }) {
+	if !slices.ContainsFunc(readOnly, func(p string) bool {
+		return p == configPath || strings.HasPrefix(configPath, strings.TrimSuffix(p, "/")+"/")
+	}) {
 		t.Errorf("ReadOnlyPaths=%q does not cover the config %s", readOnly, configPath)
 	}
 
