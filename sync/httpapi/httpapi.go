@@ -65,6 +65,9 @@ type Options struct {
 	// and reports whether it was queued.
 	OktaHooks []OktaHook
 	Trigger   func(account string) bool
+	// Ownership, when set (several replicas share the cache), reports which
+	// replica owns an account; shown in /v1/status.
+	Ownership func(ctx context.Context, account string) any
 	Log       *zap.Logger
 	Now       func() time.Time
 }
@@ -223,6 +226,8 @@ type AccountState struct {
 	Cache       *accesscache.AccountStatus    `json:"cache,omitempty"`
 	Runs        map[engine.Mode]engine.Report `json:"runs"`
 	HoldPending bool                          `json:"hold_pending"`
+	// Ownership is set when replicas share the cache (HA mode).
+	Ownership any `json:"ownership,omitempty"`
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -232,6 +237,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		if cs, found, err := s.o.Status.Status(r.Context(), id); err == nil && found {
 			st.Cache = &cs
 			st.HoldPending = cs.Hold != nil
+		}
+		if s.o.Ownership != nil {
+			st.Ownership = s.o.Ownership(r.Context(), id)
 		}
 		out = append(out, st)
 	}
@@ -274,7 +282,7 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 			return
 		case err != nil:
 			code = http.StatusBadGateway
-			if errors.Is(err, engine.ErrHeld) {
+			if errors.Is(err, engine.ErrHeld) || errors.Is(err, accesscache.ErrNotOwner) {
 				code = http.StatusConflict
 			}
 		}
