@@ -76,6 +76,7 @@ type generation struct {
 	closeCache func()
 	engine     *observedEngine
 	kicks      map[string]chan struct{}
+	ha         *replicaHA // nil unless the cache is Redis
 	cancel     context.CancelFunc
 	done       chan struct{}
 }
@@ -212,11 +213,13 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		}
 	}
 	d.metrics.SetSources(sources)
-	gen.engine = &observedEngine{Engine: engine.New(gen.cache, accounts, d.log, time.Now), metrics: d.metrics}
+	var publishTo engine.Cache
+	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
+	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha}
 	h := httpapi.New(httpapi.Options{
 		Checker: gen.cache, Status: gen.cache, Syncer: gen.engine, AdminToken: token,
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
-		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, Log: d.log.Named("api"),
+		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})
 	d.handler.Store(&h)
 	return gen, nil
@@ -269,6 +272,13 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		)
 	}
 	var wg sync.WaitGroup
+	if gen.ha != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gen.ha.serve(ctx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -311,11 +321,12 @@ func (d *daemon) stop(gen *generation) {
 type observedEngine struct {
 	*engine.Engine
 	metrics *metrics.Metrics
+	ha      *replicaHA // runs only passes of accounts this replica owns
 }
 
 func (o *observedEngine) Run(ctx context.Context, account string, opts engine.Options) (engine.Report, error) {
-	rep, err := o.Engine.Run(ctx, account, opts)
-	if !errors.Is(err, engine.ErrBusy) {
+	rep, err := o.ha.gate(ctx, account, opts, o.Engine.Run)
+	if !errors.Is(err, engine.ErrBusy) && !errors.Is(err, errNotOwned) {
 		o.metrics.ObserveRun(rep)
 	}
 	return rep, err
