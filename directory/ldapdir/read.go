@@ -344,6 +344,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (*state, bool, er
 		}
 	}
 	if !changed {
+		next.snap = prev.snap // the cursor may have moved; the snapshot did not
 		return next, false, nil
 	}
 	if err := p.build(next); err != nil {

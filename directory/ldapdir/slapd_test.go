@@ -113,8 +113,11 @@ func TestSlapdDecisionsRenameAndDisable(t *testing.T) {
 	}
 
 	// Nothing changed: the overlap re-read finds identical entries.
-	if _, changed, err := p.Incremental(ctx); err != nil || changed {
+	if same, changed, err := p.Incremental(ctx); err != nil || changed {
 		t.Fatalf("incremental without changes: changed=%v err=%v", changed, err)
+	} else if same != snap {
+		// The engine reads the snapshot even when nothing changed.
+		t.Fatalf("incremental without changes returned snapshot %p, want the last one %p", same, snap)
 	}
 
 	// Rename alice (no refint overlay: the group keeps her old DN) and
