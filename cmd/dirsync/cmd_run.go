@@ -19,6 +19,7 @@ import (
 
 	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/directory/okta"
+	"github.com/dirsync/dirsync/sync/consoleapi"
 	"github.com/dirsync/dirsync/sync/engine"
 	"github.com/dirsync/dirsync/sync/httpapi"
 	"github.com/dirsync/dirsync/sync/metrics"
@@ -75,7 +76,11 @@ type generation struct {
 	cache      cache
 	closeCache func()
 	engine     *observedEngine
-	kicks      map[string]chan struct{}
+	// syncer runs passes of every account: directory accounts through the
+	// engine, console accounts as resyncs from PostgreSQL.
+	syncer       *consoleapi.Syncer
+	closeConsole func()
+	kicks        map[string]chan struct{}
 	ha         *replicaHA // nil unless the cache is Redis
 	cancel     context.CancelFunc
 	done       chan struct{}
@@ -99,6 +104,9 @@ func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Si
 		zap.String("cache", cfg.Cache.Backend), zap.Int("accounts", len(cfg.Accounts)))
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Requests (a sync started through the API included) end with the
+	// daemon, so shutdown never waits on a slow directory.
+	srv.BaseContext = func(net.Listener) context.Context { return gctx }
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -107,7 +115,10 @@ func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Si
 	})
 	g.Go(func() error {
 		d.start(gctx, gen)
-		defer func() { d.stop(gen) }()
+		defer func() {
+			d.stop(gen)
+			gen.closeCache()
+		}()
 		for {
 			select {
 			case <-gctx.Done():
@@ -183,6 +194,10 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if err != nil {
 		return fail(err)
 	}
+	sourceOf := map[string]engine.Source{}
+	for _, a := range accounts {
+		sourceOf[a.Policy.Account] = a.Source
+	}
 	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, d.env.getenv)
 	if err != nil {
 		return fail(fmt.Errorf("api.admin_token: %w", err))
@@ -192,9 +207,9 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		Kind  string
 		Stats metrics.StatsFunc
 	}{}
-	for i, a := range cfg.Accounts {
+	for _, a := range cfg.Accounts {
 		gen.kicks[a.ID] = make(chan struct{}, 1)
-		if p, ok := accounts[i].Source.(*okta.Poller); ok {
+		if p, ok := sourceOf[a.ID].(*okta.Poller); ok {
 			sources[a.ID] = struct {
 				Kind  string
 				Stats metrics.StatsFunc
@@ -216,11 +231,27 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
 	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha}
+	// Console accounts publish through the plain writer: their actions are
+	// serialised by PostgreSQL, on whichever replica takes the request.
+	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	svc, closeConsole, err := newConsole(mctx, cfg, d.env, gen.cache)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	gen.closeConsole = closeConsole
+	gen.syncer = newSyncer(gen.engine, svc)
 	h := httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.engine, AdminToken: token,
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, AdminToken: token,
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})
+	if svc != nil {
+		root := http.NewServeMux()
+		root.Handle("/v1/accounts/", consoleapi.New(consoleapi.Options{Console: svc, AdminToken: token, Log: d.log.Named("console")}))
+		root.Handle("/", h)
+		h = root
+	}
 	d.handler.Store(&h)
 	return gen, nil
 }
@@ -264,19 +295,23 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		id := a.ID
 		jobs = append(jobs,
 			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true,
-				Func: func(ctx context.Context) { _, _ = gen.engine.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
+				Func: func(ctx context.Context) { _, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
 			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout,
 				Func: func(ctx context.Context) {
-					_, _ = gen.engine.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
+					_, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
 				}},
 		)
 	}
 	var wg sync.WaitGroup
 	if gen.ha != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			gen.ha.serve(ctx)
+		}()
+		go func() {
+			defer wg.Done()
+			gen.passOnAcquire(ctx)
 		}()
 	}
 	wg.Add(1)
@@ -296,7 +331,7 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 					return
 				case <-kick:
 					rctx, cancel := context.WithTimeout(ctx, incrementalRunTimeout)
-					_, _ = gen.engine.Run(rctx, id, engine.Options{Mode: engine.ModeIncremental})
+					_, _ = gen.syncer.Run(rctx, id, engine.Options{Mode: engine.ModeIncremental})
 					cancel()
 				}
 			}
@@ -308,6 +343,28 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 	}()
 }
 
+// passOnAcquire starts a pass as soon as this replica acquires an account
+// (at start-up or when taking over from a replica that died), rather than
+// at the account's next scheduled tick; the HA gate makes it a full pass.
+func (g *generation) passOnAcquire(ctx context.Context) {
+	seen := map[string]string{}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for id := range g.kicks {
+			if token, ok := g.ha.Token(id); ok && token != seen[id] {
+				seen[id] = token
+				g.trigger(id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // stop cancels the generation's passes and waits for them to end.
 func (d *daemon) stop(gen *generation) {
 	if gen.cancel == nil {
@@ -315,6 +372,9 @@ func (d *daemon) stop(gen *generation) {
 	}
 	gen.cancel()
 	<-gen.done
+	if gen.closeConsole != nil {
+		gen.closeConsole()
+	}
 }
 
 // observedEngine records every pass in the metrics.

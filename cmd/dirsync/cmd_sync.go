@@ -91,7 +91,12 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	if err != nil {
 		return nil, err
 	}
-	eng := engine.New(c, accounts, log, time.Now)
+	svc, closeConsole, err := newConsole(ctx, cfg, e, c)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConsole()
+	eng := newSyncer(engine.New(c, accounts, log, time.Now), svc)
 	ids := eng.Accounts()
 	if only != "" {
 		ids = []string{only}

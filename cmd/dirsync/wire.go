@@ -117,6 +117,9 @@ var errUnsupportedDirectory = errors.New("directory type not available in this b
 func newAccounts(cfg *config.Config, e env, log *zap.Logger) ([]engine.Account, error) {
 	var out []engine.Account
 	for _, a := range cfg.Accounts {
+		if a.Directory.Type == config.DirectoryConsole {
+			continue // served from PostgreSQL by the console service
+		}
 		src, err := newSource(a, e, log)
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", a.ID, err)

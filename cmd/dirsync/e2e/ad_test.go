@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dirsync/dirsync/directory/ldapentry"
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/sync/servertest"
+)
+
+func adConfig(t *testing.T, dir, redisAddr, ldapURL string) string {
+	pw := writeSecret(t, dir, "bind-password", servertest.SambaAdminPassword)
+	var b strings.Builder
+	fmt.Fprintf(&b, `cache: {backend: redis, redis: {addrs: [%q], key_prefix: e2e}}
+schedule: {full: "@every 1h", incremental: "@every 2s"}
+accounts:
+  - id: corp
+    claimed_domains: [%s]
+    directory:
+      type: active_directory
+      ldap:
+        urls: [%q]
+        allow_insecure: true
+        bind_dn: %q
+        bind_password_file: %s
+        base_dn: %q
+        user_base_dn: %q
+        group_base_dn: %q
+    bindings:
+`, redisAddr, servertest.ADEmailDomain, ldapURL, servertest.SambaAdminUPN, pw, servertest.SambaBaseDN, servertest.ADCorpDN, servertest.ADCorpDN)
+	for group, perm := range servertest.ADDatasetBindings() {
+		fmt.Fprintf(&b, "      - {group: %q, permission: %s}\n", group, perm)
+	}
+	return b.String()
+}
+
+// TestADPropagation: disabling a user in Samba shows as suspended through
+// the HTTP API within 5 s, with exactly one change-stream entry; an
+// accountExpires set 3 s ahead flips the user to inactive on time with no
+// further directory change.
+func TestADPropagation(t *testing.T) {
+	dc := samba.Get(t)
+	rs := servertest.StartRedis(t)
+	dir := t.TempDir()
+	cfg, addr := writeConfig(t, dir, adConfig(t, dir, rs.Addr, dc.URL))
+	d := startDaemon(t, dir, cfg, addr)
+
+	mallory := "mallory@" + servertest.ADEmailDomain
+	if _, dec := d.waitFor(mallory, 60*time.Second, isAllowed); dec.Permission != entitlement.PermissionPro {
+		t.Fatalf("mallory before the change: %+v", dec)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	stream := accesscache.NewKeys("e2e").Changes("corp")
+	ctx := context.Background()
+	before, err := rc.XLen(ctx, stream).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := dc.SetUserAccountControl(servertest.ADUserDN("mallory"), 546); err != nil {
+		t.Fatal(err)
+	}
+	took, _ := d.waitFor(mallory, 10*time.Second, isSuspended)
+	t.Logf("AD disable → cache: %v", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("suspension took %v to reach the cache; want within 5s", took)
+	}
+	// Exactly one change entry: mallory's; nobody else's value changed.
+	time.Sleep(2500 * time.Millisecond) // one more incremental pass must add nothing
+	msgs, err := rc.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := msgs[before:]
+	if len(added) != 1 || added[0].Values["email"] != mallory || added[0].Values["reason"] != "suspended" || added[0].Values["old_permission"] != "pro" {
+		t.Errorf("change stream after the disable: %v", added)
+	}
+
+	// accountExpires 3 s ahead: allowed until then, inactive after, with no
+	// other directory change.
+	judy := "judy@" + servertest.ADEmailDomain
+	expiry := time.Now().Add(3 * time.Second)
+	if err := dc.Modify(fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: accountExpires\naccountExpires: %d\n",
+		servertest.ADUserDN("judy"), ldapentry.FileTime(expiry))); err != nil {
+		t.Fatal(err)
+	}
+	took, dec := d.waitFor(judy, 10*time.Second, func(d entitlement.Decision) bool { return d.Reason == entitlement.ReasonInactive })
+	flippedAt := time.Now()
+	if flippedAt.Before(expiry) {
+		t.Errorf("judy denied %v before her expiry", expiry.Sub(flippedAt))
+	}
+	if late := flippedAt.Sub(expiry); late > 5*time.Second {
+		t.Errorf("judy flipped %v after expiry; want within one incremental interval", late)
+	}
+	t.Logf("expiry → inactive %v after the expiry time (%v after the change); %+v", flippedAt.Sub(expiry).Round(time.Millisecond), took.Round(time.Millisecond), dec.Reason)
+
+	// Put mallory back so other tests sharing the DC see the dataset.
+	if err := dc.SetUserAccountControl(servertest.ADUserDN("mallory"), 544); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor(mallory, 10*time.Second, isAllowed)
+	if err, took := d.stop(); err != nil || took > 10*time.Second {
+		t.Errorf("SIGTERM: exit %v after %v", err, took)
+	}
+}
