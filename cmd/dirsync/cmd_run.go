@@ -81,9 +81,9 @@ type generation struct {
 	syncer       *consoleapi.Syncer
 	closeConsole func()
 	kicks        map[string]chan struct{}
-	ha         *replicaHA // nil unless the cache is Redis
-	cancel     context.CancelFunc
-	done       chan struct{}
+	ha           *replicaHA // nil unless the cache is Redis
+	cancel       context.CancelFunc
+	done         chan struct{}
 }
 
 func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {

@@ -163,8 +163,10 @@ func (d *daemon) stop() (error, time.Duration) {
 	}
 }
 
-func isSuspended(d entitlement.Decision) bool { return !d.Allowed && d.Reason == entitlement.ReasonSuspended }
-func isAllowed(d entitlement.Decision) bool   { return d.Allowed }
+func isSuspended(d entitlement.Decision) bool {
+	return !d.Allowed && d.Reason == entitlement.ReasonSuspended
+}
+func isAllowed(d entitlement.Decision) bool { return d.Allowed }
 
 // assertNoSecrets fails if any secret appears in text.
 func assertNoSecrets(t *testing.T, what, text string, secrets ...string) {
