@@ -164,6 +164,9 @@ type accountState struct {
 	snap       *directory.Snapshot
 	published  map[string]entitlement.Published
 	nextExpiry time.Time
+	// unpublished: a snapshot was read but the pass that read it did not
+	// complete (cache error, refused publish, failed check or dry run).
+	unpublished bool
 
 	mu   sync.Mutex // guards last
 	last map[Mode]Report
@@ -249,12 +252,16 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		return true, fmt.Errorf("read directory: %w", err)
 	}
 	now := e.now()
-	if !changed && (a.nextExpiry.IsZero() || now.Before(a.nextExpiry)) && !opts.DryRun {
+	if !changed && !a.unpublished && (a.nextExpiry.IsZero() || now.Before(a.nextExpiry)) && !opts.DryRun {
 		rep.Result = ResultUnchanged
 		rep.Source = snap.Source
 		return false, nil
 	}
 	rep.Source = snap.Source
+	// The source has moved on to snap: until a pass publishes it, the next
+	// pass must not skip an "unchanged" read (the change would be lost
+	// until the next full pass).
+	a.unpublished = true
 
 	res := entitlement.Map(a.cfg.Policy, snap, now)
 	rep.Stats, rep.Problems = res.Stats, res.Problems
@@ -326,6 +333,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	if err := e.cache.PutStatus(ctx, status); err != nil {
 		return true, err
 	}
+	a.unpublished = false
 	if rep.Result == ResultHeld {
 		return true, ErrHeld
 	}
