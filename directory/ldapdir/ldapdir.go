@@ -21,6 +21,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dirsync/dirsync/config"
@@ -132,7 +133,15 @@ type Poller struct {
 
 	mu   sync.Mutex
 	last *state
+
+	// entriesRead counts entries received from the directory.
+	entriesRead atomic.Int64
 }
+
+// EntriesRead returns how many entries the poller has received from the
+// directory since it was created, over full and incremental reads: what
+// an incremental pass costs the directory.
+func (p *Poller) EntriesRead() int64 { return p.entriesRead.Load() }
 
 // New validates o and returns a poller. It does not connect.
 func New(o Options) (*Poller, error) {

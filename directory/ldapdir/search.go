@@ -54,6 +54,7 @@ func (p *Poller) searchPage(ctx context.Context, conn *session, req *ldap.Search
 	var cookie []byte
 	for resp.Next() {
 		if e := resp.Entry(); e != nil {
+			p.entriesRead.Add(1)
 			if err := fn(e); err != nil {
 				return nil, err
 			}
