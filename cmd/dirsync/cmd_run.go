@@ -81,6 +81,7 @@ type generation struct {
 	syncer       *consoleapi.Syncer
 	closeConsole func()
 	kicks        map[string]chan struct{}
+	sched        atomic.Pointer[schedule.Scheduler] // set by start
 	ha           *replicaHA // nil unless the cache is Redis
 	cancel       context.CancelFunc
 	done         chan struct{}
@@ -244,7 +245,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	h := httpapi.New(httpapi.Options{
 		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, AdminToken: token,
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
-		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
+		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, NextRun: gen.nextRun, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})
 	if svc != nil {
 		root := http.NewServeMux()
@@ -314,13 +315,17 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 			gen.passOnAcquire(ctx)
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := schedule.Run(ctx, d.log.Named("schedule"), jobs); err != nil {
-			d.log.Error("schedule stopped", zap.Error(err))
-		}
-	}()
+	sched, err := schedule.New(d.log.Named("schedule"), jobs)
+	if err != nil { // specs were validated with the config; this is a bug
+		d.log.Error("schedule not started", zap.Error(err))
+	} else {
+		gen.sched.Store(sched)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sched.Run(ctx)
+		}()
+	}
 	for id, kick := range gen.kicks {
 		wg.Add(1)
 		go func() {
@@ -341,6 +346,15 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		wg.Wait()
 		close(gen.done)
 	}()
+}
+
+// nextRun tells when an account's scheduled pass of a mode runs next.
+func (g *generation) nextRun(account string, mode engine.Mode) time.Time {
+	s := g.sched.Load()
+	if s == nil {
+		return time.Time{}
+	}
+	return s.Next(account + "/" + string(mode))
 }
 
 // passOnAcquire starts a pass as soon as this replica acquires an account

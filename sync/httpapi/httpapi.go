@@ -68,6 +68,9 @@ type Options struct {
 	// Ownership, when set (several replicas share the cache), reports which
 	// replica owns an account; shown in /v1/status.
 	Ownership func(ctx context.Context, account string) any
+	// NextRun, when set, tells when an account's scheduled pass of a mode
+	// runs next.
+	NextRun func(account string, mode engine.Mode) time.Time
 	Log       *zap.Logger
 	Now       func() time.Time
 }
@@ -225,6 +228,8 @@ type AccountState struct {
 	Account     string                        `json:"account"`
 	Cache       *accesscache.AccountStatus    `json:"cache,omitempty"`
 	Runs        map[engine.Mode]engine.Report `json:"runs"`
+	// NextRuns is when each scheduled mode runs next.
+	NextRuns map[engine.Mode]time.Time `json:"next_runs,omitempty"`
 	HoldPending bool                          `json:"hold_pending"`
 	// Ownership is set when replicas share the cache (HA mode).
 	Ownership any `json:"ownership,omitempty"`
@@ -237,6 +242,14 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		if cs, found, err := s.o.Status.Status(r.Context(), id); err == nil && found {
 			st.Cache = &cs
 			st.HoldPending = cs.Hold != nil
+		}
+		if s.o.NextRun != nil {
+			st.NextRuns = map[engine.Mode]time.Time{}
+			for _, m := range []engine.Mode{engine.ModeFull, engine.ModeIncremental} {
+				if next := s.o.NextRun(id, m); !next.IsZero() {
+					st.NextRuns[m] = next.UTC()
+				}
+			}
 		}
 		if s.o.Ownership != nil {
 			st.Ownership = s.o.Ownership(r.Context(), id)

@@ -16,7 +16,7 @@ import (
 
 // Job is one scheduled task.
 type Job struct {
-	// Name appears in logs, e.g. "acme/full".
+	// Name identifies the job in logs and in Next, e.g. "acme/full".
 	Name string
 	// Spec is a cron spec such as "@every 5s".
 	Spec string
@@ -27,44 +27,87 @@ type Job struct {
 	Func       func(ctx context.Context)
 }
 
-// Run schedules jobs until ctx ends, then waits for running jobs to finish
-// (their contexts are cancelled) and returns.
-func Run(ctx context.Context, log *zap.Logger, jobs []Job) error {
+// Scheduler runs a fixed set of jobs.
+type Scheduler struct {
+	log     *zap.Logger
+	c       *cron.Cron
+	jobs    []Job
+	entries map[string]cron.EntryID
+	startup []cron.Job
+	runCtx  context.Context
+	cancel  context.CancelFunc
+}
+
+// New checks every spec and prepares the jobs; nothing runs before Run.
+func New(log *zap.Logger, jobs []Job) (*Scheduler, error) {
 	logger := cronLogger{log}
-	c := cron.New(
-		cron.WithLocation(time.UTC),
-		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
-	)
-	runCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var startup []cron.Job
+	s := &Scheduler{
+		log: log,
+		c: cron.New(
+			cron.WithLocation(time.UTC),
+			// Recover must sit inside SkipIfStillRunning: cron's skip guard
+			// has no defer, so a panic passing through it would skip the
+			// job forever.
+			cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)),
+		),
+		jobs:    jobs,
+		entries: map[string]cron.EntryID{},
+	}
+	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	for _, j := range jobs {
-		j := j
 		run := func() {
-			jctx, jcancel := context.WithTimeout(runCtx, j.Timeout)
+			jctx, jcancel := context.WithTimeout(s.runCtx, j.Timeout)
 			defer jcancel()
 			j.Func(jctx)
 		}
-		if _, err := c.AddFunc(j.Spec, run); err != nil {
-			return fmt.Errorf("schedule %s %q: %w", j.Name, j.Spec, err)
+		id, err := s.c.AddFunc(j.Spec, run)
+		if err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("schedule %s %q: %w", j.Name, j.Spec, err)
 		}
+		s.entries[j.Name] = id
 		if j.RunAtStart {
-			startup = append(startup, cron.NewChain(cron.Recover(logger)).Then(cron.FuncJob(run)))
+			s.startup = append(s.startup, cron.NewChain(cron.Recover(logger)).Then(cron.FuncJob(run)))
 		}
 	}
+	return s, nil
+}
+
+// Run schedules the jobs until ctx ends, then cancels running jobs' contexts
+// and waits for them to return.
+func (s *Scheduler) Run(ctx context.Context) {
+	defer s.cancel()
 	var wg sync.WaitGroup
-	for _, job := range startup {
+	for _, job := range s.startup {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			job.Run()
 		}()
 	}
-	c.Start()
+	s.c.Start()
 	<-ctx.Done()
-	cancel()
-	<-c.Stop().Done()
+	s.cancel()
+	<-s.c.Stop().Done()
 	wg.Wait()
+}
+
+// Next returns when the named job runs next (zero if unknown or stopped).
+func (s *Scheduler) Next(name string) time.Time {
+	id, ok := s.entries[name]
+	if !ok {
+		return time.Time{}
+	}
+	return s.c.Entry(id).Next
+}
+
+// Run is New followed by Run, for callers that need no Next.
+func Run(ctx context.Context, log *zap.Logger, jobs []Job) error {
+	s, err := New(log, jobs)
+	if err != nil {
+		return err
+	}
+	s.Run(ctx)
 	return nil
 }
 

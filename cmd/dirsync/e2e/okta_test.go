@@ -251,6 +251,27 @@ func TestOktaEventHookAndOps(t *testing.T) {
 		})
 	})
 
+	t.Run("status", func(t *testing.T) {
+		var st struct {
+			Accounts []struct {
+				Account  string                      `json:"account"`
+				Runs     map[string]engine.Report    `json:"runs"`
+				NextRuns map[string]time.Time        `json:"next_runs"`
+				Cache    *struct{ Generation int64 } `json:"cache"`
+			} `json:"accounts"`
+		}
+		if code := d.admin(http.MethodGet, "/v1/status", nil, &st); code != 200 || len(st.Accounts) != 1 {
+			t.Fatalf("status: HTTP %d %+v", code, st)
+		}
+		a := st.Accounts[0]
+		if a.Runs["full"].Result == "" || a.Cache == nil || a.Cache.Generation == 0 {
+			t.Errorf("status lacks the last full run or the cache record: %+v", a)
+		}
+		if next := a.NextRuns["incremental"]; next.Before(time.Now().Add(50 * time.Minute)) {
+			t.Errorf("next incremental run = %v; want about an hour ahead", next)
+		}
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
