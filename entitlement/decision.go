@@ -5,11 +5,7 @@
 // CLI and the HTTP API: field names and reason codes are only ever added.
 package entitlement
 
-import (
-	"encoding/json"
-	"hash/fnv"
-	"time"
-)
+import "time"
 
 // Permission is the plan a user signs in with.
 type Permission string
@@ -130,15 +126,4 @@ type GroupPath struct {
 // Denied returns the decision for an email no account holds.
 func Denied(email string, reason Reason) Decision {
 	return Decision{Email: email, Permission: PermissionNone, Reason: reason, Via: []string{}}
-}
-
-// Fingerprint identifies a decision's content, ignoring SyncedAt: two
-// decisions with the same fingerprint need no cache write.
-func Fingerprint(d *Decision) uint64 {
-	c := *d
-	c.SyncedAt = time.Time{}
-	b, _ := json.Marshal(&c) // a Decision always marshals
-	h := fnv.New64a()
-	h.Write(b)
-	return h.Sum64()
 }

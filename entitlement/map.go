@@ -249,6 +249,9 @@ type closure struct {
 	// parent[g] is the group through which group g was reached (itself for
 	// the root), or -1 when g was not reached.
 	parent []int32
+	// paths[g] memoises path labels per reached group: every user reached
+	// through g shares one read-only slice.
+	paths [][]string
 }
 
 func (c *closure) contains(u int) bool { return c.direct != nil && c.direct[u] >= 0 }
@@ -286,16 +289,27 @@ func walk(snap *directory.Snapshot, root int) *closure {
 }
 
 // path returns the group labels from the closure's root down to the group
-// user u was reached through.
+// user u was reached through. Users reached through the same group share
+// the slice (capacity clipped, so an append copies): callers must not
+// modify it.
 func (c *closure) path(snap *directory.Snapshot, u int) []string {
+	g0 := c.direct[u]
+	if c.paths == nil {
+		c.paths = make([][]string, len(c.parent))
+	}
+	if p := c.paths[g0]; p != nil {
+		return p
+	}
 	var rev []string
-	for g := c.direct[u]; ; g = c.parent[g] {
+	for g := g0; ; g = c.parent[g] {
 		rev = append(rev, snap.Groups[g].Label())
 		if c.parent[g] == g {
 			break
 		}
 	}
 	slices.Reverse(rev)
+	rev = slices.Clip(rev)
+	c.paths[g0] = rev
 	return rev
 }
 
