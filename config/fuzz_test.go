@@ -1,0 +1,29 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzParse: any input gives a config or an *Error, never a panic, and a
+// secret's value never appears in an error.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"accounts: [{id: a, claimed_domains: [a.example], directory: {type: ldif, ldif: {path: x}}, bindings: [{group: g, permission: pro}]}]",
+		"cache: {backend: redis, redis: {addrs: [\"h:1\"], password_env: PW}}\n",
+		"api: {listen: \"0.0.0.0:1\"}\nschedule: {full: \"@every 1s\"}\n",
+		"accounts:\n  - directory: {ldap: {timeout: x, urls: [\"ldap://h\"]}}\n",
+		"&a [*a]", "{",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		cfg, err := Parse([]byte(in), "/nonexistent-fuzz-dir", "fuzz", func(string) string { return "fuzz-secret-value" })
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("Parse returned cfg=%v err=%v", cfg != nil, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "fuzz-secret-value") && !strings.Contains(in, "fuzz-secret-value") {
+			t.Fatalf("error leaks a secret: %v", err)
+		}
+	})
+}

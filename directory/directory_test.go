@@ -1,0 +1,59 @@
+package directory
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNormalizeDN(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"CN=Chime Pro,OU=Groups,DC=acme,DC=example", "cn=chime pro,ou=groups,dc=acme,dc=example"},
+		{" cn = Chime  Pro , ou=Groups ,dc=ACME", "cn=chime pro,ou=groups,dc=acme"}, // RFC 4518 insignificant spaces
+		{`CN=Smith\, John,DC=x`, `cn=smith\, john,dc=x`},
+		{`CN=trailing\ ,DC=x`, `cn=trailing\ ,dc=x`},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := NormalizeDN(tt.give); got != tt.want {
+			t.Errorf("NormalizeDN(%q) = %q; want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestNormalizeEmail(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{" Alice@Acme.Example ", "alice@acme.example"},
+		{"a@b@c.example", "a@b@c.example"},
+		{"no-at", ""},
+		{"@acme.example", ""},
+		{"alice@", ""},
+		{"a b@acme.example", ""},
+		{"a@x.example; b@y.example", ""},
+	}
+	for _, tt := range tests {
+		if got := NormalizeEmail(tt.give); got != tt.want {
+			t.Errorf("NormalizeEmail(%q) = %q; want %q", tt.give, got, tt.want)
+		}
+	}
+	if EmailDomain("a@b@c.example") != "c.example" {
+		t.Error("EmailDomain takes the part after the last @")
+	}
+}
+
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"CN=A\\,B, OU=x", "Alice@Acme.Example", " = , ", "\\", "a@b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		dn := NormalizeDN(s)
+		if again := NormalizeDN(dn); again != dn {
+			t.Fatalf("NormalizeDN not idempotent: %q → %q → %q", s, dn, again)
+		}
+		if e := NormalizeEmail(s); e != "" {
+			if e != strings.ToLower(e) || !strings.Contains(e, "@") || NormalizeEmail(e) != e {
+				t.Fatalf("NormalizeEmail(%q) = %q is not a normal form", s, e)
+			}
+			_ = EmailDomain(e)
+		}
+	})
+}
