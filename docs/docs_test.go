@@ -6,13 +6,17 @@ package docs_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/dirsync/dirsync/config"
 )
@@ -128,5 +132,243 @@ func TestConfigurationExamplesAreValid(t *testing.T) {
 		if doc == "configuration.md" && n < 3 {
 			t.Errorf("%s: found %d complete examples, want AD, OpenLDAP and Okta", doc, n)
 		}
+	}
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// dirsyncBinary builds cmd/dirsync once per test binary.
+func dirsyncBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "dirsync-docs-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "dirsync")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/dirsync")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/dirsync: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildPath != "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+	os.Exit(code)
+}
+
+var (
+	commandLineRE = regexp.MustCompile(`(?m)^  ([a-z][a-z-]*)\s{2,}\S`)
+	flagLineRE    = regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)`)
+	actionsRE     = regexp.MustCompile(`usage: dirsync [a-z]+ <([a-z|]+)>`)
+	docFlagRE     = regexp.MustCompile("`--([a-z][a-z-]*)")
+)
+
+func help(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, append(args, "-h")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dirsync %s -h: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestCLIHelpMatchesOperationsDoc runs the real binary's help for every
+// subcommand (and every action of commands that have actions) and checks
+// docs/operations.md has a section per command listing exactly its flags
+// and actions.
+func TestCLIHelpMatchesOperationsDoc(t *testing.T) {
+	bin := dirsyncBinary(t)
+	doc, err := os.ReadFile("operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]string{}
+	parts := strings.Split(string(doc), "\n### `dirsync ")
+	for _, p := range parts[1:] {
+		name, body, _ := strings.Cut(p, "`")
+		if end := strings.Index(body, "\n## "); end >= 0 {
+			body = body[:end]
+		}
+		sections[name] = body
+	}
+	top := help(t, bin)
+	_, list, _ := strings.Cut(top, "commands:")
+	list, _, _ = strings.Cut(list, "\n\n")
+	commands := commandLineRE.FindAllStringSubmatch(list, -1)
+	if len(commands) < 5 {
+		t.Fatalf("dirsync -h lists only %d commands:\n%s", len(commands), top)
+	}
+	seen := map[string]bool{}
+	for _, c := range commands {
+		name := c[1]
+		seen[name] = true
+		body, ok := sections[name]
+		if !ok {
+			t.Errorf("docs/operations.md has no section \"### `dirsync %s`\"", name)
+			continue
+		}
+		out := help(t, bin, name)
+		if m := actionsRE.FindStringSubmatch(out); m != nil {
+			for _, action := range strings.Split(m[1], "|") {
+				if !strings.Contains(body, "`"+action+"`") {
+					t.Errorf("docs/operations.md, dirsync %s: action %s is not documented", name, action)
+				}
+				out += help(t, bin, name, action)
+			}
+		}
+		flags := map[string]bool{}
+		for _, f := range flagLineRE.FindAllStringSubmatch(out, -1) {
+			flags[f[1]] = true
+		}
+		documented := map[string]bool{}
+		for _, f := range docFlagRE.FindAllStringSubmatch(body, -1) {
+			documented[f[1]] = true
+		}
+		for f := range flags {
+			if !documented[f] {
+				t.Errorf("docs/operations.md, dirsync %s: flag --%s is not documented", name, f)
+			}
+		}
+		for f := range documented {
+			if !flags[f] {
+				t.Errorf("docs/operations.md, dirsync %s: documents --%s, which the command does not have", name, f)
+			}
+		}
+	}
+	for name := range sections {
+		if !seen[name] {
+			t.Errorf("docs/operations.md documents dirsync %s, which the binary does not have", name)
+		}
+	}
+}
+
+var metricNameRE = regexp.MustCompile(`dirsync_[a-z_]+`)
+
+// TestMetricsDoc checks that the metrics and alert rules in
+// docs/operations.md name exactly the metrics sync/metrics defines, and
+// that the alert rules are a well-formed Prometheus rule file.
+func TestMetricsDoc(t *testing.T) {
+	src, err := os.ReadFile("../sync/metrics/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"(dirsync_[a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
+		defined[m[1]] = true
+	}
+	if len(defined) < 5 {
+		t.Fatalf("found only %d metric names in sync/metrics/metrics.go", len(defined))
+	}
+	mentioned := map[string]bool{}
+	for _, m := range metricNameRE.FindAllString(string(doc), -1) {
+		mentioned[m] = true
+		if !defined[m] {
+			t.Errorf("docs/operations.md mentions %s, which sync/metrics does not define", m)
+		}
+	}
+	for m := range defined {
+		if !strings.Contains(string(doc), "| `"+m+"` |") {
+			t.Errorf("metric %s has no row in docs/operations.md's metrics table", m)
+		}
+	}
+
+	var rules struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert string            `yaml:"alert"`
+				Expr  string            `yaml:"expr"`
+				For   string            `yaml:"for"`
+				Label map[string]string `yaml:"labels"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	found := false
+	for _, m := range yamlBlockRE.FindAllStringSubmatch(string(doc), -1) {
+		if !strings.HasPrefix(m[1], "groups:") {
+			continue
+		}
+		found = true
+		dec := yaml.NewDecoder(strings.NewReader(m[1]))
+		dec.KnownFields(false)
+		if err := dec.Decode(&rules); err != nil {
+			t.Fatalf("alert rules: %v", err)
+		}
+	}
+	if !found || len(rules.Groups) == 0 {
+		t.Fatal("docs/operations.md has no alert rules block starting with groups:")
+	}
+	names := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || strings.TrimSpace(r.Expr) == "" || r.Label["severity"] == "" {
+				t.Errorf("alert rule %+v: want alert, expr and a severity label", r)
+			}
+			if names[r.Alert] {
+				t.Errorf("alert %s defined twice", r.Alert)
+			}
+			names[r.Alert] = true
+			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+				t.Errorf("alert %s: unbalanced parentheses in %q", r.Alert, r.Expr)
+			}
+			if r.For != "" {
+				if _, err := time.ParseDuration(r.For); err != nil {
+					t.Errorf("alert %s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+		}
+	}
+}
+
+var routeRE = regexp.MustCompile(`Handle(?:Func)?\("(?:GET|POST|PUT|DELETE) (/[^"]*)"`)
+
+// TestHTTPRoutesDocumented checks every route the HTTP API registers
+// appears in docs/operations.md.
+func TestHTTPRoutesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("../sync/httpapi/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range routeRE.FindAllStringSubmatch(string(src), -1) {
+			n++
+			if !strings.Contains(string(doc), m[1]) {
+				t.Errorf("route %s (%s) is not documented in docs/operations.md", m[1], filepath.Base(f))
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("found only %d routes in sync/httpapi", n)
 	}
 }
