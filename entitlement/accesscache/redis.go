@@ -129,27 +129,40 @@ return 0`)
 func (r *Redis) Apply(ctx context.Context, account string, changes []entitlement.Change, at time.Time) error {
 	owner, _ := json.Marshal(map[string]string{"account": account})
 	ownerMark := string(owner[1 : len(owner)-1]) // "account":"<id>"
+	index := r.keys.Index(account)
 	for start := 0; start < len(changes); start += r.batch {
 		end := min(start+r.batch, len(changes))
 		pipe := r.c.Pipeline()
+		// The batch's index fields go in one HSET and one HDEL: one
+		// command each instead of one per change.
+		var set []any
+		var del []string
 		for i := start; i < end; i++ {
 			ch := &changes[i]
 			if ch.New == nil {
 				delIfOwned.Eval(ctx, pipe, []string{r.keys.User(ch.Email)}, ownerMark)
-				pipe.HDel(ctx, r.keys.Index(account), ch.Email)
+				del = append(del, ch.Email)
 			} else {
 				v, err := encodeDecision(ch.New, at)
 				if err != nil {
 					return fmt.Errorf("encode %s: %w", ch.Email, err)
 				}
 				pipe.Set(ctx, r.keys.User(ch.Email), v, 0)
-				pipe.HSet(ctx, r.keys.Index(account), ch.Email, encodeIndex(ch.Next))
+				set = append(set, ch.Email, encodeIndex(ch.Next))
 			}
+		}
+		if len(set) > 0 {
+			pipe.HSet(ctx, index, set...)
+		}
+		if len(del) > 0 {
+			pipe.HDel(ctx, index, del...)
+		}
+		for i := start; i < end; i++ {
 			pipe.XAdd(ctx, &redis.XAddArgs{
 				Stream: r.keys.Changes(account),
 				MaxLen: r.streamMaxLen,
 				Approx: true,
-				Values: changeEvent(account, ch, at),
+				Values: changeEvent(account, &changes[i], at),
 			})
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
