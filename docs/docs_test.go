@@ -16,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/sync/servertest"
 )
 
 // configPaths lists the dotted YAML path of every leaf field of t
@@ -370,5 +374,90 @@ func TestHTTPRoutesDocumented(t *testing.T) {
 	}
 	if n < 5 {
 		t.Fatalf("found only %d routes in sync/httpapi", n)
+	}
+}
+
+// tableFields returns the first-column backticked names of the table that
+// follows heading in doc.
+func tableFields(t *testing.T, doc, heading string) []string {
+	t.Helper()
+	_, rest, ok := strings.Cut(doc, heading)
+	if !ok {
+		t.Fatalf("no %q in the doc", heading)
+	}
+	var out []string
+	inTable := false
+	for _, line := range strings.Split(rest, "\n") {
+		switch {
+		case strings.HasPrefix(line, "| `"):
+			inTable = true
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `"), "`")
+			out = append(out, name)
+		case strings.HasPrefix(line, "|"):
+			inTable = true
+		case inTable:
+			return out
+		}
+	}
+	return out
+}
+
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// TestSignInIntegrationDoc checks the documented key layout, status record
+// and change stream entry against the code: keys as accesscache builds
+// them, status fields as AccountStatus encodes them, and stream fields as
+// dirsync's writer really appends them to a real Redis.
+func TestSignInIntegrationDoc(t *testing.T) {
+	raw, err := os.ReadFile("sign-in-integration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	k := accesscache.NewKeys("P")
+	for _, key := range []string{k.User("<email>"), k.Status("<id>"), k.Index("<id>"), k.Changes("<id>"), k.Lease("<id>"), k.Fence("<id>"), k.Replicas()} {
+		if !strings.Contains(doc, "`"+key+"`") {
+			t.Errorf("key %s is not in docs/sign-in-integration.md", key)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("schema v%d", accesscache.SchemaVersion)) {
+		t.Errorf("the doc does not name schema v%d", accesscache.SchemaVersion)
+	}
+	if got, want := tableFields(t, doc, "### Status record"), jsonFields(reflect.TypeOf(accesscache.AccountStatus{})); !slices.Equal(got, want) {
+		t.Errorf("status record fields documented %q, encoded %q", got, want)
+	}
+
+	rs := servertest.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer client.Close()
+	d := entitlement.Denied("dave@acme.example", entitlement.ReasonSuspended)
+	d.Account = "acme"
+	old := entitlement.Published{Permission: entitlement.PermissionPro, Allowed: true}
+	ch := entitlement.Change{Email: d.Email, Old: &old, New: &d, Next: entitlement.PublishedOf(&d)}
+	if err := accesscache.NewRedis(client, "dirsync").Apply(t.Context(), "acme", []entitlement.Change{ch}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := client.XRange(t.Context(), accesscache.NewKeys("dirsync").Changes("acme"), "-", "+").Result()
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("change stream: %v, %d entries", err, len(entries))
+	}
+	var written []string
+	for f := range entries[0].Values {
+		written = append(written, f)
+	}
+	documented := tableFields(t, doc, "Each entry's fields")
+	slices.Sort(written)
+	slices.Sort(documented)
+	if !slices.Equal(written, documented) {
+		t.Errorf("change stream fields documented %q, written %q", documented, written)
 	}
 }
