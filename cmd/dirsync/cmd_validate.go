@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/dirsync/dirsync/config"
 )
@@ -55,4 +56,33 @@ func cmdStatus(ctx context.Context, e env, args []string) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// cmdHealthcheck probes a daemon's health endpoint, for container
+// HEALTHCHECKs that have no shell or curl: exit 0 on HTTP 200, 1 otherwise.
+func cmdHealthcheck(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "healthcheck", "[--url URL] [--timeout D]")
+	u := fs.String("url", "http://127.0.0.1:8080/healthz", "health endpoint to probe")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *u, nil)
+	if err != nil {
+		return usagef("--url: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s answered HTTP %d", *u, resp.StatusCode)
+	}
+	fmt.Fprintln(e.stdout, "healthy")
+	return nil
 }

@@ -60,6 +60,7 @@ func commands() []command {
 		{"status", "print per-account sync status from a running daemon", cmdStatus},
 		{"users", "manage users of console accounts (invite, accept, assign, remove, suspend, list)", cmdUsers},
 		{"validate", "check a config file without touching any server", cmdValidate},
+		{"healthcheck", "exit 0 when the daemon's /healthz answers 200 (for container health checks)", cmdHealthcheck},
 		{"version", "print the version", cmdVersion},
 	}
 }
@@ -99,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: dirsync <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'dirsync <command> -h' for a command's flags. --config defaults to $DIRSYNC_CONFIG.")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.")

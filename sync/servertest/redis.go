@@ -26,7 +26,7 @@ func StartRedis(t testing.TB) *Redis {
 	if err := r.start(bin); err != nil {
 		t.Fatalf("redis: %v", err)
 	}
-	t.Cleanup(r.proc.Kill)
+	t.Cleanup(r.Kill) // the current process, also after Restart
 	return r
 }
 
