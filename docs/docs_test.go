@@ -461,3 +461,60 @@ func TestSignInIntegrationDoc(t *testing.T) {
 		t.Errorf("change stream fields documented %q, written %q", documented, written)
 	}
 }
+
+var (
+	mdLinkRE    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdHeadingRE = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+	slugDropRE  = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+)
+
+// slug is GitHub's anchor for a heading.
+func slug(heading string) string {
+	return strings.ReplaceAll(slugDropRE.ReplaceAllString(strings.ToLower(strings.TrimSpace(heading)), ""), " ", "-")
+}
+
+// TestDocLinks checks every relative link in docs/*.md and README.md
+// points at a file that exists and, with a #fragment, at one of its
+// headings.
+func TestDocLinks(t *testing.T) {
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../README.md")
+	anchors := func(path string) map[string]bool {
+		text, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		out := map[string]bool{}
+		for _, m := range mdHeadingRE.FindAllStringSubmatch(string(text), -1) {
+			out[slug(m[1])] = true
+		}
+		return out
+	}
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mdLinkRE.FindAllStringSubmatch(string(text), -1) {
+			link := m[1]
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			target, frag, _ := strings.Cut(link, "#")
+			path := f
+			if target != "" {
+				path = filepath.Join(filepath.Dir(f), target)
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s: link %s: %v", f, link, err)
+					continue
+				}
+			}
+			if frag != "" && strings.HasSuffix(path, ".md") && !anchors(path)[frag] {
+				t.Errorf("%s: link %s: no heading with anchor #%s in %s", f, link, frag, path)
+			}
+		}
+	}
+}
