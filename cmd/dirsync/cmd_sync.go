@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/sync/engine"
+	"github.com/dirsync/dirsync/sync/lease"
 )
 
 func cmdSync(ctx context.Context, e env, args []string) error {
@@ -96,7 +99,12 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 		return nil, err
 	}
 	defer closeConsole()
-	eng := newSyncer(engine.New(c, accounts, log, time.Now), svc)
+	publishTo, release, err := leaseForLocalSync(ctx, cfg, e, c, accounts, only, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	eng := newSyncer(engine.New(publishTo, accounts, log, time.Now), svc)
 	ids := eng.Accounts()
 	if only != "" {
 		ids = []string{only}
@@ -118,6 +126,44 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 		return reports, fmt.Errorf("sync failed for %s (last good decisions kept; see the report)", strings.Join(failed, ", "))
 	}
 	return reports, nil
+}
+
+// leaseForLocalSync makes a one-off sync into Redis a writer like any
+// replica: it takes the leases of the accounts it syncs (refusing, with the
+// holder's name, when a running daemon owns one) and publishes through the
+// fenced writer, so it can neither interleave with a daemon's publish nor be
+// overwritten by a stale one. Dry runs publish nothing and take no lease.
+func leaseForLocalSync(ctx context.Context, cfg *config.Config, e env, c cache, accounts []engine.Account, only string, opts engine.Options) (engine.Cache, func(), error) {
+	r, ok := c.(*accesscache.Redis)
+	if !ok || opts.DryRun {
+		return c, func() {}, nil
+	}
+	var ids []string
+	for _, a := range accounts {
+		if only == "" || a.Policy.Account == only {
+			ids = append(ids, a.Policy.Account)
+		}
+	}
+	if len(ids) == 0 {
+		return c, func() {}, nil
+	}
+	client, err := newRedisClient(cfg.Cache.Redis, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, _ := os.Hostname()
+	held, err := lease.AcquireAll(ctx, client, cfg.Cache.Redis.KeyPrefix, "dirsync-sync@"+host, ids, cfg.HA.LeasePeriod)
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		held.Release(rctx)
+		client.Close()
+	}
+	return accesscache.NewFenced(r, held, accesscache.FenceAuto), release, nil
 }
 
 // remoteSync asks a running daemon to sync through POST /v1/sync.

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/sync/lease"
 	"github.com/dirsync/dirsync/sync/servertest"
 )
 
@@ -205,6 +208,26 @@ func TestSyncThenCheckEveryRule(t *testing.T) {
 	code, out, _ = runCLI(t, ctx, nil, "sync", "--config", cfg, "--dry-run")
 	if code != exitOK || !strings.Contains(out, "0 published") {
 		t.Errorf("steady-state dry run:\n%s", out)
+	}
+
+	// While a daemon (here: another lease holder) owns the account, a
+	// one-off sync refuses to be a second writer; a dry run still works.
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	held, err := lease.AcquireAll(ctx, rc, "e2e", "replica-1", []string{"acme"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, ctx, nil, "sync", "--config", cfg)
+	if code != exitRuntime || !strings.Contains(errOut, "holds this account's lease") || !strings.Contains(errOut, "replica-1") {
+		t.Errorf("sync beside a lease holder: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := runCLI(t, ctx, nil, "sync", "--config", cfg, "--dry-run"); code != exitOK {
+		t.Errorf("dry run beside a lease holder: exit %d", code)
+	}
+	held.Release(ctx)
+	if code, _, errOut := runCLI(t, ctx, nil, "sync", "--config", cfg); code != exitOK {
+		t.Errorf("sync after release: exit %d %s", code, errOut)
 	}
 }
 
