@@ -82,7 +82,7 @@ type generation struct {
 	closeConsole func()
 	kicks        map[string]chan struct{}
 	sched        atomic.Pointer[schedule.Scheduler] // set by start
-	ha           *replicaHA // nil unless the cache is Redis
+	ha           *replicaHA                         // nil unless the cache is Redis
 	cancel       context.CancelFunc
 	done         chan struct{}
 }

@@ -71,8 +71,8 @@ type Options struct {
 	// NextRun, when set, tells when an account's scheduled pass of a mode
 	// runs next.
 	NextRun func(account string, mode engine.Mode) time.Time
-	Log       *zap.Logger
-	Now       func() time.Time
+	Log     *zap.Logger
+	Now     func() time.Time
 }
 
 // Recorder counts API traffic (implemented by package metrics).
@@ -225,12 +225,12 @@ func (s *server) lookup(w http.ResponseWriter, r *http.Request) (entitlement.Dec
 
 // AccountState is one account in /v1/status.
 type AccountState struct {
-	Account     string                        `json:"account"`
-	Cache       *accesscache.AccountStatus    `json:"cache,omitempty"`
-	Runs        map[engine.Mode]engine.Report `json:"runs"`
+	Account string                        `json:"account"`
+	Cache   *accesscache.AccountStatus    `json:"cache,omitempty"`
+	Runs    map[engine.Mode]engine.Report `json:"runs"`
 	// NextRuns is when each scheduled mode runs next.
-	NextRuns map[engine.Mode]time.Time `json:"next_runs,omitempty"`
-	HoldPending bool                          `json:"hold_pending"`
+	NextRuns    map[engine.Mode]time.Time `json:"next_runs,omitempty"`
+	HoldPending bool                      `json:"hold_pending"`
 	// Ownership is set when replicas share the cache (HA mode).
 	Ownership any `json:"ownership,omitempty"`
 }
