@@ -250,6 +250,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if svc != nil {
 		root := http.NewServeMux()
 		root.Handle("/v1/accounts/", consoleapi.New(consoleapi.Options{Console: svc, AdminToken: token, Log: d.log.Named("console")}))
+		root.Handle("POST /v1/accounts/{id}/release", h) // dirsync's own, not the console's
 		root.Handle("/", h)
 		h = root
 	}

@@ -279,3 +279,83 @@ func formatCounts[K ~string](m map[K]int) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// cmdRelease publishes a sync the safeguard held: a forced full sync of the
+// account, refused when no hold is pending.
+func cmdRelease(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "release", "--config FILE --account ID [--output text|json] [--server URL]")
+	cfgPath := configFlag(fs, e)
+	account := fs.String("account", "", "the account whose hold to release (required)")
+	output := fs.String("output", "text", "text or json")
+	server := fs.String("server", "", "ask the daemon at this URL to release instead of releasing here")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if *account == "" {
+		return usagef("--account is required")
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("--output must be text or json")
+	}
+	var reports []engine.Report
+	var runErr error
+	token := ""
+	local := *server == ""
+	var cfg *config.Config
+	if local {
+		var err error
+		if cfg, err = loadConfig(*cfgPath, e); err != nil {
+			return err
+		}
+		if cfg.Cache.Backend == config.BackendMemory {
+			if token, err = config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv); err != nil {
+				return err
+			}
+			*server = "http://" + cfg.API.Listen
+			local = false
+		}
+	}
+	if local {
+		c, closeCache, err := newCache(cfg, e)
+		if err != nil {
+			return err
+		}
+		st, found, err := c.Status(ctx, *account)
+		closeCache()
+		if err != nil {
+			return err
+		}
+		if !found || st.Hold == nil {
+			return fmt.Errorf("no safeguard hold is pending for account %s; to force a sync anyway use dirsync sync --force", *account)
+		}
+		reports, runErr = localSync(ctx, cfg, e, *account, engine.Options{Mode: engine.ModeFull, Force: true})
+	} else {
+		var out struct {
+			Reports []engine.Report `json:"reports"`
+			Error   string          `json:"error"`
+		}
+		code, err := callAPI(ctx, http.MethodPost, strings.TrimSuffix(*server, "/")+"/v1/accounts/"+url.PathEscape(*account)+"/release", token, &out)
+		if err != nil {
+			return err
+		}
+		if out.Error != "" {
+			return fmt.Errorf("daemon: %s", out.Error)
+		}
+		reports = out.Reports
+		if code != http.StatusOK {
+			runErr = fmt.Errorf("release failed on the daemon (HTTP %d)", code)
+		}
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"reports": reports}); err != nil {
+			return err
+		}
+	} else {
+		printReports(e.stdout, reports)
+	}
+	return runErr
+}

@@ -56,6 +56,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the daemon: scheduled syncs and the HTTP API", cmdRun},
 		{"sync", "run a one-off sync (or a dry run) and print per-account counts", cmdSync},
+		{"release", "publish a sync the safeguard held (a forced full sync of one account)", cmdRelease},
 		{"check", "print the decision for an email, read as the sign-in service reads it", cmdCheck},
 		{"status", "print per-account sync status from a running daemon", cmdStatus},
 		{"users", "manage users of console accounts (invite, accept, assign, remove, suspend, list)", cmdUsers},

@@ -331,3 +331,51 @@ func TestRunServesQuickStart(t *testing.T) {
 		t.Errorf("check without daemon: exit %d: %s", code, errOut)
 	}
 }
+
+// TestWrongBindingIsHeldThenReleased: a config whose binding names a wrong
+// group DN would take access away from most users; the sync is held (not
+// published) and `dirsync release` publishes it.
+func TestWrongBindingIsHeldThenReleased(t *testing.T) {
+	srv := servertest.StartRedis(t)
+	cfg := writeRulesConfig(t, srv.Addr)
+	ctx := context.Background()
+	if code, out, errOut := runCLI(t, ctx, nil, "sync", "--config", cfg); code != exitOK {
+		t.Fatalf("first sync: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, ctx, nil, "release", "--config", cfg, "--account", "acme"); code != exitRuntime || !strings.Contains(errOut, "no safeguard hold") {
+		t.Errorf("release without a hold: exit %d %s", code, errOut)
+	}
+	body, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Replace(string(body), `group: "CN=Pro,OU=G,DC=acme,DC=example"`, `group: "CN=Pro Typo,OU=G,DC=acme,DC=example"`, 1)
+	if err := os.WriteFile(cfg, []byte(wrong), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCLI(t, ctx, nil, "sync", "--config", cfg)
+	if code != exitRuntime || !strings.Contains(out, "HELD") || !strings.Contains(out, "binding_not_found") {
+		t.Fatalf("wrong binding: exit %d\n%s", code, out)
+	}
+	check := func(email string) entitlement.Decision {
+		_, out, _ := runCLI(t, ctx, nil, "check", "--config", cfg, email, "--output", "json")
+		var d entitlement.Decision
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := check("pro@acme.example"); !d.Allowed || d.Permission != entitlement.PermissionPro {
+		t.Errorf("held change was published: %+v", d)
+	}
+	code, out, errOut := runCLI(t, ctx, nil, "release", "--config", cfg, "--account", "acme")
+	if code != exitOK || !strings.Contains(out, "published") {
+		t.Fatalf("release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if d := check("pro@acme.example"); d.Allowed || d.Reason != entitlement.ReasonNoPermission {
+		t.Errorf("after release pro = %+v", d)
+	}
+	if d := check("both@acme.example"); d.Permission != entitlement.PermissionBasic {
+		t.Errorf("after release both = %+v", d)
+	}
+}

@@ -108,6 +108,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/access/{email}/explain", s.admin(s.explain))
 	mux.HandleFunc("GET /v1/status", s.admin(s.status))
 	mux.HandleFunc("POST /v1/sync", s.admin(s.sync))
+	mux.HandleFunc("POST /v1/accounts/{id}/release", s.admin(s.release))
 	if o.Reload != nil {
 		mux.HandleFunc("POST /v1/reload", s.admin(s.reload))
 	}
@@ -302,6 +303,34 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 		reports = append(reports, rep)
 	}
 	writeJSON(w, code, map[string]any{"reports": reports})
+}
+
+// release publishes a held sync: a forced full pass of the account. It
+// refuses when no hold is pending, so it cannot be used by mistake to push
+// a read the fail-safe checks would refuse.
+func (s *server) release(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, found, err := s.o.Status.Status(r.Context(), id)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if !found || st.Hold == nil {
+		writeError(w, http.StatusConflict, "no safeguard hold is pending for account "+id+"; to force a sync anyway use POST /v1/sync?force=true")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
+	defer cancel()
+	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true})
+	code := http.StatusOK
+	switch {
+	case errors.Is(err, engine.ErrUnknownAccount):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case err != nil:
+		code = http.StatusBadGateway
+	}
+	writeJSON(w, code, map[string]any{"reports": []engine.Report{rep}})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
