@@ -7,7 +7,7 @@ CONFIG    ?= deployments/local/config.yaml
 # Tests start real servers; keep the whole run bounded.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run test test-deps unit fuzz bench vet clean
+.PHONY: all build run test test-deps unit fuzz bench bench-propagation vet clean
 
 all: build
 
@@ -38,6 +38,10 @@ fuzz:
 ## bench: performance figures as ratios to floors measured in the same run (SIZE=10k|100k|1m)
 bench: build test-deps
 	@deployments/scripts/bench
+
+## bench-propagation: change → cache latency through the daemon (AD on Samba, Okta on the fake), default 5 s schedule
+bench-propagation: test-deps
+	$(GO) test -run '^$$' -bench Propagation -benchtime 6x ./cmd/dirsync/e2e/
 
 vet:
 	$(GO) vet ./...

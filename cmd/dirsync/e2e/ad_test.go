@@ -15,7 +15,7 @@ import (
 	"github.com/dirsync/dirsync/sync/servertest"
 )
 
-func adConfig(t *testing.T, dir, redisAddr, ldapURL string) string {
+func adConfig(t testing.TB, dir, redisAddr, ldapURL string) string {
 	pw := writeSecret(t, dir, "bind-password", servertest.SambaAdminPassword)
 	var b strings.Builder
 	fmt.Fprintf(&b, `cache: {backend: redis, redis: {addrs: [%q], key_prefix: e2e}}

@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 
 // daemon is a running `dirsync run`.
 type daemon struct {
-	t    *testing.T
+	t    testing.TB
 	proc *servertest.Process
 	addr string
 	dir  string
@@ -54,7 +54,7 @@ type daemon struct {
 
 // writeConfig writes a config file into dir with api.listen on a free port
 // (the body's accounts and cache sections are given by the caller).
-func writeConfig(t *testing.T, dir, body string) (path, addr string) {
+func writeConfig(t testing.TB, dir, body string) (path, addr string) {
 	t.Helper()
 	addr = fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 	path = filepath.Join(dir, "config.yaml")
@@ -64,7 +64,7 @@ func writeConfig(t *testing.T, dir, body string) (path, addr string) {
 	return path, addr
 }
 
-func writeSecret(t *testing.T, dir, name, value string) string {
+func writeSecret(t testing.TB, dir, name, value string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(value+"\n"), 0o600); err != nil {
@@ -73,7 +73,7 @@ func writeSecret(t *testing.T, dir, name, value string) string {
 	return p
 }
 
-func startDaemon(t *testing.T, dir, cfg, addr string) *daemon {
+func startDaemon(t testing.TB, dir, cfg, addr string) *daemon {
 	t.Helper()
 	p, err := servertest.Start(dir, binary, "run", "--config", cfg)
 	if err != nil {
@@ -169,7 +169,7 @@ func isSuspended(d entitlement.Decision) bool {
 func isAllowed(d entitlement.Decision) bool { return d.Allowed }
 
 // assertNoSecrets fails if any secret appears in text.
-func assertNoSecrets(t *testing.T, what, text string, secrets ...string) {
+func assertNoSecrets(t testing.TB, what, text string, secrets ...string) {
 	t.Helper()
 	for _, s := range secrets {
 		if strings.Contains(text, s) {
@@ -184,7 +184,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func mustRead(t *testing.T, path string) string {
+func mustRead(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -193,7 +193,7 @@ func mustRead(t *testing.T, path string) string {
 	return string(b)
 }
 
-func writeFile(t *testing.T, path, body string) {
+func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func newOktaOrg(t *testing.T) *oktaOrg {
 	return o
 }
 
-func oktaConfig(t *testing.T, dir, redisAddr, orgURL, token, incremental string) string {
+func oktaConfig(t testing.TB, dir, redisAddr, orgURL, token, incremental string) string {
 	tok := writeSecret(t, dir, "okta-token", token)
 	hook := writeSecret(t, dir, "hook-secret", hookSecret)
 	admin := writeSecret(t, dir, "admin-token", adminToken)
@@ -66,7 +66,7 @@ accounts:
 
 // fixConfig moves the admin token into the api section (writeConfig owns
 // the api line).
-func fixConfig(t *testing.T, path string) {
+func fixConfig(t testing.TB, path string) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
