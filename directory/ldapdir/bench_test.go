@@ -18,8 +18,7 @@ import (
 
 // BenchmarkSlapdFullRead reads 100k users and 10k groups (10 members each)
 // from slapd and reports entries/s and the peak live heap during the reads
-// (which includes the previous read the poller keeps for incremental
-// passes). Run: go test -run '^$' -bench SlapdFullRead -benchtime 3x ./directory/ldapdir/
+// (the poller drops its previous read before a full read). Run: go test -run '^$' -bench SlapdFullRead -benchtime 3x ./directory/ldapdir/
 func BenchmarkSlapdFullRead(b *testing.B) {
 	const users, groups, perGroup = 100_000, 10_000, 10
 	path := filepath.Join(b.TempDir(), "big.ldif")

@@ -26,6 +26,7 @@ import (
 
 	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/directory"
+	"github.com/dirsync/dirsync/directory/ldapentry"
 )
 
 // Default filters per directory type.
@@ -131,8 +132,12 @@ type Poller struct {
 	o  Options
 	ad bool
 
+	reader *ldapentry.Reader
+
 	mu   sync.Mutex
 	last *state
+	// lastUsers and lastGroups size the next full read.
+	lastUsers, lastGroups int
 
 	// entriesRead counts entries received from the directory.
 	entriesRead atomic.Int64
@@ -206,13 +211,21 @@ func New(o Options) (*Poller, error) {
 	if o.Source == "" {
 		o.Source = o.Type + ":" + o.URLs[0]
 	}
-	return &Poller{o: o, ad: ad}, nil
+	reader := ldapentry.NewReader(ldapentry.Options{
+		EmailAttributes:   o.EmailAttributes,
+		DisabledAttribute: o.DisabledAttribute,
+		DisabledValue:     o.DisabledValue,
+	})
+	return &Poller{o: o, ad: ad, reader: reader}, nil
 }
 
-// Snapshot reads the whole directory.
+// Snapshot reads the whole directory. The last read is dropped first, so
+// it is not held while the new one is built; when the read fails, the next
+// Incremental does a full read.
 func (p *Poller) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.last = nil
 	st, err := p.fullRead(ctx, "")
 	if err != nil {
 		return nil, err
@@ -248,9 +261,16 @@ func (p *Poller) Incremental(ctx context.Context) (*directory.Snapshot, bool, er
 		p.last = st
 		return st.snap, true, nil
 	}
-	st, changed, err := p.incremental(ctx, p.last)
+	st, changed, fullFrom, err := p.incremental(ctx, p.last)
 	if err != nil {
 		return nil, false, err
+	}
+	if fullFrom != "" {
+		p.last = nil
+		if st, err = p.fullRead(ctx, fullFrom); err != nil {
+			return nil, false, err
+		}
+		changed = true
 	}
 	p.last = st
 	return st.snap, changed, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,14 +15,16 @@ import (
 	"github.com/dirsync/dirsync/directory/ldapentry"
 )
 
-// state is one complete read: the snapshot, the entries it was built from
-// (keyed by stable ID, so an incremental pass can patch them) and the
-// change cursor. A state is never modified once built; an incremental
-// pass builds a new one (entries are shared, maps copied).
+// state is one complete read: the snapshot, the compact records it was
+// built from (sorted by stable ID, so an incremental pass can patch them;
+// member lists as ids of the DN table) and the change cursor. A state is
+// never modified once built; an incremental pass builds a new one, sharing
+// unchanged record slices and the DN table (append-only: ids stay valid).
 type state struct {
 	snap   *directory.Snapshot
-	users  map[string]*ldapentry.Entry
-	groups map[string]*ldapentry.Entry
+	dns    *ldapentry.DNTable
+	users  []ldapentry.Record
+	groups []ldapentry.Record
 
 	url string // the server that served the read; the cursor belongs to it
 	// AD: the DC's NTDS Settings DN and invocationId, and its
@@ -99,54 +100,69 @@ func andFilter(filter, cond string) string {
 	return "(&" + filter + cond + ")"
 }
 
-// entrySet is the result of reading one kind of entry.
-type entrySet struct {
-	byID  map[string]*ldapentry.Entry
-	stamp string // newest modifyTimestamp (OpenLDAP)
+// recordSet is the result of reading one kind of entry.
+type recordSet struct {
+	recs  []ldapentry.Record // sorted by stable ID, one per ID (the last read wins)
+	stamp string             // newest modifyTimestamp (OpenLDAP)
 }
 
-// readEntries runs one paged search and collects entries by stable ID,
-// completing ranged attributes (member;range=…) afterwards on the same
-// connection.
-func (p *Poller) readEntries(ctx context.Context, conn *session, base, filter string, attrs []string) (entrySet, error) {
-	set := entrySet{byID: map[string]*ldapentry.Entry{}}
+// readRecords runs one paged search and turns every entry into its record
+// as it arrives (the entry itself is dropped), completing ranged attributes
+// (member;range=…) afterwards on the same connection. sizeHint is the
+// expected number of entries.
+func (p *Poller) readRecords(ctx context.Context, conn *session, base, filter string, attrs []string, dns *ldapentry.DNTable, sizeHint int) (recordSet, error) {
+	set := recordSet{recs: make([]ldapentry.Record, 0, sizeHint)}
 	type partial struct {
 		e      *ldapentry.Entry
 		ranged []rangedAttr
 	}
 	var incomplete []partial
-	classes := map[string]string{} // objectClass values repeat on every entry: keep one copy
 	err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(le *ldap.Entry) error {
 		e, ranged := toEntry(le)
-		set.byID[ldapentry.StableID(e)] = e
+		// Only the newest timestamp of the set is the cursor; records
+		// carry none (per entry it would only make unchanged entries
+		// look changed).
 		if ts := e.First("modifytimestamp"); ts > set.stamp {
 			set.stamp = ts
 		}
-		// Only the newest timestamp of the set is the cursor; per entry
-		// it would only make unchanged entries look changed.
-		delete(e.Attrs, "modifytimestamp")
-		for i, oc := range e.Attrs["objectclass"] {
-			if c, ok := classes[oc]; ok {
-				e.Attrs["objectclass"][i] = c
-			} else {
-				classes[oc] = oc
-			}
-		}
 		if len(ranged) > 0 {
 			incomplete = append(incomplete, partial{e, ranged})
+			return nil
 		}
+		set.recs = append(set.recs, p.reader.Record(e, dns))
 		return nil
 	})
 	if err != nil {
-		return entrySet{}, err
+		return recordSet{}, err
 	}
 	for _, pe := range incomplete {
 		if err := p.completeRanges(ctx, conn, pe.e, pe.ranged); err != nil {
-			return entrySet{}, err
+			return recordSet{}, err
 		}
+		set.recs = append(set.recs, p.reader.Record(pe.e, dns))
 	}
+	set.recs = sortRecords(set.recs)
 	return set, nil
 }
+
+// sortRecords sorts records by stable ID, keeping the last of records
+// sharing one.
+func sortRecords(recs []ldapentry.Record) []ldapentry.Record {
+	slices.SortStableFunc(recs, func(a, b ldapentry.Record) int { return strings.Compare(a.ID, b.ID) })
+	out := recs[:0]
+	for i := range recs {
+		if i+1 < len(recs) && recs[i+1].ID == recs[i].ID {
+			continue
+		}
+		out = append(out, recs[i])
+	}
+	clear(recs[len(out):])
+	return out
+}
+
+// sizeHint is a capacity for n entries read last time: a little room to
+// grow without the slice doubling.
+func sizeHint(n int) int { return n + n/32 }
 
 // fullRead reads every user and group, users and groups concurrently on
 // two connections to the same server. prefer is tried first (the server
@@ -170,9 +186,10 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 		st.dsa, st.invocationID, st.usn = info.dsa, info.invocationID, info.usn
 	}
 
+	dns := ldapentry.NewDNTable(sizeHint(p.lastUsers + p.lastGroups))
 	var (
 		wg     sync.WaitGroup
-		groups entrySet
+		groups recordSet
 		gErr   error
 	)
 	wg.Add(1)
@@ -200,9 +217,9 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 				return
 			}
 		}
-		groups, gErr = p.readEntries(ctx, gconn, p.o.GroupBaseDN, p.o.GroupFilter, p.groupAttrs())
+		groups, gErr = p.readRecords(ctx, gconn, p.o.GroupBaseDN, p.o.GroupFilter, p.groupAttrs(), dns, sizeHint(p.lastGroups))
 	}()
-	users, uErr := p.readEntries(ctx, conn, p.o.UserBaseDN, p.o.UserFilter, p.userAttrs())
+	users, uErr := p.readRecords(ctx, conn, p.o.UserBaseDN, p.o.UserFilter, p.userAttrs(), dns, sizeHint(p.lastUsers))
 	if uErr != nil {
 		cancel()
 	}
@@ -218,7 +235,8 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	case gErr != nil:
 		return nil, fmt.Errorf("%s: read groups: %w", conn.url, gErr)
 	}
-	st.users, st.groups = users.byID, groups.byID
+	st.dns, st.users, st.groups = dns, users.recs, groups.recs
+	p.lastUsers, p.lastGroups = len(st.users), len(st.groups)
 	st.stamp = max(users.stamp, groups.stamp)
 	if err := p.build(st); err != nil {
 		return nil, fmt.Errorf("%s: %w", conn.url, err)
@@ -226,20 +244,16 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	return st, nil
 }
 
-// build maps the state's entries to a snapshot with ldapentry, in a stable
+// build maps the state's records to a snapshot with ldapentry, in a stable
 // order (by stable ID, users first).
 func (p *Poller) build(st *state) error {
 	if len(st.users) == 0 {
 		return fmt.Errorf("%w under %q with filter %s", ErrNoUsers, p.o.UserBaseDN, p.o.UserFilter)
 	}
-	b := ldapentry.NewBuilder(p.o.Source, ldapentry.Options{
-		EmailAttributes:   slices.Clone(p.o.EmailAttributes),
-		DisabledAttribute: p.o.DisabledAttribute,
-		DisabledValue:     p.o.DisabledValue,
-	})
-	for _, m := range []map[string]*ldapentry.Entry{st.users, st.groups} {
-		for _, id := range slices.Sorted(maps.Keys(m)) {
-			b.Add(m[id])
+	b := ldapentry.NewRecordBuilder(p.o.Source, st.dns, len(st.users), len(st.groups))
+	for _, recs := range [][]ldapentry.Record{st.users, st.groups} {
+		for i := range recs {
+			b.AddRecord(&recs[i])
 		}
 	}
 	snap := b.Snapshot(p.o.Now())
@@ -250,107 +264,127 @@ func (p *Poller) build(st *state) error {
 	return nil
 }
 
-func (p *Poller) incremental(ctx context.Context, prev *state) (*state, bool, error) {
+// incremental brings prev up to date. It returns fullFrom (the server to
+// prefer) instead of a state when only a full read can: the caller drops
+// prev before reading, so the two are never held at once.
+func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, changed bool, fullFrom string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	conn, err := p.connect(ctx, prev.url)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w", p.o.Source, err)
-	}
-	full := func() (*state, bool, error) {
-		url := conn.url
-		conn.Close()
-		st, err := p.fullRead(ctx, url)
-		return st, err == nil, err
-	}
-	if conn.url != prev.url {
-		return full() // another server: the cursor means nothing there
+		return nil, false, "", fmt.Errorf("%s: %w", p.o.Source, err)
 	}
 	defer conn.Close()
-	next := &state{url: prev.url, dsa: prev.dsa, invocationID: prev.invocationID, usn: prev.usn, stamp: prev.stamp}
+	if conn.url != prev.url {
+		return nil, false, conn.url, nil // another server: the cursor means nothing there
+	}
+	next = &state{url: prev.url, dns: prev.dns, dsa: prev.dsa, invocationID: prev.invocationID, usn: prev.usn, stamp: prev.stamp}
 	var cond string
 	var info dcInfo
 	if p.ad {
 		if info, err = p.readDC(conn); err != nil {
-			return nil, false, fmt.Errorf("%s: %w", conn.url, err)
+			return nil, false, "", fmt.Errorf("%s: %w", conn.url, err)
 		}
 		if info.dsa != prev.dsa || info.invocationID != prev.invocationID {
-			return full()
+			return nil, false, conn.url, nil
 		}
 		if info.usn == prev.usn {
-			return prev, false, nil
+			return prev, false, "", nil
 		}
 		cond = fmt.Sprintf("(uSNChanged>=%d)", prev.usn+1)
 		next.usn = info.usn
 	} else {
 		if prev.stamp == "" {
-			return full() // the server shows no modifyTimestamp to follow
+			return nil, false, conn.url, nil // the server shows no modifyTimestamp to follow
 		}
 		cond = modifiedSince(prev.stamp)
 	}
-	users, err := p.readEntries(ctx, conn, p.o.UserBaseDN, andFilter(p.o.UserFilter, cond), p.userAttrs())
+	users, err := p.readRecords(ctx, conn, p.o.UserBaseDN, andFilter(p.o.UserFilter, cond), p.userAttrs(), prev.dns, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: read changed users: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: read changed users: %w", conn.url, err)
 	}
-	groups, err := p.readEntries(ctx, conn, p.o.GroupBaseDN, andFilter(p.o.GroupFilter, cond), p.groupAttrs())
+	groups, err := p.readRecords(ctx, conn, p.o.GroupBaseDN, andFilter(p.o.GroupFilter, cond), p.groupAttrs(), prev.dns, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: read changed groups: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: read changed groups: %w", conn.url, err)
 	}
-	var deleted []string
+	var deleted map[string]bool
 	if p.ad {
 		if deleted, err = p.readDeleted(ctx, conn, info.namingContext, prev.usn+1); err != nil {
-			return nil, false, fmt.Errorf("%s: read deleted objects: %w", conn.url, err)
+			return nil, false, "", fmt.Errorf("%s: read deleted objects: %w", conn.url, err)
 		}
 	}
 	next.stamp = max(prev.stamp, users.stamp, groups.stamp)
-	next.users, next.groups = maps.Clone(prev.users), maps.Clone(prev.groups)
-	changed := false
-	renamed := map[string]string{} // old normalised DN → new DN
-	apply := func(dst map[string]*ldapentry.Entry, src entrySet) {
-		for id, e := range src.byID {
-			old, ok := dst[id]
-			if ok && equalEntry(old, e) {
-				continue
-			}
-			if ok && directory.NormalizeDN(old.DN) != directory.NormalizeDN(e.DN) {
-				renamed[directory.NormalizeDN(old.DN)] = e.DN
-			}
-			dst[id] = e
-			changed = true
-		}
-	}
-	apply(next.users, users)
-	apply(next.groups, groups)
-	for _, id := range deleted {
-		if _, ok := next.users[id]; ok {
-			delete(next.users, id)
-			changed = true
-		}
-		if _, ok := next.groups[id]; ok {
-			delete(next.groups, id)
-			changed = true
-		}
-	}
+	renamed := map[int32]int32{} // old DN id → new DN id
+	var usersChanged, groupsChanged bool
+	next.users, usersChanged = patch(prev.users, users.recs, deleted, renamed)
+	next.groups, groupsChanged = patch(prev.groups, groups.recs, deleted, renamed)
 	if len(renamed) > 0 && p.ad {
 		// AD does not touch a group when a member is renamed or moved (the
 		// link follows the object), so the DNs the groups hold are fixed
-		// here; copies, since entries are shared with prev. Generic LDAP
+		// here; copies, since records are shared with prev. Generic LDAP
 		// servers store DNs: a group changes (refint overlay) or keeps a
 		// dangling DN, as a full read would see it.
-		for id, g := range next.groups {
-			if ng, ok := renameMembers(g, renamed); ok {
-				next.groups[id] = ng
-			}
-		}
+		next.groups = renameMembers(next.groups, renamed, !groupsChanged)
 	}
-	if !changed {
+	if !usersChanged && !groupsChanged {
 		next.snap = prev.snap // the cursor may have moved; the snapshot did not
-		return next, false, nil
+		return next, false, "", nil
 	}
 	if err := p.build(next); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: %w", conn.url, err)
 	}
-	return next, true, nil
+	return next, true, "", nil
+}
+
+// patch returns recs (sorted by ID) with the changed records (sorted by ID)
+// put in and the deleted IDs taken out, and whether that changed anything;
+// records equal to what recs holds are no change. recs is never modified:
+// a change returns a new slice, no change returns recs itself. A record
+// whose DN changed is noted in renamed (old DN id → new).
+func patch(recs, changed []ldapentry.Record, deleted map[string]bool, renamed map[int32]int32) ([]ldapentry.Record, bool) {
+	byID := func(r ldapentry.Record, id string) int { return strings.Compare(r.ID, id) }
+	put := changed[:0:0]
+	for i := range changed {
+		c := &changed[i]
+		j, ok := slices.BinarySearchFunc(recs, c.ID, byID)
+		if ok && ldapentry.Equal(&recs[j], c) {
+			continue
+		}
+		if ok && recs[j].Self != c.Self {
+			renamed[recs[j].Self] = c.Self
+		}
+		put = append(put, *c)
+	}
+	gone := 0
+	for id := range deleted {
+		if _, ok := slices.BinarySearchFunc(recs, id, byID); ok {
+			gone++
+		}
+	}
+	if len(put) == 0 && gone == 0 {
+		return recs, false
+	}
+	out := make([]ldapentry.Record, 0, len(recs)+len(put)-gone)
+	i := 0
+	for _, c := range put {
+		for ; i < len(recs) && recs[i].ID < c.ID; i++ {
+			if !deleted[recs[i].ID] {
+				out = append(out, recs[i])
+			}
+		}
+		if i < len(recs) && recs[i].ID == c.ID {
+			i++ // replaced
+		}
+		if !deleted[c.ID] {
+			out = append(out, c)
+		}
+	}
+	for ; i < len(recs); i++ {
+		if !deleted[recs[i].ID] {
+			out = append(out, recs[i])
+		}
+	}
+	return out, true
 }
 
 // modifiedSince is the OpenLDAP change filter. The timestamp comes from
@@ -361,11 +395,11 @@ func modifiedSince(stamp string) string {
 
 // readDeleted returns the objectGUIDs of objects deleted at or after
 // fromUSN (AD tombstones, read with the Show Deleted control).
-func (p *Poller) readDeleted(ctx context.Context, conn *session, namingContext string, fromUSN int64) ([]string, error) {
+func (p *Poller) readDeleted(ctx context.Context, conn *session, namingContext string, fromUSN int64) (map[string]bool, error) {
 	if namingContext == "" {
 		return nil, errors.New("rootDSE has no defaultNamingContext")
 	}
-	var ids []string
+	ids := map[string]bool{}
 	q := query{
 		base: "CN=Deleted Objects," + namingContext, scope: ldap.ScopeSingleLevel,
 		filter:   fmt.Sprintf("(&(isDeleted=TRUE)(uSNChanged>=%d))", fromUSN),
@@ -374,49 +408,40 @@ func (p *Poller) readDeleted(ctx context.Context, conn *session, namingContext s
 	}
 	err := p.search(ctx, conn, q, func(e *ldap.Entry) error {
 		if id := ldapentry.DecodeGUID(e.GetRawAttributeValue("objectGUID")); id != "" {
-			ids = append(ids, id)
+			ids[id] = true
 		}
 		return nil
 	})
 	return ids, err
 }
 
-func equalEntry(a, b *ldapentry.Entry) bool {
-	if a.DN != b.DN || len(a.Attrs) != len(b.Attrs) {
-		return false
-	}
-	for k, v := range a.Attrs {
-		if !slices.Equal(v, b.Attrs[k]) {
-			return false
+// renameMembers returns groups with member ids renamed (old DN id → new).
+// Groups holding a renamed member get a new record; the slice is copied
+// first when shared (it belongs to the previous state too).
+func renameMembers(groups []ldapentry.Record, renamed map[int32]int32, shared bool) []ldapentry.Record {
+	for i := range groups {
+		g := groups[i].Group
+		if g == nil {
+			continue
 		}
-	}
-	return true
-}
-
-// renameMembers returns a copy of g with member DNs renamed, and whether
-// any was.
-func renameMembers(g *ldapentry.Entry, renamed map[string]string) (*ldapentry.Entry, bool) {
-	var out *ldapentry.Entry
-	for _, attr := range []string{"member", "uniquemember"} {
-		for i, m := range g.Attrs[attr] {
-			dn, suffix := m, ""
-			if attr == "uniquemember" {
-				if j := strings.LastIndex(m, "#'"); j > 0 {
-					dn, suffix = m[:j], m[j:]
+		var members []int32
+		for j, m := range g.Members {
+			if to, ok := renamed[m]; ok {
+				if members == nil {
+					members = slices.Clone(g.Members)
 				}
+				members[j] = to
 			}
-			nu, ok := renamed[directory.NormalizeDN(dn)]
-			if !ok {
-				continue
-			}
-			if out == nil {
-				out = &ldapentry.Entry{DN: g.DN, Attrs: maps.Clone(g.Attrs)}
-			}
-			if &out.Attrs[attr][0] == &g.Attrs[attr][0] {
-				out.Attrs[attr] = slices.Clone(g.Attrs[attr])
-			}
-			out.Attrs[attr][i] = nu + suffix
 		}
+		if members == nil {
+			continue
+		}
+		if shared {
+			groups, shared = slices.Clone(groups), false
+		}
+		ng := *g
+		ng.Members = members
+		groups[i].Group = &ng
 	}
-	return out, out != nil
+	return groups
 }

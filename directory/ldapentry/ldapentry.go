@@ -12,8 +12,10 @@ package ldapentry
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dirsync/dirsync/directory"
@@ -61,47 +63,241 @@ const (
 	accountNeverB     = 0x7FFFFFFFFFFFFFFF
 )
 
-type pendingGroup struct {
-	members   []string // normalised DNs from member / uniqueMember
-	memberUID []string // posixGroup memberUid values
+// DNTable interns normalised DNs: every DN a read mentions (entries and
+// member values) gets one int32 id, so member lists are ids and each DN is
+// held once. Ids are never reused or removed; the table is safe for
+// concurrent use (a poller reads users and groups at the same time).
+type DNTable struct {
+	mu      sync.Mutex
+	ids     map[string]int32
+	foreign []bool // by id: the DN names a foreign security principal
 }
 
-// Builder accumulates entries. It is not safe for concurrent use.
-type Builder struct {
-	opts   Options
-	source string
-
-	snap       directory.Snapshot
-	userByDN   map[string]int32
-	groupByDN  map[string]int32
-	skippedDNs map[string]struct{} // users left out (no email) and foreign principals
-	userByUID  map[string]int32
-	groupBySID map[string]int32
-	// primary holds, per user, the SID of its primary group (AD).
-	primary []string
-	pending []pendingGroup
+// NewDNTable returns an empty table; sizeHint is the expected number of DNs.
+func NewDNTable(sizeHint int) *DNTable {
+	return &DNTable{ids: make(map[string]int32, sizeHint), foreign: make([]bool, 0, sizeHint)}
 }
 
-// NewBuilder returns an empty builder; source names the snapshot's origin.
-func NewBuilder(source string, opts Options) *Builder {
+// Intern returns the id of a DN (any spelling; it is normalised).
+func (t *DNTable) Intern(dn string) int32 {
+	return t.internNormal(normalDN(dn))
+}
+
+func (t *DNTable) internNormal(n string) int32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id, ok := t.ids[n]; ok {
+		return id
+	}
+	id := int32(len(t.foreign))
+	t.ids[n] = id
+	t.foreign = append(t.foreign, isForeignPrincipalDN(n))
+	return id
+}
+
+// Len is the number of DNs interned so far.
+func (t *DNTable) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.foreign)
+}
+
+func (t *DNTable) isForeign(id int32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.foreign[id]
+}
+
+// normalDN is directory.NormalizeDN returning dn itself (not a copy) when it
+// is already normal, so a DN kept both as spelled and normalised is held
+// once.
+func normalDN(dn string) string {
+	if n := directory.NormalizeDN(dn); n != dn {
+		return n
+	}
+	return dn
+}
+
+// Record is what a snapshot needs from one entry, and all an incremental
+// poller has to keep per entry: no attribute maps, member values as
+// interned DN ids. A Record is read-only once made (GroupRecord included);
+// records are compared with Equal to find changed entries.
+type Record struct {
+	Kind Kind
+	// Self is the entry's interned normalised DN.
+	Self int32
+	// ID is the stable identity (see StableID), DN the DN as spelled.
+	ID, DN string
+	// Users: the normalised email ("" when none: skipped as no_email),
+	// account state and expiry, the lower-cased uid (posixGroup
+	// memberUid) and the SID of the primary group (AD).
+	Email      string
+	Status     directory.Status
+	ExpiresAt  time.Time
+	UID        string
+	PrimarySID string
+	// Group is set for groups.
+	Group *GroupRecord
+}
+
+// GroupRecord is the group part of a Record.
+type GroupRecord struct {
+	Name string // cn, or the DN when the entry has none
+	SID  string // objectSid in S-1-… form (AD)
+	// Members are the member and uniqueMember values as interned DN ids,
+	// MemberUIDs the lower-cased memberUid values.
+	Members    []int32
+	MemberUIDs []string
+}
+
+// Equal reports whether two records would build the same snapshot entry.
+func Equal(a, b *Record) bool {
+	if a.Kind != b.Kind || a.Self != b.Self || a.ID != b.ID || a.DN != b.DN || a.Email != b.Email ||
+		a.Status != b.Status || !a.ExpiresAt.Equal(b.ExpiresAt) || a.UID != b.UID || a.PrimarySID != b.PrimarySID {
+		return false
+	}
+	if (a.Group == nil) != (b.Group == nil) {
+		return false
+	}
+	if a.Group == nil {
+		return true
+	}
+	g, h := a.Group, b.Group
+	return g.Name == h.Name && g.SID == h.SID && slices.Equal(g.Members, h.Members) && slices.Equal(g.MemberUIDs, h.MemberUIDs)
+}
+
+// Reader turns entries into records under Options.
+type Reader struct{ opts Options }
+
+// NewReader returns a reader for opts (attribute names are case-insensitive).
+func NewReader(opts Options) *Reader {
+	opts.EmailAttributes = slices.Clone(opts.EmailAttributes)
 	for i, a := range opts.EmailAttributes {
 		opts.EmailAttributes[i] = strings.ToLower(a)
 	}
 	opts.DisabledAttribute = strings.ToLower(opts.DisabledAttribute)
+	return &Reader{opts: opts}
+}
+
+// Record extracts e's record, interning its DN and member DNs in dns.
+func (r *Reader) Record(e *Entry, dns *DNTable) Record {
+	rec := Record{Kind: Classify(e), Self: dns.Intern(e.DN), ID: StableID(e), DN: e.DN}
+	switch rec.Kind {
+	case KindUser:
+		rec.Email = r.email(e)
+		if rec.Email == "" {
+			break
+		}
+		rec.Status = r.status(e)
+		if v := e.First("accountexpires"); v != "" {
+			rec.ExpiresAt = ParseAccountExpires(v)
+		}
+		if uid := e.First("uid"); uid != "" {
+			rec.UID = strings.ToLower(uid)
+		}
+		if rid := e.First("primarygroupid"); rid != "" {
+			if sid := e.First("objectsid"); sid != "" {
+				if dom, ok := domainSID(DecodeSID([]byte(sid))); ok {
+					rec.PrimarySID = dom + "-" + rid
+				}
+			}
+		}
+	case KindGroup:
+		g := &GroupRecord{Name: e.First("cn")}
+		if g.Name == "" {
+			g.Name = e.DN
+		}
+		if sid := e.First("objectsid"); sid != "" {
+			g.SID = DecodeSID([]byte(sid))
+		}
+		n := len(e.Attrs["member"]) + len(e.Attrs["uniquemember"])
+		if n > 0 {
+			g.Members = make([]int32, 0, n)
+		}
+		for _, attr := range []string{"member", "uniquemember"} {
+			for _, m := range e.Attrs[attr] {
+				if attr == "uniquemember" {
+					// groupOfUniqueNames values may carry an optional "#'0101'B" uid.
+					if i := strings.LastIndex(m, "#'"); i > 0 {
+						m = m[:i]
+					}
+				}
+				g.Members = append(g.Members, dns.Intern(m))
+			}
+		}
+		for _, uid := range e.Attrs["memberuid"] {
+			g.MemberUIDs = append(g.MemberUIDs, strings.ToLower(uid))
+		}
+		rec.Group = g
+	}
+	return rec
+}
+
+func (r *Reader) email(e *Entry) string {
+	for _, attr := range r.opts.EmailAttributes {
+		for _, v := range e.Attrs[attr] {
+			if email := directory.NormalizeEmail(v); email != "" {
+				return email
+			}
+		}
+	}
+	return ""
+}
+
+func (r *Reader) status(e *Entry) directory.Status {
+	if v := e.First("useraccountcontrol"); v != "" {
+		if uac, err := strconv.ParseInt(v, 10, 64); err == nil && uac&uacAccountDisable != 0 {
+			return directory.StatusSuspended
+		}
+	}
+	if attr := r.opts.DisabledAttribute; attr != "" {
+		for _, v := range e.Attrs[attr] {
+			if r.opts.DisabledValue == "" || strings.EqualFold(v, r.opts.DisabledValue) {
+				return directory.StatusSuspended
+			}
+		}
+	}
+	return directory.StatusActive
+}
+
+// Builder accumulates records (or entries) and resolves memberships in
+// Snapshot. It is not safe for concurrent use.
+type Builder struct {
+	reader *Reader // nil for NewRecordBuilder
+	dns    *DNTable
+
+	snap directory.Snapshot
+	// userOf and groupOf map a DN id to a user or group index, or -1;
+	// skipped marks DNs left out (users without email, foreign
+	// principals, computers). All grow on demand.
+	userOf, groupOf []int32
+	skipped         []bool
+	uids            []string // by user index
+	primary         []string // by user index, SID of the primary group (AD)
+	groupSIDs       []string // by group index
+	members         [][]int32
+	memberUIDs      [][]string
+}
+
+// NewBuilder returns an empty builder reading entries under opts; source
+// names the snapshot's origin.
+func NewBuilder(source string, opts Options) *Builder {
+	b := NewRecordBuilder(source, NewDNTable(0), 0, 0)
+	b.reader = NewReader(opts)
+	return b
+}
+
+// NewRecordBuilder returns an empty builder for records whose DN ids come
+// from dns; users and groups size its slices. Add must not be used on it.
+func NewRecordBuilder(source string, dns *DNTable, users, groups int) *Builder {
 	return &Builder{
-		opts:       opts,
-		source:     source,
-		snap:       directory.Snapshot{Source: source},
-		userByDN:   map[string]int32{},
-		groupByDN:  map[string]int32{},
-		skippedDNs: map[string]struct{}{},
-		userByUID:  map[string]int32{},
-		groupBySID: map[string]int32{},
+		dns:  dns,
+		snap: directory.Snapshot{Source: source, Users: make([]directory.User, 0, users), Groups: make([]directory.Group, 0, groups)},
 	}
 }
 
 // Kind classifies an entry by its objectClass values.
-type Kind int
+type Kind uint8
 
 // Entry kinds.
 const (
@@ -135,113 +331,65 @@ func Classify(e *Entry) Kind {
 // Add records one entry. Entries that are neither users nor groups are
 // ignored; a DN seen twice keeps its first entry.
 func (b *Builder) Add(e *Entry) {
-	dn := directory.NormalizeDN(e.DN)
-	if _, dup := b.userByDN[dn]; dup {
+	rec := b.reader.Record(e, b.dns)
+	b.AddRecord(&rec)
+}
+
+// grow makes the by-DN slices cover every id interned so far.
+func (b *Builder) grow(id int32) {
+	if int(id) < len(b.userOf) {
 		return
 	}
-	if _, dup := b.groupByDN[dn]; dup {
+	n := b.dns.Len()
+	for len(b.userOf) < n {
+		b.userOf = append(b.userOf, -1)
+		b.groupOf = append(b.groupOf, -1)
+		b.skipped = append(b.skipped, false)
+	}
+}
+
+// AddRecord records one record (see Add). The builder keeps references to
+// the record's strings and member slices, never modifying them.
+func (b *Builder) AddRecord(r *Record) {
+	b.grow(r.Self)
+	if b.userOf[r.Self] >= 0 || b.groupOf[r.Self] >= 0 {
 		return
 	}
-	switch Classify(e) {
+	switch r.Kind {
 	case KindUser:
-		b.addUser(e, dn)
+		if r.Email == "" {
+			b.skipped[r.Self] = true
+			b.snap.Skip(SkipNoEmail, 1)
+			return
+		}
+		idx := int32(len(b.snap.Users))
+		b.snap.Users = append(b.snap.Users, directory.User{ID: r.ID, DN: r.DN, Email: r.Email, Status: r.Status, ExpiresAt: r.ExpiresAt})
+		b.userOf[r.Self] = idx
+		if r.UID != "" || b.uids != nil {
+			for len(b.uids) < int(idx) {
+				b.uids = append(b.uids, "")
+			}
+			b.uids = append(b.uids, r.UID)
+		}
+		if r.PrimarySID != "" || b.primary != nil {
+			for len(b.primary) < int(idx) {
+				b.primary = append(b.primary, "")
+			}
+			b.primary = append(b.primary, r.PrimarySID)
+		}
 	case KindGroup:
-		b.addGroup(e, dn)
+		ref := normalDN(r.DN)
+		b.groupOf[r.Self] = int32(len(b.snap.Groups))
+		b.snap.Groups = append(b.snap.Groups, directory.Group{Ref: ref, Name: r.Group.Name, DN: r.DN})
+		b.groupSIDs = append(b.groupSIDs, r.Group.SID)
+		b.members = append(b.members, r.Group.Members)
+		b.memberUIDs = append(b.memberUIDs, r.Group.MemberUIDs)
 	case KindForeignPrincipal:
-		b.skippedDNs[dn] = struct{}{}
+		b.skipped[r.Self] = true
 	case KindComputer:
-		b.skippedDNs[dn] = struct{}{}
+		b.skipped[r.Self] = true
 		b.snap.Skip(SkipComputer, 1)
 	}
-}
-
-func (b *Builder) addUser(e *Entry, dn string) {
-	email := b.email(e)
-	if email == "" {
-		b.skippedDNs[dn] = struct{}{}
-		b.snap.Skip(SkipNoEmail, 1)
-		return
-	}
-	u := directory.User{ID: StableID(e), DN: e.DN, Email: email, Status: b.status(e)}
-	if v := e.First("accountexpires"); v != "" {
-		u.ExpiresAt = ParseAccountExpires(v)
-	}
-	idx := int32(len(b.snap.Users))
-	b.snap.Users = append(b.snap.Users, u)
-	b.userByDN[dn] = idx
-	if uid := e.First("uid"); uid != "" {
-		b.userByUID[strings.ToLower(uid)] = idx
-	}
-	primary := ""
-	if rid := e.First("primarygroupid"); rid != "" {
-		if sid := e.First("objectsid"); sid != "" {
-			if dom, ok := domainSID(DecodeSID([]byte(sid))); ok {
-				primary = dom + "-" + rid
-			}
-		}
-	}
-	if primary != "" || b.primary != nil {
-		for len(b.primary) < int(idx) {
-			b.primary = append(b.primary, "")
-		}
-		b.primary = append(b.primary, primary)
-	}
-}
-
-func (b *Builder) email(e *Entry) string {
-	for _, attr := range b.opts.EmailAttributes {
-		for _, v := range e.Attrs[attr] {
-			if email := directory.NormalizeEmail(v); email != "" {
-				return email
-			}
-		}
-	}
-	return ""
-}
-
-func (b *Builder) status(e *Entry) directory.Status {
-	if v := e.First("useraccountcontrol"); v != "" {
-		if uac, err := strconv.ParseInt(v, 10, 64); err == nil && uac&uacAccountDisable != 0 {
-			return directory.StatusSuspended
-		}
-	}
-	if attr := b.opts.DisabledAttribute; attr != "" {
-		for _, v := range e.Attrs[attr] {
-			if b.opts.DisabledValue == "" || strings.EqualFold(v, b.opts.DisabledValue) {
-				return directory.StatusSuspended
-			}
-		}
-	}
-	return directory.StatusActive
-}
-
-func (b *Builder) addGroup(e *Entry, dn string) {
-	g := directory.Group{Ref: dn, Name: e.First("cn"), DN: e.DN}
-	if g.Name == "" {
-		g.Name = e.DN
-	}
-	idx := int32(len(b.snap.Groups))
-	b.snap.Groups = append(b.snap.Groups, g)
-	b.groupByDN[dn] = idx
-	if sid := e.First("objectsid"); sid != "" {
-		b.groupBySID[DecodeSID([]byte(sid))] = idx
-	}
-	var p pendingGroup
-	for _, attr := range []string{"member", "uniquemember"} {
-		for _, m := range e.Attrs[attr] {
-			if attr == "uniquemember" {
-				// groupOfUniqueNames values may carry an optional "#'0101'B" uid.
-				if i := strings.LastIndex(m, "#'"); i > 0 {
-					m = m[:i]
-				}
-			}
-			p.members = append(p.members, directory.NormalizeDN(m))
-		}
-	}
-	for _, uid := range e.Attrs["memberuid"] {
-		p.memberUID = append(p.memberUID, strings.ToLower(uid))
-	}
-	b.pending = append(b.pending, p)
 }
 
 // Snapshot resolves every recorded membership and returns the snapshot.
@@ -251,46 +399,88 @@ func (b *Builder) addGroup(e *Entry, dn string) {
 func (b *Builder) Snapshot(fetchedAt time.Time) *directory.Snapshot {
 	s := &b.snap
 	s.FetchedAt = fetchedAt
-	for gi := range b.pending {
+	b.grow(int32(b.dns.Len()))
+	var byUID map[string]int32
+	// AD primary groups: count first so member slices are allocated once.
+	var primaryOf []int32 // by user: group index or -1
+	extra := make([]int32, len(s.Groups))
+	if len(b.primary) > 0 {
+		bySID := make(map[string]int32)
+		for g, sid := range b.groupSIDs {
+			if sid != "" {
+				bySID[sid] = int32(g)
+			}
+		}
+		primaryOf = make([]int32, len(b.primary))
+		for u, sid := range b.primary {
+			primaryOf[u] = -1
+			if g, ok := bySID[sid]; ok && sid != "" {
+				primaryOf[u] = g
+				extra[g]++
+			}
+		}
+	}
+	for gi, mem := range b.members {
 		g := &s.Groups[gi]
-		for _, m := range b.pending[gi].members {
-			if u, ok := b.userByDN[m]; ok {
+		users, subs := int(extra[gi]), 0
+		for _, m := range mem {
+			if b.userOf[m] >= 0 {
+				users++
+			} else if b.groupOf[m] >= 0 {
+				subs++
+			}
+		}
+		users += len(b.memberUIDs[gi])
+		if users > 0 {
+			g.Members = make([]int32, 0, users)
+		}
+		if subs > 0 {
+			g.Subgroups = make([]int32, 0, subs)
+		}
+		for _, m := range mem {
+			if u := b.userOf[m]; u >= 0 {
 				g.Members = append(g.Members, u)
 				continue
 			}
-			if sub, ok := b.groupByDN[m]; ok {
+			if sub := b.groupOf[m]; sub >= 0 {
 				g.Subgroups = append(g.Subgroups, sub)
 				continue
 			}
-			if _, ok := b.skippedDNs[m]; ok {
-				if isForeignPrincipalDN(m) {
-					s.Skip(SkipForeignPrincipal, 1)
-				}
-				continue
-			}
-			if isForeignPrincipalDN(m) {
+			if b.dns.isForeign(m) {
 				s.Skip(SkipForeignPrincipal, 1)
 				continue
 			}
-			s.Skip(SkipUnresolvedMember, 1)
+			if !b.skipped[m] {
+				s.Skip(SkipUnresolvedMember, 1)
+			}
 		}
-		for _, uid := range b.pending[gi].memberUID {
-			if u, ok := b.userByUID[uid]; ok {
+		if len(b.memberUIDs[gi]) > 0 && byUID == nil {
+			byUID = make(map[string]int32, len(b.uids))
+			for u, uid := range b.uids {
+				if uid != "" {
+					byUID[uid] = int32(u)
+				}
+			}
+		}
+		for _, uid := range b.memberUIDs[gi] {
+			if u, ok := byUID[uid]; ok {
 				g.Members = append(g.Members, u)
 				continue
 			}
 			s.Skip(SkipUnresolvedMember, 1)
 		}
 	}
-	for u, sid := range b.primary {
-		if sid == "" {
-			continue
-		}
-		if g, ok := b.groupBySID[sid]; ok {
+	for u, g := range primaryOf {
+		if g >= 0 {
 			s.Groups[g].Members = append(s.Groups[g].Members, int32(u))
 		}
 	}
-	b.pending, b.userByDN, b.groupByDN, b.skippedDNs, b.userByUID, b.groupBySID, b.primary = nil, nil, nil, nil, nil, nil, nil
+	for gi := range s.Groups {
+		if len(s.Groups[gi].Members) == 0 {
+			s.Groups[gi].Members = nil // capacity reserved for memberUid values that named no one
+		}
+	}
+	b.userOf, b.groupOf, b.skipped, b.uids, b.primary, b.groupSIDs, b.members, b.memberUIDs = nil, nil, nil, nil, nil, nil, nil, nil
 	return s
 }
 
