@@ -66,17 +66,22 @@ func cmdSync(ctx context.Context, e env, args []string) error {
 		}
 	}
 	if reports != nil {
-		if *output == "json" {
-			enc := json.NewEncoder(e.stdout)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(map[string]any{"reports": reports}); err != nil {
-				return err
-			}
-		} else {
-			printReports(e.stdout, reports)
+		if err := writeReports(e, *output, reports); err != nil {
+			return err
 		}
 	}
 	return runErr
+}
+
+// writeReports prints reports as text or as {"reports": […]} JSON.
+func writeReports(e env, output string, reports []engine.Report) error {
+	if output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"reports": reports})
+	}
+	printReports(e.stdout, reports)
+	return nil
 }
 
 func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts engine.Options) ([]engine.Report, error) {
@@ -348,14 +353,8 @@ func cmdRelease(ctx context.Context, e env, args []string) error {
 			runErr = fmt.Errorf("release failed on the daemon (HTTP %d)", code)
 		}
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"reports": reports}); err != nil {
-			return err
-		}
-	} else {
-		printReports(e.stdout, reports)
+	if err := writeReports(e, *output, reports); err != nil {
+		return err
 	}
 	return runErr
 }

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/console"
 	"github.com/dirsync/dirsync/sync/engine"
 )
@@ -97,10 +95,10 @@ func (s *Syncer) Run(ctx context.Context, account string, opts engine.Options) (
 	case err != nil:
 		rep.Result, rep.Error = engine.ResultFailed, err.Error()
 		if errors.Is(err, console.ErrEmptyRead) {
-			rep.Diff = diffEntries(d.Changes)
+			rep.Diff = engine.DiffEntries(d.Changes)
 		}
 	case opts.DryRun:
-		rep.Result, rep.Diff = engine.ResultDryRun, diffEntries(d.Changes)
+		rep.Result, rep.Diff = engine.ResultDryRun, engine.DiffEntries(d.Changes)
 	case res.Published > 0:
 		rep.Result = engine.ResultPublished
 	default:
@@ -115,30 +113,3 @@ func (s *Syncer) Run(ctx context.Context, account string, opts engine.Options) (
 	return rep, nil
 }
 
-func diffEntries(changes []entitlement.Change) []engine.DiffEntry {
-	out := make([]engine.DiffEntry, 0, len(changes))
-	for _, c := range changes {
-		e := engine.DiffEntry{Email: c.Email, OldPermission: entitlement.PermissionNone, NewPermission: entitlement.PermissionNone, Change: "update"}
-		if c.Old != nil {
-			e.OldPermission, e.OldAllowed = c.Old.Permission, c.Old.Allowed
-		}
-		if c.New != nil {
-			e.NewPermission, e.NewAllowed, e.Reason = c.New.Permission, c.New.Allowed, c.New.Reason
-		}
-		switch {
-		case c.New == nil:
-			e.Change = "remove"
-		case !e.OldAllowed && e.NewAllowed:
-			e.Change = "gain"
-		case e.OldAllowed && !e.NewAllowed:
-			e.Change = "lose"
-		case e.OldPermission == entitlement.PermissionBasic && e.NewPermission == entitlement.PermissionPro:
-			e.Change = "upgrade"
-		case e.OldPermission == entitlement.PermissionPro && e.NewPermission == entitlement.PermissionBasic:
-			e.Change = "downgrade"
-		}
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b engine.DiffEntry) int { return strings.Compare(a.Email, b.Email) })
-	return out
-}

@@ -281,7 +281,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	delta := entitlement.Diff(published, res.Decisions)
 	rep.Changes = countChanges(&delta)
 	if opts.DryRun {
-		rep.Diff = diffEntries(delta.Changes)
+		rep.Diff = DiffEntries(delta.Changes)
 	}
 
 	if !opts.Force {
@@ -293,7 +293,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	if hold := e.hold(a.cfg.Safeguard, &delta, now); hold != nil && !opts.Force {
 		rep.Hold = hold
 		rep.Result = ResultHeld
-		rep.Diff = diffEntries(delta.Changes)
+		rep.Diff = DiffEntries(delta.Changes)
 		// Account-state denials are never held back.
 		toPublish = statusDenials(delta.Changes)
 		status.Hold = hold
@@ -434,7 +434,9 @@ func countChanges(d *entitlement.Delta) ChangeCounts {
 	}
 }
 
-func diffEntries(changes []entitlement.Change) []DiffEntry {
+// DiffEntries describes changes for a dry run or a held pass, sorted by
+// email.
+func DiffEntries(changes []entitlement.Change) []DiffEntry {
 	out := make([]DiffEntry, 0, len(changes))
 	for _, c := range changes {
 		e := DiffEntry{Email: c.Email, OldPermission: entitlement.PermissionNone, NewPermission: entitlement.PermissionNone}
