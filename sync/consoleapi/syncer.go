@@ -112,4 +112,3 @@ func (s *Syncer) Run(ctx context.Context, account string, opts engine.Options) (
 	}
 	return rep, nil
 }
-
