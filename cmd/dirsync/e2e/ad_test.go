@@ -110,4 +110,5 @@ func TestADPropagation(t *testing.T) {
 	if err, took := d.stop(); err != nil || took > 10*time.Second {
 		t.Errorf("SIGTERM: exit %v after %v", err, took)
 	}
+	assertNoSecrets(t, "daemon log", d.log(), servertest.SambaAdminPassword)
 }
