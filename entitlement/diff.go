@@ -50,16 +50,24 @@ type Delta struct {
 // and returns the changes needed, removals last.
 func Diff(prev map[string]Published, next []Decision) Delta {
 	var d Delta
-	seen := make(map[string]struct{}, len(next))
 	for _, p := range prev {
 		if p.Allowed {
 			d.PreviouslyAllowed++
 		}
 	}
+	// When next is strictly sorted (as Map returns it) its emails are
+	// unique, and matching every published email means nothing is removed:
+	// no set of next's emails is needed.
+	matched, unique := 0, true
 	for i := range next {
 		n := &next[i]
-		seen[n.Email] = struct{}{}
+		if i > 0 && n.Email <= next[i-1].Email {
+			unique = false
+		}
 		old, had := prev[n.Email]
+		if had {
+			matched++
+		}
 		next := PublishedOf(n)
 		if had && old == next {
 			d.Unchanged++
@@ -86,6 +94,13 @@ func Diff(prev map[string]Published, next []Decision) Delta {
 			d.Downgrades++
 		}
 		d.Changes = append(d.Changes, c)
+	}
+	if unique && matched == len(prev) {
+		return d // every published email is still decided: nothing to remove
+	}
+	seen := make(map[string]struct{}, len(next))
+	for i := range next {
+		seen[next[i].Email] = struct{}{}
 	}
 	for email, p := range prev {
 		if _, ok := seen[email]; ok {

@@ -43,3 +43,29 @@ func TestDiff(t *testing.T) {
 		t.Error("steady state produced changes")
 	}
 }
+
+// Removals are found whether next is sorted (Map's order, where no set of
+// next's emails is built) or not, and with an email repeated.
+func TestDiffRemovalsSortedOrNot(t *testing.T) {
+	a := decision("a@x", PermissionPro, ReasonGranted)
+	b := decision("b@x", PermissionPro, ReasonGranted)
+	prev := map[string]Published{"a@x": PublishedOf(&a), "b@x": PublishedOf(&b), "c@x": PublishedOf(&b)}
+	for name, next := range map[string][]Decision{
+		"sorted":   {a, b},
+		"unsorted": {b, a},
+	} {
+		d := Diff(prev, next)
+		if d.Removed != 1 || len(d.Changes) != 1 || d.Changes[0].Email != "c@x" || d.Changes[0].New != nil {
+			t.Errorf("%s: removed %d, changes %+v; want c@x removed", name, d.Removed, d.Changes)
+		}
+	}
+	// a@x twice matches as many emails as are published, yet b@x is gone.
+	d := Diff(map[string]Published{"a@x": PublishedOf(&a), "b@x": PublishedOf(&b)}, []Decision{a, a})
+	if d.Removed != 1 {
+		t.Errorf("repeated email: removed %d, want 1 (b@x)", d.Removed)
+	}
+	// Sorted, everything still decided: nothing removed.
+	if d := Diff(map[string]Published{"a@x": PublishedOf(&a), "b@x": PublishedOf(&b)}, []Decision{a, b}); d.Removed != 0 || len(d.Changes) != 0 {
+		t.Errorf("steady state: removed %d, changes %d", d.Removed, len(d.Changes))
+	}
+}

@@ -126,6 +126,9 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 
 	byEmail := make(map[string]int, len(snap.Users))
 	decisions := make([]Decision, 0, len(snap.Users))
+	// Every decision's Detail lives in one slab: one allocation instead
+	// of one per user.
+	details := make([]Detail, len(snap.Users))
 	var duplicates []string
 	for u := range snap.Users {
 		user := &snap.Users[u]
@@ -133,7 +136,7 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 			res.Stats.DomainNotClaimed++
 			continue
 		}
-		d := decide(p, snap, u, reach, access, now)
+		d := decide(p, snap, u, reach, access, now, &details[u])
 		if !user.ExpiresAt.IsZero() && user.ExpiresAt.After(now) {
 			if res.NextExpiry.IsZero() || user.ExpiresAt.Before(res.NextExpiry) {
 				res.NextExpiry = user.ExpiresAt
@@ -175,8 +178,14 @@ func better(a, b *Decision) bool {
 	return a.Permission.rank() > b.Permission.rank()
 }
 
-func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access *closure, now time.Time) Decision {
+// decide computes user u's decision; detail is where its Detail goes.
+func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access *closure, now time.Time, detail *Detail) Decision {
 	user := &snap.Users[u]
+	*detail = Detail{
+		DirectoryStatus: user.Status.String(),
+		DN:              user.DN,
+		Source:          snap.Source,
+	}
 	d := Decision{
 		Email:      user.Email,
 		Account:    p.Account,
@@ -184,15 +193,20 @@ func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access 
 		UserID:     user.ID,
 		Via:        []string{},
 		SyncedAt:   now,
-		Detail: &Detail{
-			DirectoryStatus: user.Status.String(),
-			DN:              user.DN,
-			Source:          snap.Source,
-		},
+		Detail:     detail,
 	}
 	if !user.ExpiresAt.IsZero() {
 		t := user.ExpiresAt.UTC()
 		d.Detail.ExpiresAt = &t
+	}
+	reached := 0
+	for _, c := range reach {
+		if c != nil && c.direct[u] >= 0 {
+			reached++
+		}
+	}
+	if reached > 0 {
+		d.Detail.Paths = make([]GroupPath, 0, reached)
 	}
 	best := PermissionNone
 	for i, c := range reach {
@@ -228,7 +242,7 @@ func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access 
 		d.Allowed = true
 		d.Permission = best
 		d.Reason = ReasonGranted
-		d.Detail.Rule = "member of a group bound to " + string(best)
+		d.Detail.Rule = grantedRule(best)
 		for _, path := range d.Detail.Paths {
 			if path.Permission == best {
 				d.Via = append(d.Via, path.Groups[0])
@@ -237,6 +251,18 @@ func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access 
 	}
 	d.Capabilities = CapabilitiesOf(d.Permission)
 	return d
+}
+
+// grantedRule is Detail.Rule of a granted decision; the usual ones are
+// constants, not a string per user.
+func grantedRule(p Permission) string {
+	switch p {
+	case PermissionPro:
+		return "member of a group bound to pro"
+	case PermissionBasic:
+		return "member of a group bound to basic"
+	}
+	return "member of a group bound to " + string(p)
 }
 
 // closure is the set of users reachable from one group through nested

@@ -161,7 +161,10 @@ type accountState struct {
 	cfg Account
 
 	// Guarded by run.
-	snap       *directory.Snapshot
+	// read: a pass has published a snapshot, so incremental passes may
+	// follow (the snapshot itself is not kept: the source keeps its own
+	// state, and holding the old one would double a full pass's memory).
+	read       bool
 	published  map[string]entitlement.Published
 	nextExpiry time.Time
 	// unpublished: a snapshot was read but the pass that read it did not
@@ -317,7 +320,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	}
 	rep.Changes.Published = len(toPublish)
 	a.published = applyToIndex(published, toPublish)
-	a.snap = snap
+	a.read = true
 	a.nextExpiry = res.NextExpiry
 
 	status.Account = a.cfg.Policy.Account
@@ -348,7 +351,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 // read gets a snapshot: an incremental update when asked for and the
 // source supports it, otherwise a full read.
 func (e *Engine) read(ctx context.Context, a *accountState, mode Mode) (*directory.Snapshot, bool, error) {
-	if inc, ok := a.cfg.Source.(IncrementalSource); ok && mode == ModeIncremental && a.snap != nil {
+	if inc, ok := a.cfg.Source.(IncrementalSource); ok && mode == ModeIncremental && a.read {
 		return inc.Incremental(ctx)
 	}
 	snap, err := a.cfg.Source.Snapshot(ctx)
