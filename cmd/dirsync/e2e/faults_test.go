@@ -68,6 +68,12 @@ func runFaultCase(t *testing.T, d *daemon, account string, watch []string, fc fa
 	published0 := d.metricSum(t, "dirsync_published_changes_total", account)
 
 	fc.inject(t)
+	cleared := false
+	t.Cleanup(func() { // a failed row must not leave its fault to the next
+		if !cleared {
+			fc.clear(t)
+		}
+	})
 	if fc.changeEarly != nil {
 		fc.changeEarly(t)
 	}
@@ -110,9 +116,10 @@ func runFaultCase(t *testing.T, d *daemon, account string, watch []string, fc fa
 	// Cleared: the daemon publishes the pending change by itself, and the
 	// last pass of each mode succeeds.
 	fc.clear(t)
+	cleared = true
 	start := time.Now()
 	for email, ok := range fc.after {
-		d.waitFor(email, faultTimeout, ok)
+		d.waitDecision(t, email, ok)
 	}
 	d.waitState(t, account, "the last pass of every mode to succeed", func(a faultAccount) bool {
 		return a.allSucceeded()
@@ -125,7 +132,7 @@ func runFaultCase(t *testing.T, d *daemon, account string, watch []string, fc fa
 	if fc.restore != nil {
 		fc.restore(t)
 		for email, ok := range fc.restored {
-			d.waitFor(email, faultTimeout, ok)
+			d.waitDecision(t, email, ok)
 		}
 	}
 }
@@ -236,6 +243,22 @@ func (d *daemon) waitMetric(t *testing.T, name, account string, atLeast float64)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitDecision is waitFor failing t (a subtest) rather than the test
+// that started the daemon.
+func (d *daemon) waitDecision(t *testing.T, email string, ok func(entitlement.Decision) bool) {
+	t.Helper()
+	deadline := time.Now().Add(faultTimeout)
+	var last entitlement.Decision
+	var err error
+	for time.Now().Before(deadline) {
+		if last, err = d.decision(email); err == nil && ok(last) {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("%s: not as expected within %v; last %+v (%v)\nlog:\n%s", email, faultTimeout, last, err, d.proc.LogTail())
 }
 
 func (d *daemon) decisions(t *testing.T, emails []string) map[string]entitlement.Decision {
@@ -456,21 +479,27 @@ sn: D
 mail: dan@example.test
 `
 
-// TestFaultsLDAP: `dirsync run` against a real slapd through two URLs
-// (first a proxy in front of the server, then the server itself), with a
-// full pass every 2 s and an incremental pass every second, through each
-// LDAP fault of issue 6.
-func TestFaultsLDAP(t *testing.T) {
-	t.Parallel()
+// faultLab is a slapd holding faultLDIF and a `dirsync run` syncing it
+// into a real Redis (account lab), with a full pass every 2 s and an
+// incremental pass every second.
+type faultLab struct {
+	s *servertest.Slapd
+	d *daemon
+}
+
+func startFaultLab(t *testing.T, urls func(s *servertest.Slapd) []string) *faultLab {
 	s := servertest.StartSlapd(t, servertest.SlapdOptions{LDIF: faultLDIF()})
 	// The harness's own cleanup stops the process StartSlapd started, not
 	// one Restart started later: stop whichever runs at the end.
 	t.Cleanup(s.Kill)
-	proxy := newFaultProxy(t, strings.TrimPrefix(s.URL, "ldap://"))
 	rs := servertest.StartRedis(t)
 	dir := t.TempDir()
 	pw := writeSecret(t, dir, "ldap-password", s.ServicePassword)
 	admin := writeSecret(t, dir, "admin-token", adminToken)
+	quoted := make([]string, 0, 2)
+	for _, u := range urls(s) {
+		quoted = append(quoted, strconv.Quote(u))
+	}
 	cfg, addr := writeConfig(t, dir, fmt.Sprintf(`cache: {backend: redis, redis: {addrs: [%q], key_prefix: faults}}
 schedule: {full: "@every 2s", incremental: "@every 1s"}
 accounts:
@@ -479,9 +508,9 @@ accounts:
     directory:
       type: ldap
       ldap:
-        urls: [%q, %q]
+        urls: [%s]
         allow_insecure: true
-        timeout: 2s
+        timeout: 3s
         bind_dn: %q
         bind_password_file: %s
         base_dn: %q
@@ -490,27 +519,49 @@ accounts:
     bindings:
       - {group: "cn=pro,ou=groups,dc=example,dc=test", permission: pro}
       - {group: %q, permission: basic}
-`, rs.Addr, proxy.URL(), s.URL, s.ServiceDN, pw, s.Suffix, faultManyDN)+"api_admin_token_file_placeholder: "+admin+"\n")
+`, rs.Addr, strings.Join(quoted, ", "), s.ServiceDN, pw, s.Suffix, faultManyDN)+"api_admin_token_file_placeholder: "+admin+"\n")
 	fixConfig(t, cfg)
 	d := startDaemon(t, dir, cfg, addr)
-
-	ann, dan := "ann@example.test", "dan@example.test"
-	watch := []string{ann, "ben@example.test", "cat@example.test", dan, "u000@example.test", "u599@example.test"}
-	d.waitFor("u599@example.test", faultTimeout, hasPermission(entitlement.PermissionBasic))
-	d.waitFor(ann, faultTimeout, hasPermission(entitlement.PermissionPro))
+	d.waitDecision(t, "u599@example.test", hasPermission(entitlement.PermissionBasic))
+	d.waitDecision(t, "ann@example.test", hasPermission(entitlement.PermissionPro))
 	d.waitState(t, "lab", "a first successful full and incremental pass", func(a faultAccount) bool {
 		return len(a.Runs) == 2 && a.allSucceeded()
 	})
+	return &faultLab{s: s, d: d}
+}
 
-	disableAnn := func(t *testing.T) {
-		s.Modify(t, "dn: uid=ann,ou=people,dc=example,dc=test\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n")
-	}
+func (l *faultLab) disableAnn(t *testing.T) {
+	l.s.Modify(t, "dn: uid=ann,ou=people,dc=example,dc=test\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n")
+}
+
+func (l *faultLab) enableAnn(t *testing.T) {
+	l.s.Modify(t, "dn: uid=ann,ou=people,dc=example,dc=test\nchangetype: modify\ndelete: employeeType\n")
+}
+
+// serviceExempt is the slapd.conf line lifting the size limit for the
+// service account.
+func (l *faultLab) serviceExempt() string {
+	return fmt.Sprintf("limits dn.exact=%q size=unlimited time=unlimited\n", l.s.ServiceDN)
+}
+
+// TestFaultsLDAP: `dirsync run` against a real slapd through two URLs
+// (first a proxy in front of the server, then the server itself) through
+// each LDAP fault of issue 6.
+func TestFaultsLDAP(t *testing.T) {
+	t.Parallel()
+	var proxy *faultProxy
+	lab := startFaultLab(t, func(s *servertest.Slapd) []string {
+		proxy = newFaultProxy(t, strings.TrimPrefix(s.URL, "ldap://"))
+		return []string{proxy.URL(), s.URL}
+	})
+	s, d := lab.s, lab.d
+	ann, dan := "ann@example.test", "dan@example.test"
+	watch := []string{ann, "ben@example.test", "cat@example.test", dan, "u000@example.test", "u599@example.test"}
+
+	disableAnn, enableAnn := lab.disableAnn, lab.enableAnn
 	annSuspended := map[string]func(entitlement.Decision) bool{ann: isSuspended}
-	enableAnn := func(t *testing.T) {
-		s.Modify(t, "dn: uid=ann,ou=people,dc=example,dc=test\nchangetype: modify\ndelete: employeeType\n")
-	}
 	annPro := map[string]func(entitlement.Decision) bool{ann: hasPermission(entitlement.PermissionPro)}
-	serviceExempt := fmt.Sprintf("limits dn.exact=%q size=unlimited time=unlimited\n", s.ServiceDN)
+	serviceExempt := lab.serviceExempt()
 	hidePeople := fmt.Sprintf("access to dn.children=%q by dn.exact=%q none by * break\n", faultPeopleDN, s.ServiceDN)
 	const firstACL = "access to attrs=userPassword"
 	setServicePassword := func(pw string) func(t *testing.T) {
@@ -519,6 +570,7 @@ accounts:
 		}
 	}
 
+	var killMark int
 	for _, fc := range []faultCase{
 		{
 			// A pass is parked mid-search (its search sent, the answer
@@ -527,6 +579,7 @@ accounts:
 			// connections until slapd is back.
 			name: "slapd killed mid-search",
 			inject: func(t *testing.T) {
+				killMark = len(d.log())
 				proxy.Stall()
 				deadline := time.Now().Add(faultTimeout)
 				for proxy.Parked() == 0 {
@@ -541,7 +594,17 @@ accounts:
 				s.Kill()
 				proxy.Resume()
 			},
-			wantErr:   "connection refused",
+			wantErr: "connection refused",
+			check: func(t *testing.T) {
+				// The parked pass failed inside its search, on the
+				// dropped connection (not on its timeout).
+				for _, line := range strings.Split(d.log()[killMark:], "\n") {
+					if strings.Contains(line, "sync failed") && strings.Contains(line, ": search ") && !strings.Contains(line, "timed out") {
+						return
+					}
+				}
+				t.Errorf("no pass failed mid-search when slapd was killed:\n%s", d.log()[killMark:])
+			},
 			clear:     func(t *testing.T) { s.Restart(t) },
 			after:     annSuspended,
 			published: 1,
@@ -567,11 +630,10 @@ accounts:
 		},
 		{
 			// The server's size limit (500) now applies to the service
-			// account: a full read of 604 users gets 500 and
-			// sizeLimitExceeded. Incremental passes read only changed
-			// entries and still succeed; the deleted user (a change only
-			// a full read can see) stays until a full read succeeds, and
-			// the 100-odd users the truncated read missed keep access.
+			// account: a full read of 604 users gets 500 entries and
+			// sizeLimitExceeded. The 100-odd basic users the truncated
+			// read missed keep access, and a deleted user (a change only
+			// a full read can see) stays until a full read succeeds.
 			name:      "size limit with partial results",
 			inject:    func(t *testing.T) { editSlapdConf(t, s, serviceExempt, "") },
 			change:    func(t *testing.T) { s.Modify(t, "dn: uid=dan,ou=people,dc=example,dc=test\nchangetype: delete\n") },
@@ -588,7 +650,7 @@ accounts:
 			name:      "search timeout",
 			inject:    func(t *testing.T) { proxy.Stall() },
 			change:    disableAnn,
-			wantErr:   "timeout",
+			wantErr:   "timed out",
 			clear:     func(t *testing.T) { proxy.Resume() },
 			after:     annSuspended,
 			published: 1,
@@ -596,9 +658,9 @@ accounts:
 		},
 		{
 			// An ACL change hides every user from the service account:
-			// searches succeed and return no users. Full passes refuse the
-			// empty read; incremental passes see no change; the disabled
-			// user, hidden too, is published once the ACL is fixed.
+			// searches succeed and return no users, and the read is
+			// refused; the disabled user, hidden too, is published once
+			// the ACL is fixed.
 			name:      "zero users returned with success",
 			inject:    func(t *testing.T) { editSlapdConf(t, s, firstACL, hidePeople+firstACL) },
 			change:    disableAnn,
@@ -620,7 +682,7 @@ accounts:
 		proxy.Down()
 		down := time.Now()
 		disableAnn(t)
-		d.waitFor(ann, faultTimeout, isSuspended)
+		d.waitDecision(t, ann, isSuspended)
 		d.waitState(t, "lab", "a successful full pass after the first URL went down", func(a faultAccount) bool {
 			return a.allSucceeded() && a.Runs[engine.ModeFull].StartedAt.After(down) && a.Runs[engine.ModeIncremental].StartedAt.After(down)
 		})
@@ -632,7 +694,7 @@ accounts:
 		}
 		proxy.Up(t)
 		enableAnn(t)
-		d.waitFor(ann, faultTimeout, hasPermission(entitlement.PermissionPro))
+		d.waitDecision(t, ann, hasPermission(entitlement.PermissionPro))
 	})
 
 	assertNoSecrets(t, "daemon log", d.log(), s.ServicePassword, adminToken)
@@ -689,11 +751,11 @@ func TestFaultsOkta(t *testing.T) {
 		row("429 storm", oktafake.Fault{Kind: oktafake.TooManyRequests}, "too many requests"),
 		// Only relisting a group's members fails: the same pass read
 		// alice's suspension, and must not publish it alone.
-		row("5xx", oktafake.Fault{Kind: oktafake.ServerError, PathPrefix: "/api/v1/groups/"}, "500"),
+		row("5xx", oktafake.Fault{Kind: oktafake.ServerError, PathPrefix: "/api/v1/groups/"}, "internal server error"),
 		// The System Log connection drops on every call.
-		row("dropped connections", oktafake.Fault{Kind: oktafake.DropConnection, PathPrefix: "/api/v1/logs"}, "EOF"),
+		row("dropped connections", oktafake.Fault{Kind: oktafake.DropConnection, PathPrefix: "/api/v1/logs"}, "connection dropped"),
 		// The updated-users listing comes back cut in half.
-		row("malformed JSON", oktafake.Fault{Kind: oktafake.MalformedJSON, PathPrefix: "/api/v1/users"}, "unexpected end of JSON"),
+		row("malformed JSON", oktafake.Fault{Kind: oktafake.MalformedJSON, PathPrefix: "/api/v1/users"}, "unexpected EOF"),
 	} {
 		t.Run(fc.name, func(t *testing.T) { runFaultCase(t, d, "globex", watch, fc) })
 	}
@@ -702,3 +764,4 @@ func TestFaultsOkta(t *testing.T) {
 	}
 	assertNoSecrets(t, "daemon log", d.log(), f.Token(), adminToken, hookSecret)
 }
+
