@@ -634,6 +634,8 @@ func TestFaultsLDAP(t *testing.T) {
 			// sizeLimitExceeded. The 100-odd basic users the truncated
 			// read missed keep access, and a deleted user (a change only
 			// a full read can see) stays until a full read succeeds.
+			// (Incremental passes during this fault: see
+			// TestFaultsLDAPSuspensionDuringFailingFullReads.)
 			name:      "size limit with partial results",
 			inject:    func(t *testing.T) { editSlapdConf(t, s, serviceExempt, "") },
 			change:    func(t *testing.T) { s.Modify(t, "dn: uid=dan,ou=people,dc=example,dc=test\nchangetype: delete\n") },
@@ -765,3 +767,37 @@ func TestFaultsOkta(t *testing.T) {
 	assertNoSecrets(t, "daemon log", d.log(), f.Token(), adminToken, hookSecret)
 }
 
+// TestFaultsLDAPSuspensionDuringFailingFullReads: issue 6 says suspensions
+// found by a successful incremental read still publish. While slapd's size
+// limit cuts every full read short, an incremental pass reads only the
+// entries changed since the last good read, a handful, well under the
+// limit: a user disabled meanwhile must be denied by the next incremental
+// pass, not left allowed until the full reads are fixed.
+//
+// Fails since 9d79384 ("ldapdir: … drop the last read before a full
+// read"): Poller.Snapshot drops its last state before reading, so after
+// one failed full read every incremental pass is a full read, fails the
+// same way, and the suspension waits for the fault to be cleared (each
+// incremental tick also re-reads the whole directory meanwhile).
+func TestFaultsLDAPSuspensionDuringFailingFullReads(t *testing.T) {
+	t.Parallel()
+	lab := startFaultLab(t, func(s *servertest.Slapd) []string { return []string{s.URL} })
+	// slapadd stamped every entry with the same second; the incremental
+	// cursor (the newest modifyTimestamp, re-read inclusively) must move
+	// past it, as in any live directory, or every "changed" read would
+	// return all 604 users.
+	time.Sleep(1100 * time.Millisecond)
+	lab.s.Modify(t, "dn: uid=ben,ou=people,dc=example,dc=test\nchangetype: modify\ndelete: employeeType\n")
+	lab.d.waitDecision(t, "ben@example.test", hasPermission(entitlement.PermissionPro))
+
+	editSlapdConf(t, lab.s, lab.serviceExempt(), "")
+	lab.d.waitState(t, "lab", "a full pass cut short by the size limit", func(a faultAccount) bool {
+		r, ok := a.Runs[engine.ModeFull]
+		return ok && r.ReadFailed && strings.Contains(r.Error, "size limit")
+	})
+	lab.disableAnn(t)
+	lab.d.waitDecision(t, "ann@example.test", isSuspended)
+	if r := lab.d.accountState(t, "lab").Runs[engine.ModeFull]; !strings.Contains(r.Error, "size limit") {
+		t.Errorf("the last full pass did not fail with the size limit: %+v", r)
+	}
+}
