@@ -219,15 +219,18 @@ func New(o Options) (*Poller, error) {
 	return &Poller{o: o, ad: ad, reader: reader}, nil
 }
 
-// Snapshot reads the whole directory. The last read is dropped first, so
-// it is not held while the new one is built; when the read fails, the next
-// Incremental does a full read.
+// Snapshot reads the whole directory. The last read is kept until the new
+// one succeeds (both are held during a full read in the daemon; a one-off
+// sync has only one): when a full read fails, incremental passes continue
+// from the last good state.
 func (p *Poller) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.last = nil
 	st, err := p.fullRead(ctx, "")
 	if err != nil {
+		// The previous state stays: incremental passes go on from it, so a
+		// fault that breaks only full reads (a size limit, a huge group)
+		// never stops suspensions from propagating.
 		return nil, err
 	}
 	p.last = st

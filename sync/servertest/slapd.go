@@ -107,7 +107,7 @@ func StartSlapd(t testing.TB, opts SlapdOptions) *Slapd {
 	if err := s.start(); err != nil {
 		t.Fatalf("slapd: %v", err)
 	}
-	t.Cleanup(s.proc.Stop)
+	t.Cleanup(func() { s.proc.Stop() }) // the current process, also after Restart
 	return s
 }
 
