@@ -172,7 +172,7 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	defer cancel()
 	conn, err := p.connect(ctx, prefer)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.o.Source, err)
+		return nil, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
 	st := &state{url: conn.url}
@@ -272,7 +272,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 	defer cancel()
 	conn, err := p.connect(ctx, prev.url)
 	if err != nil {
-		return nil, false, "", fmt.Errorf("%s: %w", p.o.Source, err)
+		return nil, false, "", fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
 	if conn.url != prev.url {

@@ -187,7 +187,7 @@ func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, erro
 				}
 			}
 		case err != nil:
-			return nil, fmt.Errorf("okta: get user %s: %w", id, err)
+			return nil, fmt.Errorf("okta: get user %s: %w", id, describe(err))
 		case u == nil:
 			return nil, fmt.Errorf("okta: get user %s: empty answer", id)
 		default:
@@ -253,7 +253,7 @@ func (p *Poller) pollLog(ctx context.Context, next, since string) ([]*oktasdk.Lo
 		}
 		cancel()
 		if err != nil {
-			return nil, "", fmt.Errorf("okta: poll system log (page %d): %w", pages, err)
+			return nil, "", fmt.Errorf("okta: poll system log (page %d): %w", pages, describe(err))
 		}
 		if resp == nil || resp.NextPage == "" {
 			return nil, "", fmt.Errorf("okta: poll system log (page %d): no next link to continue from", pages)

@@ -16,8 +16,10 @@ package okta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -342,7 +344,7 @@ func (p *Poller) resolveGroup(ctx context.Context, ref string) ([]*oktasdk.Group
 		case err == nil && g != nil:
 			return []*oktasdk.Group{g}, nil
 		case !isNotFound(err):
-			return nil, fmt.Errorf("okta: get group %s: %w", ref, err)
+			return nil, fmt.Errorf("okta: get group %s: %w", ref, describe(err))
 		}
 	}
 	search := fmt.Sprintf(`profile.name eq "%s"`, strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(ref))
@@ -436,7 +438,7 @@ func listAll[T any](ctx context.Context, p *Poller, what string, first func(cont
 	seen := map[string]bool{}
 	for pages := 1; ; pages++ {
 		if err != nil {
-			return nil, fmt.Errorf("okta: %s (page %d): %w", what, pages, err)
+			return nil, fmt.Errorf("okta: %s (page %d): %w", what, pages, describe(err))
 		}
 		if resp == nil {
 			return nil, fmt.Errorf("okta: %s (page %d): no response", what, pages)
@@ -497,4 +499,19 @@ func (p *Poller) build(st *state) *directory.Snapshot {
 		snap.Groups = append(snap.Groups, dg)
 	}
 	return snap
+}
+
+// errMalformed marks an answer whose body is not the JSON the API
+// documents (truncated or garbled).
+var errMalformed = errors.New("malformed JSON in the response")
+
+// describe names decoding failures, which the SDK returns as bare
+// io.ErrUnexpectedEOF or *json.SyntaxError.
+func describe(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &syntax) || errors.As(err, &typ) {
+		return fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	return err
 }

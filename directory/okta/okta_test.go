@@ -337,7 +337,7 @@ func TestFailuresReturnErrorsNotPartialData(t *testing.T) {
 		{"429 without reset", oktafake.Fault{Kind: oktafake.TooManyRequestsNoReset, Every: 2}, "X-Rate-Limit-Reset"},
 		{"server error", oktafake.Fault{Kind: oktafake.ServerError, Every: 4, Times: 1}, "Internal Server Error"},
 		{"dropped connection", oktafake.Fault{Kind: oktafake.DropConnection, PathPrefix: "/api/v1/groups/"}, "connection dropped"},
-		{"malformed json", oktafake.Fault{Kind: oktafake.MalformedJSON, Every: 3, Times: 1}, "unexpected"},
+		{"malformed json", oktafake.Fault{Kind: oktafake.MalformedJSON, Every: 3, Times: 1}, "malformed JSON in the response"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

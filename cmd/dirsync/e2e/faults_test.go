@@ -757,7 +757,7 @@ func TestFaultsOkta(t *testing.T) {
 		// The System Log connection drops on every call.
 		row("dropped connections", oktafake.Fault{Kind: oktafake.DropConnection, PathPrefix: "/api/v1/logs"}, "connection dropped"),
 		// The updated-users listing comes back cut in half.
-		row("malformed JSON", oktafake.Fault{Kind: oktafake.MalformedJSON, PathPrefix: "/api/v1/users"}, "unexpected EOF"),
+		row("malformed JSON", oktafake.Fault{Kind: oktafake.MalformedJSON, PathPrefix: "/api/v1/users"}, "malformed JSON in the response"),
 	} {
 		t.Run(fc.name, func(t *testing.T) { runFaultCase(t, d, "globex", watch, fc) })
 	}
