@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement/console"
+	"github.com/dirsync/dirsync/sync/httpapi"
 )
 
 // Console is the console service (console.Service).
@@ -87,7 +88,7 @@ func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 		if s.o.AdminToken != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) != 1 {
-				writeError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
+				httpapi.WriteError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
 				return
 			}
 		}
@@ -129,14 +130,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the request", tooBig.Limit))
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the request", tooBig.Limit))
 			return false
 		}
-		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
 		return false
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, "malformed JSON body: one JSON object expected")
+		httpapi.WriteError(w, http.StatusBadRequest, "malformed JSON body: one JSON object expected")
 		return false
 	}
 	return true
@@ -228,7 +229,7 @@ func (s *server) members(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
+			httpapi.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
 			return
 		}
 		o.Limit = n
@@ -238,7 +239,7 @@ func (s *server) members(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, page)
+	httpapi.WriteJSON(w, http.StatusOK, page)
 }
 
 func (s *server) audit(w http.ResponseWriter, r *http.Request) {
@@ -247,7 +248,7 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
+			httpapi.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
 			return
 		}
 		limit = n
@@ -255,7 +256,7 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "before must be an audit entry id")
+			httpapi.WriteError(w, http.StatusBadRequest, "before must be an audit entry id")
 			return
 		}
 		before = n
@@ -265,7 +266,7 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"account": r.PathValue("id"), "entries": entries})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"account": r.PathValue("id"), "entries": entries})
 }
 
 // writeResult answers an action: 200 when something was applied or
@@ -279,7 +280,7 @@ func (s *server) writeResult(w http.ResponseWriter, res console.Result, err erro
 	}
 	if res.Applied == 0 && res.Unchanged == 0 {
 		if e := res.FirstRejection(); e != nil {
-			writeJSON(w, statusOf(e.Code), struct {
+			httpapi.WriteJSON(w, statusOf(e.Code), struct {
 				Error string `json:"error"`
 				Code  string `json:"code"`
 				console.Result
@@ -287,16 +288,16 @@ func (s *server) writeResult(w http.ResponseWriter, res console.Result, err erro
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpapi.WriteJSON(w, http.StatusOK, res)
 }
 
 func (s *server) writeFailure(w http.ResponseWriter, err error) {
 	if code := console.CodeOf(err); code != "" {
-		writeJSON(w, statusOf(code), map[string]string{"error": err.Error(), "code": string(code)})
+		httpapi.WriteJSON(w, statusOf(code), map[string]string{"error": err.Error(), "code": string(code)})
 		return
 	}
 	s.o.Log.Error("console action failed", zap.Error(err))
-	writeError(w, http.StatusServiceUnavailable, "the console store (PostgreSQL) or the access cache failed; see the daemon log. Retrying is safe: an action already applied is answered with a conflict or as unchanged")
+	httpapi.WriteError(w, http.StatusServiceUnavailable, "the console store (PostgreSQL) or the access cache failed; see the daemon log. Retrying is safe: an action already applied is answered with a conflict or as unchanged")
 }
 
 func statusOf(c console.Code) int {
@@ -311,17 +312,4 @@ func statusOf(c console.Code) int {
 		return http.StatusForbidden
 	}
 	return http.StatusBadRequest
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
 }

@@ -13,17 +13,17 @@ import (
 func (s *server) oktaVerify(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.hookAccounts(r); !ok {
 		s.hookOutcome("unauthorized")
-		writeError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
+		WriteError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
 		return
 	}
 	challenge := r.Header.Get("X-Okta-Verification-Challenge")
 	if challenge == "" {
 		s.hookOutcome("bad_request")
-		writeError(w, http.StatusBadRequest, "missing x-okta-verification-challenge header")
+		WriteError(w, http.StatusBadRequest, "missing x-okta-verification-challenge header")
 		return
 	}
 	s.hookOutcome("verified")
-	writeJSON(w, http.StatusOK, map[string]string{"verification": challenge})
+	WriteJSON(w, http.StatusOK, map[string]string{"verification": challenge})
 }
 
 // oktaEvent receives event deliveries. Events are at-least-once and
@@ -34,7 +34,7 @@ func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
 	accounts, ok := s.hookAccounts(r)
 	if !ok {
 		s.hookOutcome("unauthorized")
-		writeError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
+		WriteError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
 		return
 	}
 	var body struct {
@@ -47,7 +47,7 @@ func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		s.hookOutcome("bad_request")
-		writeError(w, http.StatusBadRequest, "body is not an Okta event hook JSON document")
+		WriteError(w, http.StatusBadRequest, "body is not an Okta event hook JSON document")
 		return
 	}
 	queued := 0
@@ -58,7 +58,7 @@ func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.hookOutcome("triggered")
 	// Okta wants a quick 200 (it times out after 3 s and retries once).
-	writeJSON(w, http.StatusOK, map[string]any{"accounts": accounts, "queued": queued, "events": len(body.Data.Events)})
+	WriteJSON(w, http.StatusOK, map[string]any{"accounts": accounts, "queued": queued, "events": len(body.Data.Events)})
 }
 
 // hookAccounts returns the accounts whose hook secret the request carries.

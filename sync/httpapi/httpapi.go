@@ -127,7 +127,7 @@ func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 		if s.o.AdminToken != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) != 1 {
-				writeError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
+				WriteError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
 				return
 			}
 		}
@@ -136,7 +136,7 @@ func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz is ready when the cache answers and every account has a successful
@@ -160,10 +160,10 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *server) access(w http.ResponseWriter, r *http.Request) {
@@ -183,15 +183,15 @@ func (s *server) access(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Detail = nil
-	writeJSON(w, http.StatusOK, d)
+	WriteJSON(w, http.StatusOK, d)
 }
 
 func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 	if err := s.o.Reload(r.Context()); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"status": "rejected; the running config is kept", "error": err.Error()})
+		WriteJSON(w, http.StatusBadRequest, map[string]string{"status": "rejected; the running config is kept", "error": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 }
 
 // Explanation is the answer of /v1/access/{email}/explain.
@@ -211,14 +211,14 @@ func (s *server) explain(w http.ResponseWriter, r *http.Request) {
 			out.AccountStatus = &st
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *server) lookup(w http.ResponseWriter, r *http.Request) (entitlement.Decision, bool) {
 	d, err := s.o.Checker.Check(r.Context(), r.PathValue("email"))
 	if err != nil {
 		s.o.Log.Warn("access lookup failed", zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "access cache unavailable; deny sign-in (fail closed)")
+		WriteError(w, http.StatusServiceUnavailable, "access cache unavailable; deny sign-in (fail closed)")
 		return entitlement.Decision{}, false
 	}
 	return d, true
@@ -257,7 +257,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, st)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"accounts": out})
 }
 
 func (s *server) sync(w http.ResponseWriter, r *http.Request) {
@@ -267,14 +267,14 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 		opts.Mode = engine.ModeFull
 	}
 	if opts.Mode != engine.ModeFull && opts.Mode != engine.ModeIncremental {
-		writeError(w, http.StatusBadRequest, "mode must be full or incremental")
+		WriteError(w, http.StatusBadRequest, "mode must be full or incremental")
 		return
 	}
 	for name, dst := range map[string]*bool{"dry_run": &opts.DryRun, "force": &opts.Force} {
 		if v := q.Get(name); v != "" {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, name+" must be true or false")
+				WriteError(w, http.StatusBadRequest, name+" must be true or false")
 				return
 			}
 			*dst = b
@@ -292,7 +292,7 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 		rep, err := s.o.Syncer.Run(ctx, id, opts)
 		switch {
 		case errors.Is(err, engine.ErrUnknownAccount):
-			writeError(w, http.StatusNotFound, err.Error())
+			WriteError(w, http.StatusNotFound, err.Error())
 			return
 		case err != nil:
 			code = http.StatusBadGateway
@@ -302,7 +302,7 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 		}
 		reports = append(reports, rep)
 	}
-	writeJSON(w, code, map[string]any{"reports": reports})
+	WriteJSON(w, code, map[string]any{"reports": reports})
 }
 
 // release publishes a held sync: a forced full pass of the account. It
@@ -312,11 +312,11 @@ func (s *server) release(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	st, found, err := s.o.Status.Status(r.Context(), id)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	if !found || st.Hold == nil {
-		writeError(w, http.StatusConflict, "no safeguard hold is pending for account "+id+"; to force a sync anyway use POST /v1/sync?force=true")
+		WriteError(w, http.StatusConflict, "no safeguard hold is pending for account "+id+"; to force a sync anyway use POST /v1/sync?force=true")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
@@ -325,15 +325,16 @@ func (s *server) release(w http.ResponseWriter, r *http.Request) {
 	code := http.StatusOK
 	switch {
 	case errors.Is(err, engine.ErrUnknownAccount):
-		writeError(w, http.StatusNotFound, err.Error())
+		WriteError(w, http.StatusNotFound, err.Error())
 		return
 	case err != nil:
 		code = http.StatusBadGateway
 	}
-	writeJSON(w, code, map[string]any{"reports": []engine.Report{rep}})
+	WriteJSON(w, code, map[string]any{"reports": []engine.Report{rep}})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON writes v as the JSON answer of every dirsync endpoint.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
@@ -342,6 +343,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+// WriteError writes {"error": msg}.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
 }

@@ -151,27 +151,7 @@ type Process struct {
 // stops it with Stop (or Kill); the process is also killed if the test
 // binary's t.Cleanup runs first.
 func Start(dir, name string, args ...string) (*Process, error) {
-	logPath := dir + "/server.log"
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &Process{Cmd: cmd, Dir: dir, Log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return startAs(dir, nil, name, args...)
 }
 
 // Exited reports whether the process has ended.
