@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dirsync/dirsync/sync/servertest"
 )
 
 // repoRoot is the module root, two levels above this package.
@@ -280,12 +281,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
 }
 
 func httpStatus(url string) (int, error) {

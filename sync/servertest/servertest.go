@@ -11,10 +11,14 @@ package servertest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,15 +115,56 @@ func tail(b []byte) string {
 	return s
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 for a server to listen on. See
+// reservePort: ports are taken below the kernel's ephemeral range and
+// reserved across test processes, so two harnesses (in parallel test
+// binaries) never get the same port and no outgoing connection takes it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := reservePort()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
+}
+
+// Ports reserved by this process: their lock files stay open (and locked)
+// until the process exits. Test-harness state, deliberately process-wide.
+var (
+	reservedMu sync.Mutex
+	reserved   []*os.File
+)
+
+// reservePort picks a random port in [20000, 32000) (below Linux's
+// ephemeral range, so bind(0) and outgoing connections never use it) that
+// no other test process holds a lock on and that can be bound now.
+func reservePort() (int, error) {
+	dir := filepath.Join(os.TempDir(), "dirsync-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return 0, err
+	}
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return 0, err
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // another test process holds it
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			f.Close() // in use by something else
+			continue
+		}
+		l.Close()
+		reservedMu.Lock()
+		reserved = append(reserved, f)
+		reservedMu.Unlock()
+		return port, nil
+	}
+	return 0, errors.New("no free port in 20000-32000 after 200 tries")
 }
 
 // WaitTCP waits until addr accepts connections or timeout passes.
