@@ -183,7 +183,15 @@ func (s *server) access(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Detail = nil
-	WriteJSON(w, http.StatusOK, d)
+	// The sign-in hot path: compact JSON, one allocation-light encode.
+	b, err := json.Marshal(&d)
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "encode decision")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(append(b, '\n')) //nolint:errcheck // the client went away
 }
 
 func (s *server) reload(w http.ResponseWriter, r *http.Request) {

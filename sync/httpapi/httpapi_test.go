@@ -56,7 +56,7 @@ func do(h http.Handler, method, path, body string, headers ...string) *httptest.
 
 func TestAPI(t *testing.T) {
 	h, _, syncer, triggered := newTestServer(t)
-	if rec := do(h, "GET", "/v1/access/A@acme.example", ""); rec.Code != 200 || strings.Contains(rec.Body.String(), "detail") || !strings.Contains(rec.Body.String(), `"allowed": true`) {
+	if rec := do(h, "GET", "/v1/access/A@acme.example", ""); rec.Code != 200 || strings.Contains(rec.Body.String(), "detail") || !strings.Contains(rec.Body.String(), `"allowed":true`) {
 		t.Errorf("access: %d %s", rec.Code, rec.Body)
 	}
 	if rec := do(h, "GET", "/v1/access/a@acme.example/explain", ""); rec.Code != 401 {
