@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/directory"
 	"github.com/dirsync/dirsync/directory/okta/oktafake"
@@ -565,4 +567,12 @@ func TestOptionsFromAccount(t *testing.T) {
 	if withoutSince("/api/v1/logs?after=5&since=x&filter=f") != "/api/v1/logs?after=5&filter=f" {
 		t.Errorf("since kept next to after")
 	}
+}
+
+// TestMain checks that the poller leaves no goroutine behind. The SDK's
+// request executor always creates an OAuth token cache (go-cache) whose
+// janitor goroutine ends only when the cache is garbage collected (a
+// finalizer): that one is the SDK's, not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"))
 }

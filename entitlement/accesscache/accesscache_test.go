@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
@@ -248,3 +249,5 @@ func TestChangeStream(t *testing.T) {
 		t.Errorf("suspension event = %v", last)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/directory"
@@ -276,3 +277,5 @@ func TestRunsOfOneAccountNeverOverlap(t *testing.T) {
 		t.Errorf("unknown account: %v", err)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
