@@ -279,3 +279,39 @@ func TestRunsOfOneAccountNeverOverlap(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestAccountsDoNotBlockEachOther: a pass stuck on one account's directory
+// does not delay another account's pass.
+func TestAccountsDoNotBlockEachOther(t *testing.T) {
+	slow, fast := &fakeSource{}, &fakeSource{}
+	slow.set(org(1, nil), nil)
+	fast.set(org(1, nil), nil)
+	block := make(chan struct{})
+	slow.block = block
+	policy := func(id string) entitlement.Policy {
+		return entitlement.Policy{Account: id, ClaimedDomains: []string{"acme.example"}, Bindings: []entitlement.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}
+	}
+	e := New(accesscache.NewMemory(), []Account{{Policy: policy("slow"), Source: slow}, {Policy: policy("fast"), Source: fast}}, zap.NewNop(), time.Now)
+	done := make(chan error)
+	go func() {
+		_, err := e.Run(context.Background(), "slow", Options{})
+		done <- err
+	}()
+	finished := make(chan error)
+	go func() {
+		_, err := e.Run(context.Background(), "fast", Options{})
+		finished <- err
+	}()
+	select {
+	case err := <-finished:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pass of one account waited for another account's directory")
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
