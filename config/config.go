@@ -60,6 +60,11 @@ type API struct {
 	// endpoints require.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	AdminTokenEnv  string `yaml:"admin_token_env"`
+	// ReadTokenFile (or ReadTokenEnv), when set, is a bearer token that
+	// GET /v1/access/{email} requires (the admin token is accepted too).
+	// Default: the sign-in read needs no token (meant for loopback).
+	ReadTokenFile string `yaml:"read_token_file"`
+	ReadTokenEnv  string `yaml:"read_token_env"`
 	// ReadyMaxStaleness: /readyz fails when an account's last successful
 	// sync is older than this. Default 0: any successful sync will do (a
 	// directory outage then alerts through metrics instead of taking the

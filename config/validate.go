@@ -48,6 +48,7 @@ func (c *Config) applyDefaults() {
 		c.API.Listen = DefaultListen
 	}
 	c.API.AdminTokenFile = c.path(c.API.AdminTokenFile)
+	c.API.ReadTokenFile = c.path(c.API.ReadTokenFile)
 	c.Console.PostgresDSNFile = c.path(c.Console.PostgresDSNFile)
 	if c.Console.MaxConns == 0 {
 		c.Console.MaxConns = DefaultConsoleMaxConns
@@ -181,6 +182,7 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 		ps.add("api.listen", "%q is not a loopback address and no admin token is set; set api.admin_token_file or listen on 127.0.0.1", c.API.Listen)
 	}
 	checkSecret(&ps, "api.admin_token", c.API.AdminTokenFile, c.API.AdminTokenEnv, false, getenv)
+	checkSecret(&ps, "api.read_token", c.API.ReadTokenFile, c.API.ReadTokenEnv, false, getenv)
 	if c.API.ReadyMaxStaleness < 0 {
 		ps.add("api.ready_max_staleness", "must not be negative; 0 disables the staleness check")
 	}

@@ -46,6 +46,11 @@ func cmdCheck(ctx context.Context, e env, args []string) error {
 			if terr != nil {
 				return terr
 			}
+			if token == "" && !*explain { // the read token opens /v1/access
+				if token, terr = config.ReadSecret(cfg.API.ReadTokenFile, cfg.API.ReadTokenEnv, e.getenv); terr != nil {
+					return terr
+				}
+			}
 			fmt.Fprintf(e.stderr, "(memory cache: asking the daemon at %s)\n", cfg.API.Listen)
 			out, err = remoteCheck(ctx, "http://"+cfg.API.Listen, token, email, *explain)
 		} else {

@@ -203,6 +203,10 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if err != nil {
 		return fail(fmt.Errorf("api.admin_token: %w", err))
 	}
+	readToken, err := config.ReadSecret(cfg.API.ReadTokenFile, cfg.API.ReadTokenEnv, d.env.getenv)
+	if err != nil {
+		return fail(fmt.Errorf("api.read_token: %w", err))
+	}
 	var hooks []httpapi.OktaHook
 	sources := map[string]struct {
 		Kind  string
@@ -243,7 +247,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	gen.closeConsole = closeConsole
 	gen.syncer = newSyncer(gen.engine, svc)
 	h := httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, AdminToken: token,
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, AdminToken: token, ReadToken: readToken,
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, NextRun: gen.nextRun, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})

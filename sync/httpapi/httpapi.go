@@ -48,6 +48,9 @@ type Options struct {
 	// endpoints. Empty means admin endpoints are open (loopback only; the
 	// config refuses a non-loopback listen address without a token).
 	AdminToken string
+	// ReadToken, when not empty, is required as a bearer token (or the
+	// admin token) by GET /v1/access/{email}.
+	ReadToken string
 	// Staleness is how old an account's last successful sync may be before
 	// /readyz reports not ready. Zero disables the check.
 	Staleness time.Duration
@@ -104,7 +107,7 @@ func New(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /v1/access/{email}", s.access)
+	mux.HandleFunc("GET /v1/access/{email}", s.reader(s.access))
 	mux.HandleFunc("GET /v1/access/{email}/explain", s.admin(s.explain))
 	mux.HandleFunc("GET /v1/status", s.admin(s.status))
 	mux.HandleFunc("POST /v1/sync", s.admin(s.sync))
@@ -130,6 +133,23 @@ func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 				WriteError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
 				return
 			}
+		}
+		h(w, r)
+	}
+}
+
+// reader guards the sign-in read when a read token is configured.
+func (s *server) reader(h http.HandlerFunc) http.HandlerFunc {
+	if s.o.ReadToken == "" {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		readOK := subtle.ConstantTimeCompare([]byte(got), []byte(s.o.ReadToken)) == 1
+		adminOK := s.o.AdminToken != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) == 1
+		if !ok || !(readOK || adminOK) {
+			WriteError(w, http.StatusUnauthorized, "send Authorization: Bearer <token from api.read_token_file>")
+			return
 		}
 		h(w, r)
 	}

@@ -90,6 +90,22 @@ func TestAPI(t *testing.T) {
 	}
 }
 
+func TestReadToken(t *testing.T) {
+	mem := accesscache.NewMemory()
+	h := New(Options{Checker: mem, Status: mem, Syncer: &fakeSyncer{}, AdminToken: "admin", ReadToken: "reader", Log: zap.NewNop()})
+	for _, tt := range []struct {
+		header string
+		want   int
+	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer reader", 200}, {"Bearer admin", 200}} {
+		if rec := do(h, "GET", "/v1/access/a@acme.example", "", "Authorization", tt.header); rec.Code != tt.want {
+			t.Errorf("Authorization %q: HTTP %d; want %d", tt.header, rec.Code, tt.want)
+		}
+	}
+	if rec := do(h, "GET", "/v1/status", "", "Authorization", "Bearer reader"); rec.Code != 401 {
+		t.Errorf("the read token opened an admin endpoint: HTTP %d", rec.Code)
+	}
+}
+
 // FuzzOktaHookBody: no body crashes the hook or triggers a pass without
 // the secret.
 func FuzzOktaHookBody(f *testing.F) {
