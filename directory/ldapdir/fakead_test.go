@@ -37,6 +37,11 @@ type fakeAD struct {
 	// bindDiag, when set, refuses binds with invalidCredentials and this
 	// diagnostic message.
 	bindDiag string
+	// deletedCode, when set, answers searches of CN=Deleted Objects with
+	// this result code (as AD does for an account that may not see it).
+	deletedCode int
+	// usnBump is added to the highestCommittedUSN the rootDSE reports.
+	usnBump int
 }
 
 type fakeEntry struct {
@@ -129,10 +134,13 @@ func (f *fakeAD) search(w *gldap.ResponseWriter, r *gldap.Request) {
 		}
 		w.Write(e)
 	}
+	f.mu.Lock()
+	usn := 100 + f.usnBump
+	f.mu.Unlock()
 	switch {
 	case m.BaseDN == "" && m.Scope == gldap.BaseObject:
 		entry("", map[string][]string{"dsServiceName": {"CN=NTDS Settings,CN=DC1," + fakeBase},
-			"highestCommittedUSN": {"100"}, "defaultNamingContext": {fakeBase}})
+			"highestCommittedUSN": {strconv.Itoa(usn)}, "defaultNamingContext": {fakeBase}})
 	case strings.HasPrefix(m.BaseDN, "CN=NTDS Settings"):
 		entry(m.BaseDN, map[string][]string{"invocationId": {guid(999)}})
 	case m.Scope == gldap.BaseObject:
@@ -190,6 +198,11 @@ func (f *fakeAD) subtree(w *gldap.ResponseWriter, r *gldap.Request, m *gldap.Sea
 	}
 	if strings.HasPrefix(m.BaseDN, "CN=Deleted Objects") {
 		set = nil
+		if code := f.deletedCode; code != 0 {
+			f.mu.Unlock()
+			w.Write(r.NewSearchDoneResponse(gldap.WithResponseCode(code)))
+			return
+		}
 	}
 	size, cookie := len(set), ""
 	for _, c := range m.Controls {
@@ -339,6 +352,35 @@ func TestFakeADUsersVanishingIsAnError(t *testing.T) {
 		// The fake serves no uSNChanged filter; the pass must not fail on
 		// an unchanged USN either.
 		t.Fatalf("incremental with an unchanged USN: %v", err)
+	}
+}
+
+// TestFakeADTombstonesHidden: an account that may not read CN=Deleted
+// Objects (AD answers noSuchObject or insufficientAccessRights) still gets
+// incremental passes, so suspensions keep propagating; deletions then wait
+// for the next full read. Any other failure of that search fails the pass.
+func TestFakeADTombstonesHidden(t *testing.T) {
+	for _, tt := range []struct {
+		code    int
+		wantErr bool
+	}{
+		{gldap.ResultNoSuchObject, false},
+		{gldap.ResultInsufficientAccessRights, false},
+		{gldap.ResultOperationsError, true},
+	} {
+		f := newFakeAD(10, 0)
+		p := newPoller(t, fakeOptions(f.start(t)))
+		if _, err := p.Snapshot(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		f.deletedCode = tt.code
+		f.usnBump = 1 // something changed: the pass reads changes and tombstones
+		f.mu.Unlock()
+		_, _, err := p.Incremental(context.Background())
+		if (err != nil) != tt.wantErr {
+			t.Errorf("Deleted Objects answering %d: incremental err = %v; want error %t", tt.code, err, tt.wantErr)
+		}
 	}
 }
 

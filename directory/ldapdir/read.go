@@ -309,7 +309,14 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 	}
 	var deleted map[string]bool
 	if p.ad {
-		if deleted, err = p.readDeleted(ctx, conn, info.namingContext, prev.usn+1); err != nil {
+		deleted, err = p.readDeleted(ctx, conn, info.namingContext, prev.usn+1)
+		switch {
+		case ldap.IsErrorAnyOf(err, ldap.LDAPResultNoSuchObject, ldap.LDAPResultInsufficientAccessRights):
+			// This account may not read tombstones (the AD default for a
+			// non-admin): deletions wait for the next full read, but the
+			// pass, and with it every suspension it found, goes on.
+			deleted = nil
+		case err != nil:
 			return nil, false, "", fmt.Errorf("%s: read deleted objects: %w", conn.url, err)
 		}
 	}
