@@ -154,12 +154,7 @@ func dirsyncBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		buildPath = filepath.Join(dir, "dirsync")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/dirsync")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/dirsync: %w\n%s", err, out)
-		}
+		buildPath, buildErr = servertest.BuildDirsync(dir, nil)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -51,13 +51,8 @@ func dirsyncBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		buildPath = filepath.Join(dir, "dirsync")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=deploytest", "-o", buildPath, "./cmd/dirsync")
-		cmd.Dir = repoRoot
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/dirsync: %w\n%s", err, out)
-		}
+		buildPath, buildErr = servertest.BuildDirsync(dir, []string{"CGO_ENABLED=0"},
+			"-trimpath", "-ldflags", "-s -w -X main.version=deploytest")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
