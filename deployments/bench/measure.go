@@ -68,21 +68,11 @@ func cmdIncremental(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	p, err := ldapdir.New(ldapdir.Options{
-		Type: config.DirectoryLDAP, URLs: []string{*url}, AllowInsecure: true,
-		BindDN: *bindDN, BindPassword: strings.TrimSpace(string(pw)),
-		UserBaseDN: "ou=people," + *suffix, GroupBaseDN: "ou=groups," + *suffix,
-		DisabledAttribute: "employeeType", DisabledValue: "disabled", Timeout: 10 * time.Minute,
-	})
+	p, eng, rc, err := newBenchEngine(*url, *bindDN, string(pw), *suffix, *redisAddr, "bench")
 	if err != nil {
 		return err
 	}
-	rc := redis.NewClient(&redis.Options{Addr: *redisAddr})
 	defer rc.Close()
-	eng := engine.New(accesscache.NewRedis(rc, "bench"), []engine.Account{{
-		Policy: policy(*suffix), Source: p,
-		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 1 << 30},
-	}}, zap.NewNop(), time.Now)
 	if _, err := eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeFull}); err != nil {
 		return fmt.Errorf("full pass: %w", err)
 	}
@@ -345,4 +335,24 @@ func cmdPublishProbe(args []string) error {
 			return nil
 		}
 	}
+}
+
+// newBenchEngine builds the poller and engine the bench measures: the
+// generated directory at url, published to Redis under prefix.
+func newBenchEngine(url, bindDN, password, suffix, redisAddr, prefix string) (*ldapdir.Poller, *engine.Engine, *redis.Client, error) {
+	p, err := ldapdir.New(ldapdir.Options{
+		Type: config.DirectoryLDAP, URLs: []string{url}, AllowInsecure: true,
+		BindDN: bindDN, BindPassword: strings.TrimSpace(password),
+		UserBaseDN: "ou=people," + suffix, GroupBaseDN: "ou=groups," + suffix,
+		DisabledAttribute: "employeeType", DisabledValue: "disabled", Timeout: 10 * time.Minute,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
+	eng := engine.New(accesscache.NewRedis(rc, prefix), []engine.Account{{
+		Policy: policy(suffix), Source: p,
+		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 1 << 30},
+	}}, zap.NewNop(), time.Now)
+	return p, eng, rc, nil
 }

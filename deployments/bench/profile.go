@@ -7,15 +7,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/directory/ldapdir"
-	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/sync/engine"
 )
 
@@ -39,21 +32,11 @@ func cmdProfile(args []string) error {
 		return err
 	}
 	runtime.MemProfileRate = 64 << 10
-	p, err := ldapdir.New(ldapdir.Options{
-		Type: config.DirectoryLDAP, URLs: []string{*url}, AllowInsecure: true,
-		BindDN: *bindDN, BindPassword: strings.TrimSpace(string(pw)),
-		UserBaseDN: "ou=people," + *suffix, GroupBaseDN: "ou=groups," + *suffix,
-		DisabledAttribute: "employeeType", DisabledValue: "disabled", Timeout: 10 * time.Minute,
-	})
+	_, eng, rc, err := newBenchEngine(*url, *bindDN, string(pw), *suffix, *redisAddr, *prefix)
 	if err != nil {
 		return err
 	}
-	rc := redis.NewClient(&redis.Options{Addr: *redisAddr})
 	defer rc.Close()
-	eng := engine.New(accesscache.NewRedis(rc, *prefix), []engine.Account{{
-		Policy: policy(*suffix), Source: p,
-		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 1 << 30},
-	}}, zap.NewNop(), time.Now)
 	f, err := os.Create(*cpu)
 	if err != nil {
 		return err
