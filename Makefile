@@ -30,7 +30,7 @@ test-deps:
 unit:
 	DIRSYNC_SKIP_INTEGRATION=1 $(GO) test -race -short ./...
 
-## fuzz: each fuzz target for FUZZTIME (default 10s)
+## fuzz: each fuzz target for FUZZTIME (default 10s; or a count like 30000x)
 FUZZTIME ?= 10s
 fuzz:
 	@deployments/scripts/fuzz $(FUZZTIME)
