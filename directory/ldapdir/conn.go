@@ -12,15 +12,31 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/dirsync/dirsync/directory/ldapentry"
+	"github.com/dirsync/dirsync/directory/ldapwire"
 )
 
-// dial connects to one URL, negotiates TLS as configured and binds. The
-// connection is closed when ctx ends, so a stalled server never outlives
-// the caller's deadline; each request is also bounded by Options.Timeout.
-func (p *Poller) dial(ctx context.Context, rawURL string) (*session, error) {
+// searchConn is one bound connection that runs searches: go-ldap's
+// (session) or ldapwire's (wireSession, for the bulk reads of a full pass).
+type searchConn interface {
+	// searchPage runs req once and calls fn for every entry as it arrives;
+	// it returns the paging cookie of the result (nil when none).
+	searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error)
+	// serverURL is the URL the connection was made to.
+	serverURL() string
+	Close()
+}
+
+// dialFunc connects to one URL, negotiates TLS and binds.
+type dialFunc func(ctx context.Context, rawURL string) (searchConn, error)
+
+// dialNet opens the TCP connection to rawURL, with TLS for ldaps://. It
+// returns the connection, the TCP connection under it and the URL.
+func (p *Poller) dialNet(ctx context.Context, rawURL string) (net.Conn, net.Conn, *url.URL, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL", rawURL)
+		return nil, nil, nil, fmt.Errorf("%q is not a URL", rawURL)
 	}
 	host := u.Hostname()
 	port := u.Port()
@@ -35,23 +51,33 @@ func (p *Poller) dial(ctx context.Context, rawURL string) (*session, error) {
 	var d net.Dialer
 	raw, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, nil, nil, fmt.Errorf("connect: %w", err)
 	}
-	isTLS := u.Scheme == "ldaps"
-	netConn := raw
-	if isTLS {
-		tc := tls.Client(raw, p.tlsConfig(host))
-		if err := tc.HandshakeContext(dctx); err != nil {
-			raw.Close()
-			return nil, fmt.Errorf("tls handshake: %w", err)
-		}
-		netConn = tc
+	if u.Scheme != "ldaps" {
+		return raw, raw, u, nil
 	}
-	conn := ldap.NewConn(netConn, isTLS)
+	tc := tls.Client(raw, p.tlsConfig(host))
+	if err := tc.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return nil, nil, nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, raw, u, nil
+}
+
+// dial connects to one URL with go-ldap, negotiates TLS as configured and
+// binds. The connection is closed when ctx ends, so a stalled server never
+// outlives the caller's deadline; each request is also bounded by
+// Options.Timeout.
+func (p *Poller) dial(ctx context.Context, rawURL string) (searchConn, error) {
+	netConn, raw, u, err := p.dialNet(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	conn := ldap.NewConn(netConn, u.Scheme == "ldaps")
 	conn.Start()
 	conn.SetTimeout(p.o.Timeout)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) (*session, error) {
+	fail := func(err error) (searchConn, error) {
 		stop()
 		conn.Close()
 		return nil, err
@@ -59,7 +85,7 @@ func (p *Poller) dial(ctx context.Context, rawURL string) (*session, error) {
 	if u.Scheme == "ldap" && p.o.StartTLS {
 		// go-ldap's StartTLS handshake has no deadline of its own.
 		_ = raw.SetDeadline(time.Now().Add(p.o.Timeout))
-		if err := conn.StartTLS(p.tlsConfig(host)); err != nil {
+		if err := conn.StartTLS(p.tlsConfig(u.Hostname())); err != nil {
 			return fail(fmt.Errorf("starttls: %w", err))
 		}
 		_ = raw.SetDeadline(time.Time{})
@@ -73,15 +99,59 @@ func (p *Poller) dial(ctx context.Context, rawURL string) (*session, error) {
 	return &session{Conn: conn, url: rawURL, stop: stop}, nil
 }
 
-// session is one bound connection. Close it when done: it also drops the
-// close-on-cancel hook.
+// dialWire is dial with ldapwire: the connection full reads stream
+// through (see package ldapwire for why).
+func (p *Poller) dialWire(ctx context.Context, rawURL string) (searchConn, error) {
+	netConn, _, u, err := p.dialNet(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	conn := ldapwire.NewConn(netConn, p.o.Timeout)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	fail := func(err error) (searchConn, error) {
+		stop()
+		conn.Close()
+		return nil, err
+	}
+	if u.Scheme == "ldap" && p.o.StartTLS {
+		if err := conn.StartTLS(ctx, p.tlsConfig(u.Hostname())); err != nil {
+			return fail(fmt.Errorf("starttls: %w", err))
+		}
+	}
+	if err := conn.Bind(ctx, p.o.BindDN, p.o.BindPassword); err != nil {
+		return fail(bindError(p.o.BindDN, err))
+	}
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
+	return &wireSession{Conn: conn, url: rawURL, stop: stop}, nil
+}
+
+// session is one bound go-ldap connection. Close it when done: it also
+// drops the close-on-cancel hook.
 type session struct {
 	*ldap.Conn
 	url  string
 	stop func() bool
 }
 
+func (s *session) serverURL() string { return s.url }
+
 func (s *session) Close() {
+	s.stop()
+	s.Conn.Close()
+}
+
+// wireSession is one bound ldapwire connection.
+type wireSession struct {
+	*ldapwire.Conn
+	url  string
+	stop func() bool
+}
+
+func (s *wireSession) serverURL() string { return s.url }
+
+func (s *wireSession) Close() {
 	s.stop()
 	s.Conn.Close()
 }
@@ -106,14 +176,14 @@ func (p *Poller) tlsConfig(host string) *tls.Config {
 // connection that binds. A bind that the server refuses is not retried
 // on the next URL: every DC would refuse it too, and each try counts
 // towards the account's lockout.
-func (p *Poller) connect(ctx context.Context, prefer string) (*session, error) {
+func (p *Poller) connect(ctx context.Context, prefer string, dial dialFunc) (searchConn, error) {
 	urls := p.o.URLs
 	if prefer != "" {
 		urls = append([]string{prefer}, without(p.o.URLs, prefer)...)
 	}
 	var errs []error
 	for _, u := range urls {
-		conn, err := p.dial(ctx, u)
+		conn, err := dial(ctx, u)
 		if err == nil {
 			return conn, nil
 		}

@@ -1,6 +1,9 @@
 // Package ldapdir polls Active Directory (directory.type: active_directory)
-// and generic LDAP servers such as OpenLDAP (directory.type: ldap) with
-// go-ldap, producing a complete directory.Snapshot or an error.
+// and generic LDAP servers such as OpenLDAP (directory.type: ldap),
+// producing a complete directory.Snapshot or an error. Incremental passes
+// use go-ldap; full reads, nearly every entry dirsync reads, stream through
+// package ldapwire, which decodes responses in place (go-ldap's packet tree
+// was most of a full read's CPU).
 //
 // Reads are all-or-nothing: a failed bind, a network error, a timeout, a
 // size- or time-limit result (even with entries already received), a

@@ -41,30 +41,27 @@ type dcInfo struct {
 	usn                              int64
 }
 
-func (p *Poller) readDC(conn *session) (dcInfo, error) {
-	res, err := conn.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
-		"(objectClass=*)", []string{"dsServiceName", "highestCommittedUSN", "defaultNamingContext"}, nil))
+func (p *Poller) readDC(ctx context.Context, conn searchConn) (dcInfo, error) {
+	root, err := p.searchBase(ctx, conn, "", []string{"dsServiceName", "highestCommittedUSN", "defaultNamingContext"})
 	if err != nil {
-		return dcInfo{}, fmt.Errorf("read rootDSE: %w", describe(err))
+		return dcInfo{}, fmt.Errorf("read rootDSE: %w", err)
 	}
-	if len(res.Entries) != 1 {
+	if root == nil {
 		return dcInfo{}, errors.New("read rootDSE: no entry")
 	}
-	root := res.Entries[0]
-	info := dcInfo{dsa: root.GetAttributeValue("dsServiceName"), namingContext: root.GetAttributeValue("defaultNamingContext")}
-	if info.usn, err = strconv.ParseInt(root.GetAttributeValue("highestCommittedUSN"), 10, 64); err != nil {
-		return dcInfo{}, fmt.Errorf("rootDSE highestCommittedUSN %q is not a number (is this an Active Directory DC?)", root.GetAttributeValue("highestCommittedUSN"))
+	info := dcInfo{dsa: root.First("dsservicename"), namingContext: root.First("defaultnamingcontext")}
+	if info.usn, err = strconv.ParseInt(root.First("highestcommittedusn"), 10, 64); err != nil {
+		return dcInfo{}, fmt.Errorf("rootDSE highestCommittedUSN %q is not a number (is this an Active Directory DC?)", root.First("highestcommittedusn"))
 	}
 	if info.dsa == "" {
 		return dcInfo{}, errors.New("rootDSE has no dsServiceName (is this an Active Directory DC?)")
 	}
-	res, err = conn.Search(ldap.NewSearchRequest(info.dsa, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
-		"(objectClass=*)", []string{"invocationId"}, nil))
+	dsa, err := p.searchBase(ctx, conn, info.dsa, []string{"invocationId"})
 	if err != nil {
-		return dcInfo{}, fmt.Errorf("read invocationId of %q: %w", info.dsa, describe(err))
+		return dcInfo{}, fmt.Errorf("read invocationId of %q: %w", info.dsa, err)
 	}
-	if len(res.Entries) == 1 {
-		info.invocationID = ldapentry.DecodeGUID(res.Entries[0].GetRawAttributeValue("invocationId"))
+	if dsa != nil {
+		info.invocationID = ldapentry.DecodeGUID([]byte(dsa.First("invocationid")))
 	}
 	if info.invocationID == "" {
 		return dcInfo{}, fmt.Errorf("no invocationId on %q", info.dsa)
@@ -110,15 +107,14 @@ type recordSet struct {
 // as it arrives (the entry itself is dropped), completing ranged attributes
 // (member;range=…) afterwards on the same connection. sizeHint is the
 // expected number of entries.
-func (p *Poller) readRecords(ctx context.Context, conn *session, base, filter string, attrs []string, dns *ldapentry.DNTable, sizeHint int) (recordSet, error) {
+func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter string, attrs []string, dns *ldapentry.DNTable, sizeHint int) (recordSet, error) {
 	set := recordSet{recs: make([]ldapentry.Record, 0, sizeHint)}
 	type partial struct {
 		e      *ldapentry.Entry
 		ranged []rangedAttr
 	}
 	var incomplete []partial
-	err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(le *ldap.Entry) error {
-		e, ranged := toEntry(le)
+	err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(e *ldapentry.Entry, ranged []rangedAttr) error {
 		// Only the newest timestamp of the set is the cursor; records
 		// carry none (per entry it would only make unchanged entries
 		// look changed).
@@ -166,22 +162,24 @@ func sizeHint(n int) int { return n + n/32 }
 
 // fullRead reads every user and group, users and groups concurrently on
 // two connections to the same server. prefer is tried first (the server
-// an incremental pass found).
+// an incremental pass found). Full reads go through ldapwire: they are
+// nearly all of the entries dirsync ever reads.
 func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn, err := p.connect(ctx, prefer)
+	conn, err := p.connect(ctx, prefer, p.dialWire)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
-	st := &state{url: conn.url}
+	url := conn.serverURL()
+	st := &state{url: url}
 	var info dcInfo
 	if p.ad {
 		// The USN is read before the entries: changes made during the read
 		// are read again by the next incremental pass, never missed.
-		if info, err = p.readDC(conn); err != nil {
-			return nil, fmt.Errorf("%s: %w", conn.url, err)
+		if info, err = p.readDC(ctx, conn); err != nil {
+			return nil, fmt.Errorf("%s: %w", url, err)
 		}
 		st.dsa, st.invocationID, st.usn = info.dsa, info.invocationID, info.usn
 	}
@@ -200,14 +198,14 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 				cancel()
 			}
 		}()
-		gconn, err := p.dial(ctx, conn.url)
+		gconn, err := p.dialWire(ctx, url)
 		if err != nil {
 			gErr = err
 			return
 		}
 		defer gconn.Close()
 		if p.ad {
-			gi, err := p.readDC(gconn)
+			gi, err := p.readDC(ctx, gconn)
 			if err != nil {
 				gErr = err
 				return
@@ -231,15 +229,15 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	}
 	switch {
 	case uErr != nil:
-		return nil, fmt.Errorf("%s: read users: %w", conn.url, uErr)
+		return nil, fmt.Errorf("%s: read users: %w", url, uErr)
 	case gErr != nil:
-		return nil, fmt.Errorf("%s: read groups: %w", conn.url, gErr)
+		return nil, fmt.Errorf("%s: read groups: %w", url, gErr)
 	}
 	st.dns, st.users, st.groups = dns, users.recs, groups.recs
 	p.lastUsers, p.lastGroups = len(st.users), len(st.groups)
 	st.stamp = max(users.stamp, groups.stamp)
 	if err := p.build(st); err != nil {
-		return nil, fmt.Errorf("%s: %w", conn.url, err)
+		return nil, fmt.Errorf("%s: %w", url, err)
 	}
 	return st, nil
 }
@@ -270,23 +268,24 @@ func (p *Poller) build(st *state) error {
 func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, changed bool, fullFrom string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn, err := p.connect(ctx, prev.url)
+	conn, err := p.connect(ctx, prev.url, p.dial)
 	if err != nil {
 		return nil, false, "", fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
-	if conn.url != prev.url {
-		return nil, false, conn.url, nil // another server: the cursor means nothing there
+	url := conn.serverURL()
+	if url != prev.url {
+		return nil, false, url, nil // another server: the cursor means nothing there
 	}
 	next = &state{url: prev.url, dns: prev.dns, dsa: prev.dsa, invocationID: prev.invocationID, usn: prev.usn, stamp: prev.stamp}
 	var cond string
 	var info dcInfo
 	if p.ad {
-		if info, err = p.readDC(conn); err != nil {
-			return nil, false, "", fmt.Errorf("%s: %w", conn.url, err)
+		if info, err = p.readDC(ctx, conn); err != nil {
+			return nil, false, "", fmt.Errorf("%s: %w", url, err)
 		}
 		if info.dsa != prev.dsa || info.invocationID != prev.invocationID {
-			return nil, false, conn.url, nil
+			return nil, false, url, nil
 		}
 		if info.usn == prev.usn {
 			return prev, false, "", nil
@@ -295,17 +294,17 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 		next.usn = info.usn
 	} else {
 		if prev.stamp == "" {
-			return nil, false, conn.url, nil // the server shows no modifyTimestamp to follow
+			return nil, false, url, nil // the server shows no modifyTimestamp to follow
 		}
 		cond = modifiedSince(prev.stamp)
 	}
 	users, err := p.readRecords(ctx, conn, p.o.UserBaseDN, andFilter(p.o.UserFilter, cond), p.userAttrs(), prev.dns, 0)
 	if err != nil {
-		return nil, false, "", fmt.Errorf("%s: read changed users: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: read changed users: %w", url, err)
 	}
 	groups, err := p.readRecords(ctx, conn, p.o.GroupBaseDN, andFilter(p.o.GroupFilter, cond), p.groupAttrs(), prev.dns, 0)
 	if err != nil {
-		return nil, false, "", fmt.Errorf("%s: read changed groups: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: read changed groups: %w", url, err)
 	}
 	var deleted map[string]bool
 	if p.ad {
@@ -317,7 +316,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 			// pass, and with it every suspension it found, goes on.
 			deleted = nil
 		case err != nil:
-			return nil, false, "", fmt.Errorf("%s: read deleted objects: %w", conn.url, err)
+			return nil, false, "", fmt.Errorf("%s: read deleted objects: %w", url, err)
 		}
 	}
 	next.stamp = max(prev.stamp, users.stamp, groups.stamp)
@@ -338,7 +337,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 		return next, false, "", nil
 	}
 	if err := p.build(next); err != nil {
-		return nil, false, "", fmt.Errorf("%s: %w", conn.url, err)
+		return nil, false, "", fmt.Errorf("%s: %w", url, err)
 	}
 	return next, true, "", nil
 }
@@ -402,7 +401,7 @@ func modifiedSince(stamp string) string {
 
 // readDeleted returns the objectGUIDs of objects deleted at or after
 // fromUSN (AD tombstones, read with the Show Deleted control).
-func (p *Poller) readDeleted(ctx context.Context, conn *session, namingContext string, fromUSN int64) (map[string]bool, error) {
+func (p *Poller) readDeleted(ctx context.Context, conn searchConn, namingContext string, fromUSN int64) (map[string]bool, error) {
 	if namingContext == "" {
 		return nil, errors.New("rootDSE has no defaultNamingContext")
 	}
@@ -413,8 +412,8 @@ func (p *Poller) readDeleted(ctx context.Context, conn *session, namingContext s
 		attrs:    []string{"objectGUID"},
 		controls: []ldap.Control{ldap.NewControlMicrosoftShowDeleted()},
 	}
-	err := p.search(ctx, conn, q, func(e *ldap.Entry) error {
-		if id := ldapentry.DecodeGUID(e.GetRawAttributeValue("objectGUID")); id != "" {
+	err := p.search(ctx, conn, q, func(e *ldapentry.Entry, _ []rangedAttr) error {
+		if id := ldapentry.DecodeGUID([]byte(e.First("objectguid"))); id != "" {
 			ids[id] = true
 		}
 		return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/dirsync/dirsync/directory/ldapentry"
+	"github.com/dirsync/dirsync/directory/ldapwire"
 )
 
 // query is one logical subtree search.
@@ -29,14 +30,20 @@ type query struct {
 // timeLimitExceeded (even after entries arrived), a network error, a
 // timeout, ctx ending — fails the whole search; the caller must discard
 // what fn received. Continuation references are ignored (never chased).
-func (p *Poller) search(ctx context.Context, conn *session, q query, fn func(*ldap.Entry) error) error {
+// Ranged attributes (member;range=0-1499) are merged into the entry under
+// their base name and listed in ranged.
+func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e *ldapentry.Entry, ranged []rangedAttr) error) error {
+	count := func(e *ldapentry.Entry, ranged []rangedAttr) error {
+		p.entriesRead.Add(1)
+		return fn(e, ranged)
+	}
 	var cookie []byte
 	for page := 0; ; page++ {
 		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
 		paging.SetCookie(cookie)
 		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
-		next, err := p.searchPage(ctx, conn, req, fn)
+		next, err := conn.searchPage(ctx, req, count)
 		if err != nil {
 			return fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page+1, describe(err))
 		}
@@ -47,15 +54,34 @@ func (p *Poller) search(ctx context.Context, conn *session, q query, fn func(*ld
 	}
 }
 
-func (p *Poller) searchPage(ctx context.Context, conn *session, req *ldap.SearchRequest, fn func(*ldap.Entry) error) ([]byte, error) {
+// searchBase reads the one entry at dn (a base-scope search, no paging);
+// nil when the search returned none.
+func (p *Poller) searchBase(ctx context.Context, conn searchConn, dn string, attrs []string) (*ldapentry.Entry, error) {
+	req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+		"(objectClass=*)", attrs, nil)
+	var got *ldapentry.Entry
+	_, err := conn.searchPage(ctx, req, func(e *ldapentry.Entry, _ []rangedAttr) error {
+		p.entriesRead.Add(1)
+		if got != nil {
+			return fmt.Errorf("base search of %q returned more than one entry", dn)
+		}
+		got = e
+		return nil
+	})
+	if err != nil {
+		return nil, describe(err)
+	}
+	return got, nil
+}
+
+func (s *session) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops go-ldap's reader goroutine if we leave early
-	resp := conn.SearchAsync(pctx, req, 64)
+	resp := s.SearchAsync(pctx, req, 64)
 	var cookie []byte
 	for resp.Next() {
 		if e := resp.Entry(); e != nil {
-			p.entriesRead.Add(1)
-			if err := fn(e); err != nil {
+			if err := fn(toEntry(e)); err != nil {
 				return nil, err
 			}
 			continue
@@ -74,10 +100,23 @@ func (p *Poller) searchPage(ctx context.Context, conn *session, req *ldap.Search
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if conn.IsClosing() {
+	if s.IsClosing() {
 		return nil, errors.New("connection closed during the search")
 	}
 	return cookie, nil
+}
+
+func (s *wireSession) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
+	controls, err := s.Search(ctx, req, func(we *ldapwire.Entry) error {
+		return fn(fromWire(we))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+		return c.Cookie, nil
+	}
+	return nil, nil
 }
 
 func (p *Poller) timeLimitSeconds() int {
@@ -109,20 +148,38 @@ func describe(err error) error {
 
 // toEntry converts a go-ldap entry: attribute names lower-cased, binary
 // values kept as raw bytes in strings. Ranged attributes
-// (member;range=0-1499) are returned separately in ranges.
+// (member;range=0-1499) are merged under their base name and returned in
+// ranged.
 func toEntry(e *ldap.Entry) (*ldapentry.Entry, []rangedAttr) {
 	out := &ldapentry.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attributes))}
 	var ranged []rangedAttr
 	for _, a := range e.Attributes {
-		name := strings.ToLower(a.Name)
-		if base, r, ok := parseRange(name); ok {
-			out.Attrs[base] = append(out.Attrs[base], a.Values...)
-			ranged = append(ranged, rangedAttr{name: base, r: r})
-			continue
-		}
-		out.Attrs[name] = append(out.Attrs[name], a.Values...)
+		ranged = addAttr(out, strings.ToLower(a.Name), a.Values, ranged)
 	}
 	return out, ranged
+}
+
+// fromWire is toEntry for an ldapwire entry (names already lower case).
+func fromWire(e *ldapwire.Entry) (*ldapentry.Entry, []rangedAttr) {
+	out := &ldapentry.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attrs))}
+	var ranged []rangedAttr
+	for _, a := range e.Attrs {
+		ranged = addAttr(out, a.Name, a.Values, ranged)
+	}
+	return out, ranged
+}
+
+func addAttr(e *ldapentry.Entry, name string, values []string, ranged []rangedAttr) []rangedAttr {
+	if base, r, ok := parseRange(name); ok {
+		e.Attrs[base] = append(e.Attrs[base], values...)
+		return append(ranged, rangedAttr{name: base, r: r})
+	}
+	if have, ok := e.Attrs[name]; ok {
+		e.Attrs[name] = append(have, values...)
+	} else {
+		e.Attrs[name] = values
+	}
+	return ranged
 }
 
 type rangedAttr struct {
@@ -168,31 +225,34 @@ func parseRange(name string) (string, valueRange, bool) {
 // completeRanges fetches the rest of every ranged attribute of e (AD
 // returns at most MaxValRange values per attribute and names the rest
 // "member;range=1500-*"), appending values until a range ends in "*".
-func (p *Poller) completeRanges(ctx context.Context, conn *session, e *ldapentry.Entry, ranged []rangedAttr) error {
+func (p *Poller) completeRanges(ctx context.Context, conn searchConn, e *ldapentry.Entry, ranged []rangedAttr) error {
 	for _, ra := range ranged {
 		r := ra.r
 		for r.high >= 0 {
 			want := fmt.Sprintf("%s;range=%d-*", ra.name, r.high+1)
 			req := ldap.NewSearchRequest(e.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 				"(objectClass=*)", []string{want}, nil)
-			res, err := conn.Search(req)
+			var got *valueRange
+			entries := 0
+			_, err := conn.searchPage(ctx, req, func(part *ldapentry.Entry, ranges []rangedAttr) error {
+				entries++
+				for _, nr := range ranges {
+					if nr.name != ra.name {
+						continue
+					}
+					if nr.r.low != r.high+1 {
+						return fmt.Errorf("server answered range %d-%d", nr.r.low, nr.r.high)
+					}
+					e.Attrs[ra.name] = append(e.Attrs[ra.name], part.Attrs[ra.name]...)
+					got = &nr.r
+				}
+				return nil
+			})
 			if err != nil {
 				return fmt.Errorf("range retrieval of %s on %q: %w", want, e.DN, describe(err))
 			}
-			if len(res.Entries) != 1 {
-				return fmt.Errorf("range retrieval of %s on %q: %d entries returned", want, e.DN, len(res.Entries))
-			}
-			var got *valueRange
-			for _, a := range res.Entries[0].Attributes {
-				base, nr, ok := parseRange(strings.ToLower(a.Name))
-				if !ok || base != ra.name {
-					continue
-				}
-				if nr.low != r.high+1 {
-					return fmt.Errorf("range retrieval of %s on %q: server answered range %d-%d", want, e.DN, nr.low, nr.high)
-				}
-				e.Attrs[ra.name] = append(e.Attrs[ra.name], a.Values...)
-				got = &nr
+			if entries != 1 {
+				return fmt.Errorf("range retrieval of %s on %q: %d entries returned", want, e.DN, entries)
 			}
 			if got == nil {
 				break // nothing past the last range
