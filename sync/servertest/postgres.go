@@ -230,7 +230,18 @@ func (p *Postgres) Restart(t testing.TB) {
 func (p *Postgres) Crash(t testing.TB) {
 	t.Helper()
 	p.proc.Kill()
-	if err := p.start(); err != nil {
+	// Kill waits for the postmaster only; until its killed backends have
+	// exited too, the old shared memory block is still attached and a new
+	// postmaster refuses to start ("pre-existing shared memory block").
+	for attempt := 1; ; attempt++ {
+		err := p.start()
+		if err == nil {
+			return
+		}
+		if attempt < 100 && strings.Contains(err.Error(), "pre-existing shared memory block") {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		t.Fatalf("postgres restart after crash: %v", err)
 	}
 }
