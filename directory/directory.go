@@ -9,6 +9,7 @@ package directory
 import (
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is a user's account state as the directory reports it.
@@ -123,6 +124,53 @@ func EmailDomain(email string) string {
 // Escaped separators ("\,") are kept. It is not a full RFC 4514 parser; it is
 // the comparison LDAP servers apply to the DNs they return.
 func NormalizeDN(dn string) string {
+	for i := 0; i < len(dn); i++ {
+		if dn[i] >= utf8.RuneSelf {
+			return normalizeDNRunes(dn)
+		}
+	}
+	// ASCII (nearly every DN): one pass over the bytes, no allocation when
+	// dn is already normal; the same steps as normalizeDNRunes.
+	s := strings.TrimSpace(dn)
+	var stack [256]byte
+	b := stack[:0]
+	escaped, pendingSpace, atStart := false, false, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		switch {
+		case escaped:
+			escaped = false
+		case c == '\\':
+			escaped = true
+		case c == ',' || c == '=' || c == '+':
+			pendingSpace = false
+			b = append(b, c)
+			atStart = true
+			continue
+		case c == ' ':
+			if !atStart {
+				pendingSpace = true
+			}
+			continue
+		}
+		if pendingSpace {
+			b = append(b, ' ')
+			pendingSpace = false
+		}
+		b = append(b, c)
+		atStart = false
+	}
+	if string(b) == dn {
+		return dn
+	}
+	return string(b)
+}
+
+// normalizeDNRunes is NormalizeDN for any UTF-8 input.
+func normalizeDNRunes(dn string) string {
 	var b strings.Builder
 	b.Grow(len(dn))
 	escaped := false

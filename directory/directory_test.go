@@ -46,6 +46,9 @@ func FuzzNormalize(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		dn := NormalizeDN(s)
+		if ref := normalizeDNRunes(s); dn != ref {
+			t.Fatalf("NormalizeDN(%q) = %q, but the rune-by-rune form is %q", s, dn, ref)
+		}
 		if again := NormalizeDN(dn); again != dn {
 			t.Fatalf("NormalizeDN not idempotent: %q → %q → %q", s, dn, again)
 		}

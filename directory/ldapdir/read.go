@@ -108,7 +108,8 @@ type recordSet struct {
 // (member;range=…) afterwards on the same connection. sizeHint is the
 // expected number of entries.
 func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter string, attrs []string, dns *ldapentry.DNTable, sizeHint int) (recordSet, error) {
-	set := recordSet{recs: make([]ldapentry.Record, 0, sizeHint)}
+	var set recordSet
+	recs := recordChunks{next: sizeHint}
 	type partial struct {
 		e      *ldapentry.Entry
 		ranged []rangedAttr
@@ -125,7 +126,7 @@ func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter 
 			incomplete = append(incomplete, partial{e, ranged})
 			return nil
 		}
-		set.recs = append(set.recs, p.reader.Record(e, dns))
+		recs.add(p.reader.Record(e, dns))
 		return nil
 	})
 	if err != nil {
@@ -135,10 +136,48 @@ func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter 
 		if err := p.completeRanges(ctx, conn, pe.e, pe.ranged); err != nil {
 			return recordSet{}, err
 		}
-		set.recs = append(set.recs, p.reader.Record(pe.e, dns))
+		recs.add(p.reader.Record(pe.e, dns))
 	}
-	set.recs = sortRecords(set.recs)
+	set.recs = sortRecords(recs.slice())
 	return set, nil
+}
+
+// recordChunks collects records in chunks that are never copied as they
+// grow (appending to one slice of 100k records re-copies it about four
+// times); slice copies them once into one slice of the exact length.
+type recordChunks struct {
+	full [][]ldapentry.Record
+	cur  []ldapentry.Record
+	n    int
+	next int // capacity of the next chunk; 0 picks one
+}
+
+func (c *recordChunks) add(r ldapentry.Record) {
+	if len(c.cur) == cap(c.cur) {
+		if c.cur != nil {
+			c.full = append(c.full, c.cur)
+		}
+		size := c.next
+		if size <= 0 {
+			size = min(max(c.n, 1024), 64<<10)
+		}
+		c.next = 0
+		c.cur = make([]ldapentry.Record, 0, size)
+	}
+	c.cur = append(c.cur, r)
+	c.n++
+}
+
+func (c *recordChunks) slice() []ldapentry.Record {
+	if len(c.full) == 0 {
+		return c.cur
+	}
+	out := make([]ldapentry.Record, 0, c.n)
+	for i, chunk := range c.full {
+		out = append(out, chunk...)
+		c.full[i] = nil // garbage as soon as copied
+	}
+	return append(out, c.cur...)
 }
 
 // sortRecords sorts records by stable ID, keeping the last of records

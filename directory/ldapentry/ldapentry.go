@@ -83,9 +83,34 @@ func (t *DNTable) Intern(dn string) int32 {
 	return t.internNormal(normalDN(dn))
 }
 
+// InternAll appends the ids of dns to ids (normalising each; "#'…'B" uid
+// suffixes of uniqueMember values cut when trimUID) under one lock.
+func (t *DNTable) InternAll(ids []int32, dns []string, trimUID bool) []int32 {
+	norm := make([]string, len(dns))
+	for i, dn := range dns {
+		if trimUID {
+			// groupOfUniqueNames values may carry an optional "#'0101'B" uid.
+			if j := strings.LastIndex(dn, "#'"); j > 0 {
+				dn = dn[:j]
+			}
+		}
+		norm[i] = normalDN(dn)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range norm {
+		ids = append(ids, t.internLocked(n))
+	}
+	return ids
+}
+
 func (t *DNTable) internNormal(n string) int32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.internLocked(n)
+}
+
+func (t *DNTable) internLocked(n string) int32 {
 	if id, ok := t.ids[n]; ok {
 		return id
 	}
@@ -214,17 +239,8 @@ func (r *Reader) Record(e *Entry, dns *DNTable) Record {
 		if n > 0 {
 			g.Members = make([]int32, 0, n)
 		}
-		for _, attr := range []string{"member", "uniquemember"} {
-			for _, m := range e.Attrs[attr] {
-				if attr == "uniquemember" {
-					// groupOfUniqueNames values may carry an optional "#'0101'B" uid.
-					if i := strings.LastIndex(m, "#'"); i > 0 {
-						m = m[:i]
-					}
-				}
-				g.Members = append(g.Members, dns.Intern(m))
-			}
-		}
+		g.Members = dns.InternAll(g.Members, e.Attrs["member"], false)
+		g.Members = dns.InternAll(g.Members, e.Attrs["uniquemember"], true)
 		for _, uid := range e.Attrs["memberuid"] {
 			g.MemberUIDs = append(g.MemberUIDs, strings.ToLower(uid))
 		}
