@@ -169,16 +169,13 @@ func (f *Fenced) Apply(ctx context.Context, account string, changes []entitlemen
 	}
 	owner, _ := json.Marshal(map[string]string{"account": account})
 	ownerMark := string(owner[1 : len(owner)-1])
-	for start := 0; start < len(changes); start += f.batch {
-		batch := changes[start:min(start+f.batch, len(changes))]
-		if err := f.applyBatch(ctx, account, token, ownerMark, batch, at); err != nil {
-			return err
-		}
-	}
-	return nil
+	return inOrder(len(changes), f.batch, func(start, end int) (func() error, error) {
+		return f.prepareBatch(ctx, account, token, ownerMark, changes[start:end], at)
+	})
 }
 
-func (f *Fenced) applyBatch(ctx context.Context, account, token, ownerMark string, batch []entitlement.Change, at time.Time) error {
+// prepareBatch encodes a batch and returns its execution.
+func (f *Fenced) prepareBatch(ctx context.Context, account, token, ownerMark string, batch []entitlement.Change, at time.Time) (func() error, error) {
 	keys := []string{f.keys.Fence(account), f.keys.Index(account), f.keys.Changes(account)}
 	args := []any{token, ownerMark, f.streamMaxLen, "1", len(batch)}
 	values := make([]string, len(batch))
@@ -188,7 +185,7 @@ func (f *Fenced) applyBatch(ctx context.Context, account, token, ownerMark strin
 		if ch.New != nil {
 			v, err := encodeDecision(ch.New, at)
 			if err != nil {
-				return fmt.Errorf("encode %s: %w", ch.Email, err)
+				return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
 			}
 			op, idx, values[i] = "s", encodeIndex(ch.Next), string(v)
 		}
@@ -199,6 +196,10 @@ func (f *Fenced) applyBatch(ctx context.Context, account, token, ownerMark strin
 			keys = append(keys, f.keys.User(ch.Email))
 		}
 	}
+	return func() error { return f.execBatch(ctx, account, token, ownerMark, batch, values, keys, args) }, nil
+}
+
+func (f *Fenced) execBatch(ctx context.Context, account, token, ownerMark string, batch []entitlement.Change, values, keys []string, args []any) error {
 	if f.perKey {
 		// Cluster: user keys are in other slots. Check first, write the
 		// user keys with per-key stamps, then the index and stream with a

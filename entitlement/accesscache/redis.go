@@ -130,8 +130,7 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []entitlement
 	owner, _ := json.Marshal(map[string]string{"account": account})
 	ownerMark := string(owner[1 : len(owner)-1]) // "account":"<id>"
 	index := r.keys.Index(account)
-	for start := 0; start < len(changes); start += r.batch {
-		end := min(start+r.batch, len(changes))
+	return inOrder(len(changes), r.batch, func(start, end int) (func() error, error) {
 		pipe := r.c.Pipeline()
 		// The batch's index fields go in one HSET and one HDEL: one
 		// command each instead of one per change.
@@ -145,7 +144,7 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []entitlement
 			} else {
 				v, err := encodeDecision(ch.New, at)
 				if err != nil {
-					return fmt.Errorf("encode %s: %w", ch.Email, err)
+					return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
 				}
 				pipe.Set(ctx, r.keys.User(ch.Email), v, 0)
 				set = append(set, ch.Email, encodeIndex(ch.Next))
@@ -165,11 +164,43 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []entitlement
 				Values: changeEvent(account, &changes[i], at),
 			})
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, account, err)
+		return func() error {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, account, err)
+			}
+			return nil
+		}, nil
+	})
+}
+
+// inOrder publishes n changes in batches of size, strictly one after the
+// other, preparing batch i+1 (encoding: the writer's CPU-heavy part) while
+// Redis executes batch i. prepare returns the batch's execution. The first
+// error stops it: no later batch is executed. It returns when nothing it
+// started is running.
+func inOrder(n, size int, prepare func(start, end int) (exec func() error, err error)) error {
+	var running chan error
+	wait := func() error {
+		if running == nil {
+			return nil
 		}
+		err := <-running
+		running = nil
+		return err
 	}
-	return nil
+	for start := 0; start < n; start += size {
+		exec, err := prepare(start, min(start+size, n))
+		if werr := wait(); werr != nil {
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- exec() }()
+		running = done
+	}
+	return wait()
 }
 
 // changeEvent is one change stream entry (documented in
