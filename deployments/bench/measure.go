@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -62,6 +63,7 @@ func cmdIncremental(args []string) error {
 	users := fs.Int("users", 0, "users in the directory")
 	redisAddr := fs.String("redis", "", "redis address")
 	changes := fs.Int("changes", 10, "users to change")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the pass after the changes here")
 	fs.Parse(args)
 	pw, err := os.ReadFile(*pwFile)
 	if err != nil {
@@ -105,9 +107,20 @@ func cmdIncremental(args []string) error {
 			return fmt.Errorf("modify: %w", err)
 		}
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	before = p.EntriesRead()
 	start = time.Now()
 	rep, err = eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeIncremental})
+	pprof.StopCPUProfile()
 	if err != nil {
 		return fmt.Errorf("incremental pass: %w", err)
 	}
