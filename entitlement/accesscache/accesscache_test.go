@@ -66,64 +66,67 @@ func backends(t *testing.T) map[string]store {
 
 func TestConformance(t *testing.T) {
 	for name, s := range backends(t) {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
-			bob := decision("acme", "bob@acme.example", entitlement.PermissionBasic)
-			d := publish(t, s, "acme", alice, bob)
-			if d.Added != 2 {
-				t.Fatalf("first publish added %d", d.Added)
-			}
-			got, err := s.Check(ctx, "Alice@ACME.example")
-			if err != nil || got.Permission != entitlement.PermissionPro || !got.Allowed || got.SyncedAt.IsZero() {
-				t.Fatalf("Check(alice) = %+v, %v", got, err)
-			}
-			unknown, err := s.Check(ctx, "nobody@acme.example")
-			if err != nil || unknown.Allowed || unknown.Reason != entitlement.ReasonUnknownUser {
-				t.Errorf("unknown user = %+v, %v", unknown, err)
-			}
-			if bad, err := s.Check(ctx, "not-an-email"); err != nil || bad.Allowed {
-				t.Errorf("malformed email = %+v, %v", bad, err)
-			}
+		t.Run(name, func(t *testing.T) { conformance(t, s) })
+	}
+}
 
-			// Steady state: nothing to write.
-			if d := publish(t, s, "acme", alice, bob); len(d.Changes) != 0 {
-				t.Errorf("republishing the same decisions changed %d", len(d.Changes))
-			}
-			// Suspend bob, drop alice.
-			bobSusp := decision("acme", "bob@acme.example", entitlement.PermissionNone)
-			if d := publish(t, s, "acme", bobSusp); d.Removed != 1 || d.Updated != 1 {
-				t.Errorf("second publish: %+v", d)
-			}
-			if got, _ := s.Check(ctx, "bob@acme.example"); got.Allowed || got.Reason != entitlement.ReasonSuspended {
-				t.Errorf("bob after suspension = %+v", got)
-			}
-			if got, _ := s.Check(ctx, "alice@acme.example"); got.Reason != entitlement.ReasonUnknownUser {
-				t.Errorf("alice after removal = %+v", got)
-			}
+// conformance is the writer and reader contract every backend meets.
+func conformance(t *testing.T, s store) {
+	ctx := context.Background()
+	alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
+	bob := decision("acme", "bob@acme.example", entitlement.PermissionBasic)
+	d := publish(t, s, "acme", alice, bob)
+	if d.Added != 2 {
+		t.Fatalf("first publish added %d", d.Added)
+	}
+	got, err := s.Check(ctx, "Alice@ACME.example")
+	if err != nil || got.Permission != entitlement.PermissionPro || !got.Allowed || got.SyncedAt.IsZero() {
+		t.Fatalf("Check(alice) = %+v, %v", got, err)
+	}
+	unknown, err := s.Check(ctx, "nobody@acme.example")
+	if err != nil || unknown.Allowed || unknown.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("unknown user = %+v, %v", unknown, err)
+	}
+	if bad, err := s.Check(ctx, "not-an-email"); err != nil || bad.Allowed {
+		t.Errorf("malformed email = %+v, %v", bad, err)
+	}
 
-			// A removal by one account never erases another account's user.
-			moved := decision("globex", "carol@shared.example", entitlement.PermissionBasic)
-			publish(t, s, "acme", decision("acme", "carol@shared.example", entitlement.PermissionPro), bobSusp)
-			publish(t, s, "globex", moved)
-			publish(t, s, "acme", bobSusp) // acme drops carol
-			if got, _ := s.Check(ctx, "carol@shared.example"); got.Account != "globex" {
-				t.Errorf("carol = %+v; acme's removal erased globex's decision", got)
-			}
+	// Steady state: nothing to write.
+	if d := publish(t, s, "acme", alice, bob); len(d.Changes) != 0 {
+		t.Errorf("republishing the same decisions changed %d", len(d.Changes))
+	}
+	// Suspend bob, drop alice.
+	bobSusp := decision("acme", "bob@acme.example", entitlement.PermissionNone)
+	if d := publish(t, s, "acme", bobSusp); d.Removed != 1 || d.Updated != 1 {
+		t.Errorf("second publish: %+v", d)
+	}
+	if got, _ := s.Check(ctx, "bob@acme.example"); got.Allowed || got.Reason != entitlement.ReasonSuspended {
+		t.Errorf("bob after suspension = %+v", got)
+	}
+	if got, _ := s.Check(ctx, "alice@acme.example"); got.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("alice after removal = %+v", got)
+	}
 
-			st := accesscache.AccountStatus{Account: "acme", Generation: 7, LastSyncAt: time.Unix(100, 0).UTC(),
-				ByPermission: map[entitlement.Permission]int{entitlement.PermissionPro: 1}}
-			if err := s.PutStatus(ctx, st); err != nil {
-				t.Fatal(err)
-			}
-			back, ok, err := s.Status(ctx, "acme")
-			if err != nil || !ok || back.Generation != 7 || !back.LastSyncAt.Equal(st.LastSyncAt) {
-				t.Errorf("status round trip = %+v, %t, %v", back, ok, err)
-			}
-			if _, ok, _ := s.Status(ctx, "nope"); ok {
-				t.Error("status of an unknown account found")
-			}
-		})
+	// A removal by one account never erases another account's user.
+	moved := decision("globex", "carol@shared.example", entitlement.PermissionBasic)
+	publish(t, s, "acme", decision("acme", "carol@shared.example", entitlement.PermissionPro), bobSusp)
+	publish(t, s, "globex", moved)
+	publish(t, s, "acme", bobSusp) // acme drops carol
+	if got, _ := s.Check(ctx, "carol@shared.example"); got.Account != "globex" {
+		t.Errorf("carol = %+v; acme's removal erased globex's decision", got)
+	}
+
+	st := accesscache.AccountStatus{Account: "acme", Generation: 7, LastSyncAt: time.Unix(100, 0).UTC(),
+		ByPermission: map[entitlement.Permission]int{entitlement.PermissionPro: 1}}
+	if err := s.PutStatus(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	back, ok, err := s.Status(ctx, "acme")
+	if err != nil || !ok || back.Generation != 7 || !back.LastSyncAt.Equal(st.LastSyncAt) {
+		t.Errorf("status round trip = %+v, %t, %v", back, ok, err)
+	}
+	if _, ok, _ := s.Status(ctx, "nope"); ok {
+		t.Error("status of an unknown account found")
 	}
 }
 
@@ -185,6 +188,10 @@ func TestCheckFailsClosed(t *testing.T) {
 // half the users changing while readers hammer the unchanged half.
 func TestReadersNeverSeeUnchangedUsersVanish(t *testing.T) {
 	w, c, _ := newRedis(t)
+	readersNeverSeeUnchangedUsersVanish(t, w, c)
+}
+
+func readersNeverSeeUnchangedUsersVanish(t *testing.T, w *accesscache.Redis, c redis.UniversalClient) {
 	r := accesscache.NewReader(c, "test")
 	const n = 2000
 	var gen1, gen2 []entitlement.Decision
@@ -234,6 +241,10 @@ func TestReadersNeverSeeUnchangedUsersVanish(t *testing.T) {
 
 func TestChangeStream(t *testing.T) {
 	w, c, _ := newRedis(t)
+	changeStream(t, w, c)
+}
+
+func changeStream(t *testing.T, w *accesscache.Redis, c redis.UniversalClient) {
 	ctx := context.Background()
 	publish(t, w, "acme", decision("acme", "a@acme.example", entitlement.PermissionPro), decision("acme", "b@acme.example", entitlement.PermissionPro))
 	publish(t, w, "acme", decision("acme", "a@acme.example", entitlement.PermissionPro), decision("acme", "b@acme.example", entitlement.PermissionNone))

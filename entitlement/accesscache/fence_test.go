@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
 )
@@ -35,47 +37,51 @@ func TestFencedConformance(t *testing.T) {
 	for name, mode := range modes {
 		t.Run(name, func(t *testing.T) {
 			w, c, _ := newRedis(t)
-			ctx := context.Background()
-			keys := accesscache.NewKeys("test")
-			for _, acct := range []string{"acme", "globex"} {
-				if err := c.Set(ctx, keys.Fence(acct), "1|r1", 0).Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			f := accesscache.NewFenced(w, &tokens{m: map[string]string{"acme": "1|r1", "globex": "1|r1"}}, mode)
-			alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
-			bob := decision("acme", "bob@acme.example", entitlement.PermissionBasic)
-			publish(t, f, "acme", alice, bob)
-			bobSusp := decision("acme", "bob@acme.example", entitlement.PermissionNone)
-			if d := publish(t, f, "acme", bobSusp); d.Removed != 1 || d.Updated != 1 {
-				t.Errorf("second publish: %+v", d)
-			}
-			if got, _ := f.Check(ctx, "bob@acme.example"); got.Allowed || got.Reason != entitlement.ReasonSuspended {
-				t.Errorf("bob = %+v", got)
-			}
-			if got, _ := f.Check(ctx, "alice@acme.example"); got.Reason != entitlement.ReasonUnknownUser {
-				t.Errorf("alice after removal = %+v", got)
-			}
-			publish(t, f, "acme", decision("acme", "carol@shared.example", entitlement.PermissionPro), bobSusp)
-			publish(t, f, "globex", decision("globex", "carol@shared.example", entitlement.PermissionBasic))
-			publish(t, f, "acme", bobSusp)
-			if got, _ := f.Check(ctx, "carol@shared.example"); got.Account != "globex" {
-				t.Errorf("carol = %+v; acme's removal erased globex's decision", got)
-			}
-			idx, err := f.Published(ctx, "acme")
-			if err != nil || len(idx) != 1 || idx["bob@acme.example"].Allowed {
-				t.Errorf("index = %v, %v", idx, err)
-			}
-			if n := c.XLen(ctx, keys.Changes("acme")).Val(); n != 6 {
-				t.Errorf("change stream has %d entries; want 6", n)
-			}
-			if err := f.PutStatus(ctx, accesscache.AccountStatus{Account: "acme", Generation: 3}); err != nil {
-				t.Fatal(err)
-			}
-			if st, ok, _ := f.Status(ctx, "acme"); !ok || st.Generation != 3 {
-				t.Errorf("status = %+v %t", st, ok)
-			}
+			fencedConformance(t, w, c, mode)
 		})
+	}
+}
+
+func fencedConformance(t *testing.T, w *accesscache.Redis, c redis.UniversalClient, mode accesscache.FenceMode) {
+	ctx := context.Background()
+	keys := accesscache.NewKeys("test")
+	for _, acct := range []string{"acme", "globex"} {
+		if err := c.Set(ctx, keys.Fence(acct), "1|r1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := accesscache.NewFenced(w, &tokens{m: map[string]string{"acme": "1|r1", "globex": "1|r1"}}, mode)
+	alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
+	bob := decision("acme", "bob@acme.example", entitlement.PermissionBasic)
+	publish(t, f, "acme", alice, bob)
+	bobSusp := decision("acme", "bob@acme.example", entitlement.PermissionNone)
+	if d := publish(t, f, "acme", bobSusp); d.Removed != 1 || d.Updated != 1 {
+		t.Errorf("second publish: %+v", d)
+	}
+	if got, _ := f.Check(ctx, "bob@acme.example"); got.Allowed || got.Reason != entitlement.ReasonSuspended {
+		t.Errorf("bob = %+v", got)
+	}
+	if got, _ := f.Check(ctx, "alice@acme.example"); got.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("alice after removal = %+v", got)
+	}
+	publish(t, f, "acme", decision("acme", "carol@shared.example", entitlement.PermissionPro), bobSusp)
+	publish(t, f, "globex", decision("globex", "carol@shared.example", entitlement.PermissionBasic))
+	publish(t, f, "acme", bobSusp)
+	if got, _ := f.Check(ctx, "carol@shared.example"); got.Account != "globex" {
+		t.Errorf("carol = %+v; acme's removal erased globex's decision", got)
+	}
+	idx, err := f.Published(ctx, "acme")
+	if err != nil || len(idx) != 1 || idx["bob@acme.example"].Allowed {
+		t.Errorf("index = %v, %v", idx, err)
+	}
+	if n := c.XLen(ctx, keys.Changes("acme")).Val(); n != 6 {
+		t.Errorf("change stream has %d entries; want 6", n)
+	}
+	if err := f.PutStatus(ctx, accesscache.AccountStatus{Account: "acme", Generation: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok, _ := f.Status(ctx, "acme"); !ok || st.Generation != 3 {
+		t.Errorf("status = %+v %t", st, ok)
 	}
 }
 

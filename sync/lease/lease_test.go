@@ -31,7 +31,13 @@ type replica struct {
 // start runs a manager with its own client until stop (or the test's end).
 func start(t *testing.T, addr, name string) *replica {
 	t.Helper()
-	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	return startOn(t, []string{addr}, name)
+}
+
+// startOn is start with several addresses: a Redis Cluster's nodes.
+func startOn(t *testing.T, addrs []string, name string) *replica {
+	t.Helper()
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	m, err := lease.New(c, lease.Options{Replica: name, KeyPrefix: "t", Accounts: accounts, Period: period, Log: zaptest.NewLogger(t).Named(name)})
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +129,32 @@ func TestTwoReplicasSplitAccounts(t *testing.T) {
 	// A graceful stop hands everything over at once.
 	a.stop()
 	waitFor(t, 5*period, "b to take all after a's graceful stop", func() bool { return len(b.owned()) == 4 })
+}
+
+// TestReplicasOnRedisCluster: the same split and handover on a real
+// three-master Redis Cluster, where the accounts' lease and fence keys live
+// in different slots on different masters.
+func TestReplicasOnRedisCluster(t *testing.T) {
+	cl := servertest.StartRedisCluster(t, 3)
+	a := startOn(t, cl.Addrs, "a")
+	waitFor(t, 5*period, "a to own every account", func() bool { return len(a.owned()) == 4 })
+	b := startOn(t, cl.Addrs, "b")
+	waitFor(t, 10*period, "a 2/2 split", func() bool { return len(a.owned()) == 2 && len(b.owned()) == 2 && disjointCover(a, b) })
+	if st := a.m.State(); st.LiveReplicas != 2 {
+		t.Errorf("state = %+v, want 2 live replicas", st)
+	}
+	old := map[string]string{}
+	for _, acct := range a.owned() {
+		old[acct], _ = a.m.Token(acct)
+	}
+	a.c.Close() // a crashes
+	waitFor(t, 4*period, "b to take a's accounts", func() bool { return len(b.owned()) == 4 })
+	for acct, tok := range old {
+		nt, _ := b.m.Token(acct)
+		if lease.Seq(nt) <= lease.Seq(tok) {
+			t.Errorf("%s: b's token %q is not newer than a's %q", acct, nt, tok)
+		}
+	}
 }
 
 // TestCrashedReplicaLosesAccounts: a replica whose connection dies (as in a
