@@ -76,3 +76,64 @@ func TestRedisCluster(t *testing.T) {
 		changeStream(t, accesscache.NewRedis(c, "test"), c)
 	})
 }
+
+// TestRedisSentinel runs the same contracts through Sentinel (one address
+// and a master name: go-redis's failover client), then fails the master
+// over to its replica: published decisions survive, and the writer and
+// readers follow the new master without being rebuilt.
+func TestRedisSentinel(t *testing.T) {
+	s := servertest.StartRedisSentinel(t)
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{s.SentinelAddr}, MasterName: s.MasterName})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	flush := func(t *testing.T) {
+		t.Helper()
+		if err := c.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("writer", func(t *testing.T) {
+		flush(t)
+		conformance(t, accesscache.NewRedis(c, "test"))
+	})
+	t.Run("fenced writer", func(t *testing.T) {
+		flush(t)
+		fencedConformance(t, accesscache.NewRedis(c, "test"), c, accesscache.FenceAuto)
+	})
+	t.Run("failover", func(t *testing.T) {
+		flush(t)
+		w := accesscache.NewRedis(c, "test")
+		alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
+		bob := decision("acme", "bob@acme.example", entitlement.PermissionBasic)
+		publish(t, w, "acme", alice, bob)
+		// Replication is asynchronous: wait until the replica has it, as a
+		// failover that loses unreplicated writes is Redis's, not ours.
+		if n, err := c.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+			t.Fatalf("WAIT = %d, %v", n, err)
+		}
+		s.Failover(t)
+		var got entitlement.Decision
+		var err error
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err = w.Check(ctx, "alice@acme.example")
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || got.Permission != entitlement.PermissionPro {
+			t.Fatalf("alice after failover = %+v, %v", got, err)
+		}
+		bobSusp := decision("acme", "bob@acme.example", entitlement.PermissionNone)
+		publish(t, w, "acme", alice, bobSusp)
+		if got, err := w.Check(ctx, "bob@acme.example"); err != nil || got.Allowed || got.Reason != entitlement.ReasonSuspended {
+			t.Fatalf("bob suspended after failover = %+v, %v", got, err)
+		}
+		m := redis.NewClient(&redis.Options{Addr: s.ReplicaAddr})
+		defer m.Close()
+		if role := m.Do(ctx, "ROLE").Val(); role == nil || role.([]any)[0] != "master" {
+			t.Fatalf("the replica's role after failover is %v", role)
+		}
+	})
+}
