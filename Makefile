@@ -7,7 +7,7 @@ CONFIG    ?= deployments/local/config.yaml
 # Tests start real servers; keep the whole run bounded.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run test test-deps unit fuzz bench bench-propagation vet clean
+.PHONY: all build run test test-deps unit fuzz bench bench-propagation vet lint clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench-propagation: test-deps
 
 vet:
 	$(GO) vet ./...
+
+## lint: go vet and staticcheck (pinned; fetched by the go command on first use)
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
 
 clean:
 	rm -rf bin .bench

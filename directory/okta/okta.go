@@ -468,9 +468,7 @@ func (p *Poller) build(st *state) *directory.Snapshot {
 	snap := &directory.Snapshot{Source: p.source, FetchedAt: time.Now().UTC()}
 	ids := make([]string, 0, len(st.users))
 	for _, g := range st.groups {
-		for _, id := range g.members {
-			ids = append(ids, id)
-		}
+		ids = append(ids, g.members...)
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)

@@ -107,7 +107,7 @@ func TestADPropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitFor(mallory, 10*time.Second, isAllowed)
-	if err, took := d.stop(); err != nil || took > 10*time.Second {
+	if took, err := d.stop(); err != nil || took > 10*time.Second {
 		t.Errorf("SIGTERM: exit %v after %v", err, took)
 	}
 	assertNoSecrets(t, "daemon log", d.log(), servertest.SambaAdminPassword)

@@ -82,7 +82,7 @@ accounts:
 
 	// Restart dirsync and PostgreSQL, and empty Redis: a full pass rebuilds
 	// every console decision from PostgreSQL.
-	if err, _ := d.stop(); err != nil {
+	if _, err := d.stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	pg.Restart(t) // on a new port: point the DSN file at it

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -143,7 +142,7 @@ func (d *daemon) post(path string, out any) int {
 }
 
 // stop sends SIGTERM and returns the exit error and how long the exit took.
-func (d *daemon) stop() (error, time.Duration) {
+func (d *daemon) stop() (time.Duration, error) {
 	start := time.Now()
 	if err := d.proc.Signal(syscall.SIGTERM); err != nil {
 		d.t.Fatal(err)
@@ -152,10 +151,10 @@ func (d *daemon) stop() (error, time.Duration) {
 	go func() { done <- d.proc.Wait() }()
 	select {
 	case err := <-done:
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(15 * time.Second):
 		d.proc.Kill()
-		return fmt.Errorf("no exit within 15s"), time.Since(start)
+		return time.Since(start), fmt.Errorf("no exit within 15s")
 	}
 }
 
@@ -172,12 +171,6 @@ func assertNoSecrets(t testing.TB, what, text string, secrets ...string) {
 			t.Errorf("%s contains a secret (%q…)", what, s[:3])
 		}
 	}
-}
-
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func mustRead(t testing.TB, path string) string {

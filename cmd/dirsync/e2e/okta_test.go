@@ -320,7 +320,7 @@ func TestOktaEventHookAndOps(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(500 * time.Millisecond) // the sync is waiting on Okta now
-		err, took := d.stop()
+		took, err := d.stop()
 		if err != nil || took > 10*time.Second {
 			t.Errorf("SIGTERM during a sync: exit %v after %v", err, took)
 		}
