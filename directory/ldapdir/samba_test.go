@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/sync/servertest"
@@ -210,5 +212,119 @@ accountExpires: 130000000000000000
 		if want := adBindReasons[c.code]; be.Reason != want {
 			t.Errorf("bind as %s: reason %q, want %q", c.dn, be.Reason, want)
 		}
+	}
+}
+
+// TestSambaLeastPrivilegeAccount: a plain domain user as the service account
+// (no admin rights) reads all a full pass needs, but may not list
+// CN=Deleted Objects. Incremental passes still run — a suspension is seen
+// at once — and a deletion waits for the next full read (docs/active-directory.md).
+func TestSambaLeastPrivilegeAccount(t *testing.T) {
+	dc := sharedDC.Get(t)
+	ctx := context.Background()
+	const pw = "Passw0rd!Reader7"
+	ou := "OU=LeastPriv," + servertest.SambaBaseDN
+	err := dc.Modify(fmt.Sprintf(`dn: CN=svc-reader,CN=Users,%[1]s
+changetype: add
+objectClass: user
+sAMAccountName: svc-reader
+unicodePwd:: %[2]s
+userAccountControl: 512
+
+dn: %[3]s
+changetype: add
+objectClass: organizationalUnit
+
+dn: CN=lp-a,%[3]s
+changetype: add
+objectClass: user
+sAMAccountName: lp-a
+mail: lp-a@example.test
+unicodePwd:: %[2]s
+userAccountControl: 512
+
+dn: CN=lp-b,%[3]s
+changetype: add
+objectClass: user
+sAMAccountName: lp-b
+mail: lp-b@example.test
+unicodePwd:: %[2]s
+userAccountControl: 512
+`, servertest.SambaBaseDN, unicodePwd(pw), ou))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The premise: the administrator sees a fresh tombstone, this account
+	// does not (Samba answers success with no entries).
+	if err := dc.Modify(fmt.Sprintf("dn: CN=lp-gone,%[1]s\nchangetype: add\nobjectClass: user\nsAMAccountName: lp-gone\n\n"+
+		"dn: CN=lp-gone,%[1]s\nchangetype: delete\n", ou)); err != nil {
+		t.Fatal(err)
+	}
+	tombstones := func(bindDN, password string) (int, error) {
+		conn, err := ldap.DialURL(dc.URL)
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		if err := conn.Bind(bindDN, password); err != nil {
+			return 0, err
+		}
+		res, err := conn.Search(ldap.NewSearchRequest("CN=Deleted Objects,"+servertest.SambaBaseDN, ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+			0, 0, false, "(&(isDeleted=TRUE)(sAMAccountName=lp-gone))", []string{"objectGUID"}, []ldap.Control{ldap.NewControlMicrosoftShowDeleted()}))
+		if err != nil {
+			return 0, err
+		}
+		return len(res.Entries), nil
+	}
+	if n, err := tombstones(servertest.SambaAdminUPN, servertest.SambaAdminPassword); err != nil || n != 1 {
+		t.Fatalf("administrator sees %d lp-gone tombstones (%v), want 1", n, err)
+	}
+	if n, err := tombstones("svc-reader@example.test", pw); n != 0 {
+		t.Fatalf("svc-reader sees %d tombstones (%v); the test needs an account that cannot", n, err)
+	}
+
+	o := sambaOptions(dc)
+	o.BindDN, o.BindPassword, o.UserBaseDN = "svc-reader@example.test", pw, ou
+	p := newPoller(t, o)
+	snap, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("full read as a plain user: %v", err)
+	}
+	bindings := servertest.ADDatasetBindings()
+	now := time.Now()
+	before := decisions(t, snap, servertest.ADEmailDomain, bindings, now)
+	if len(before) != 2 {
+		t.Fatalf("decisions %v, want lp-a and lp-b", before)
+	}
+
+	if err := dc.SetUserAccountControl("CN=lp-a,"+ou, 514); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.Modify(fmt.Sprintf("dn: CN=lp-b,%s\nchangetype: delete\n", ou)); err != nil {
+		t.Fatal(err)
+	}
+	snap2, changed, err := p.Incremental(ctx)
+	if err != nil || !changed {
+		t.Fatalf("incremental as a plain user: changed=%v err=%v", changed, err)
+	}
+	after := decisions(t, snap2, servertest.ADEmailDomain, bindings, now)
+	if d := after["lp-a@example.test"]; d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("lp-a after disable: %s/%s, want suspended", d.Permission, d.Reason)
+	}
+	if _, ok := after["lp-b@example.test"]; !ok {
+		t.Errorf("lp-b's deletion was seen without tombstones; the documented behaviour is that it waits for the full read")
+	}
+
+	full, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := decisions(t, full, servertest.ADEmailDomain, bindings, now)
+	if _, ok := final["lp-b@example.test"]; ok {
+		t.Errorf("lp-b still has a decision after a full read")
+	}
+	if d := final["lp-a@example.test"]; d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("lp-a after the full read: %s/%s, want suspended", d.Permission, d.Reason)
 	}
 }
