@@ -328,3 +328,50 @@ userAccountControl: 512
 		t.Errorf("lp-a after the full read: %s/%s, want suspended", d.Permission, d.Reason)
 	}
 }
+
+// TestSambaLockedOutServiceAccount: a service account locked out by bad
+// passwords (a fine-grained password policy applied to it alone, so the
+// domain's other accounts are untouched) is refused with AD data 775 and
+// the reason says so, even with the right password.
+func TestSambaLockedOutServiceAccount(t *testing.T) {
+	dc := sharedDC.Get(t)
+	const pw = "Passw0rd!Locked3"
+	user := "CN=svc-locked,CN=Users," + servertest.SambaBaseDN
+	err := dc.Modify(fmt.Sprintf(`dn: %[1]s
+changetype: add
+objectClass: user
+sAMAccountName: svc-locked
+unicodePwd:: %[2]s
+userAccountControl: 512
+
+dn: CN=lock-svc-locked,CN=Password Settings Container,CN=System,%[3]s
+changetype: add
+objectClass: msDS-PasswordSettings
+msDS-PasswordSettingsPrecedence: 1
+msDS-PasswordReversibleEncryptionEnabled: FALSE
+msDS-PasswordHistoryLength: 0
+msDS-PasswordComplexityEnabled: FALSE
+msDS-MinimumPasswordLength: 1
+msDS-MinimumPasswordAge: 0
+msDS-MaximumPasswordAge: -9223372036854775808
+msDS-LockoutThreshold: 2
+msDS-LockoutObservationWindow: -18000000000
+msDS-LockoutDuration: -18000000000
+msDS-PSOAppliesTo: %[1]s
+`, user, unicodePwd(pw), servertest.SambaBaseDN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := sambaOptions(dc)
+	o.BindDN = "svc-locked@example.test"
+	for range 3 {
+		o.BindPassword = "wrong-password"
+		_, _ = newPoller(t, o).Snapshot(context.Background())
+	}
+	o.BindPassword = pw
+	_, err = newPoller(t, o).Snapshot(context.Background())
+	var be *BindError
+	if !errors.As(err, &be) || be.Code != "775" || be.Reason != adBindReasons["775"] {
+		t.Fatalf("bind as a locked-out account: %v, want AD data 775 (%s)", err, adBindReasons["775"])
+	}
+}
