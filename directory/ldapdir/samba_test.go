@@ -14,6 +14,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/directory/ldapentry"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/sync/servertest"
 )
@@ -373,5 +374,51 @@ msDS-PSOAppliesTo: %[1]s
 	var be *BindError
 	if !errors.As(err, &be) || be.Code != "775" || be.Reason != adBindReasons["775"] {
 		t.Fatalf("bind as a locked-out account: %v, want AD data 775 (%s)", err, adBindReasons["775"])
+	}
+}
+
+// TestSambaRangeRetrieval: Samba never ranges values on its own (it returns
+// all 1,600 members of G-Big), but answers explicit range requests as AD
+// does. Starting from the first range AD would send unasked, the poller's
+// follow-up requests fetch the rest on both clients it uses.
+func TestSambaRangeRetrieval(t *testing.T) {
+	dc := sharedDC.Get(t)
+	ctx := context.Background()
+	p := newPoller(t, sambaOptions(dc))
+	for name, dial := range map[string]dialFunc{"go-ldap": p.dial, "ldapwire": p.dialWire} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := dial(ctx, dc.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var first *ldapentry.Entry
+			var ranged []rangedAttr
+			req := ldap.NewSearchRequest(servertest.ADGroupDN("G-Big"), ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+				"(objectClass=*)", []string{"member;range=0-1499"}, nil)
+			if _, err := conn.searchPage(ctx, req, func(e *ldapentry.Entry, r []rangedAttr) error {
+				first, ranged = e, r
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if first == nil || len(first.Attrs["member"]) != 1500 || len(ranged) != 1 || ranged[0].r != (valueRange{0, 1499}) {
+				t.Fatalf("first range: entry %v, ranges %v; want 1,500 members named member;range=0-1499", first != nil, ranged)
+			}
+			if err := p.completeRanges(ctx, conn, first, ranged); err != nil {
+				t.Fatal(err)
+			}
+			members := first.Attrs["member"]
+			if len(members) != servertest.ADBigMembers {
+				t.Fatalf("%d members after range retrieval, want %d", len(members), servertest.ADBigMembers)
+			}
+			seen := map[string]bool{}
+			for _, m := range members {
+				seen[m] = true
+			}
+			if len(seen) != servertest.ADBigMembers {
+				t.Errorf("%d distinct members, want %d (a range was read twice)", len(seen), servertest.ADBigMembers)
+			}
+		})
 	}
 }
