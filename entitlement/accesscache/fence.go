@@ -108,22 +108,28 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('DIRSYNC_FENCED stale fencing token')
 end
 local users = ARGV[4] == '1'
+local set, del = {}, {}
 local a = 6
 for i = 1, tonumber(ARGV[5]) do
   local op, email, idx, val, n = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], tonumber(ARGV[a+4])
   if op == 's' then
     if users then redis.call('SET', KEYS[3+i], val) end
-    redis.call('HSET', KEYS[2], email, idx)
+    set[#set+1] = email
+    set[#set+1] = idx
   else
     if users then
       local v = redis.call('GET', KEYS[3+i])
       if v and string.find(v, ARGV[2], 1, true) then redis.call('DEL', KEYS[3+i]) end
     end
-    redis.call('HDEL', KEYS[2], email)
+    del[#del+1] = email
   end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, a+5, a+4+n))
   a = a + 5 + n
 end
+-- One HSET and one HDEL for the batch: a call from Lua costs more than
+-- the command itself.
+if #set > 0 then redis.call('HSET', KEYS[2], unpack(set)) end
+if #del > 0 then redis.call('HDEL', KEYS[2], unpack(del)) end
 return tonumber(ARGV[5])`)
 
 // stampedUser writes one user key unless its stamp says a newer token of
