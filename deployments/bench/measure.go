@@ -279,11 +279,18 @@ func httpLoad(ctx context.Context, h http.Handler, users, rate int, dur time.Dur
 		achieved: float64(len(all)) / elapsed.Seconds(), requests: len(all), errors: nfail}, nil
 }
 
+// staticToken holds one fencing token for every account.
+type staticToken string
+
+func (t staticToken) Token(string) (string, bool) { return string(t), true }
+
 // cmdPublishProbe publishes a full set of new decisions (an empty cache
 // under another prefix, so every decision is an add) while a probe reads a
 // live key every millisecond on its own connection, and reports the worst
 // read latency during the publish next to the worst in an idle period of
-// the same length just before.
+// the same length just after. The publish goes through the fenced writer,
+// as `dirsync run` and `dirsync sync` publish to Redis; the plain writer's
+// figure follows.
 func cmdPublishProbe(args []string) error {
 	fs := flag.NewFlagSet("publish-probe", flag.ExitOnError)
 	redisAddr := fs.String("redis", "", "redis address")
@@ -295,6 +302,11 @@ func cmdPublishProbe(args []string) error {
 	pc := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 1})
 	defer pc.Close()
 	w := accesscache.NewRedis(wc, "probe")
+	if err := wc.Set(ctx, accesscache.NewKeys("probe").Fence("probe"), "1|bench", 0).Err(); err != nil {
+		return err
+	}
+	fenced := accesscache.NewFenced(w, staticToken("1|bench"), accesscache.FenceAuto)
+	plain := accesscache.NewRedis(wc, "probeplain")
 	live := accesscache.NewKeys("bench").User(email(1))
 	if err := pc.Get(ctx, live).Err(); err != nil {
 		return fmt.Errorf("probe key %s: %w", live, err)
@@ -349,8 +361,7 @@ func cmdPublishProbe(args []string) error {
 		r := <-done
 		return r.worst, r.all, took, errors.Join(err, r.err)
 	}
-	var publishTook time.Duration
-	pw, pall, publishTook, err := run(func() error { return w.Apply(ctx, "probe", delta.Changes, now) })
+	pw, pall, publishTook, err := run(func() error { return fenced.Apply(ctx, "probe", delta.Changes, now) })
 	if err != nil {
 		return err
 	}
@@ -358,14 +369,19 @@ func cmdPublishProbe(args []string) error {
 	if err != nil {
 		return err
 	}
+	plw, plall, plainTook, err := run(func() error { return plain.Apply(ctx, "probe", delta.Changes, now) })
+	if err != nil {
+		return err
+	}
 	slices.Sort(pall)
 	slices.Sort(iall)
-	say("publish_reader_worst_ms=%s ms changes=%d publish_seconds=%.3f probe_p99=%s idle_worst=%s idle_p99=%s probes=%d",
-		ms(pw), *n, publishTook.Seconds(), ms(pct(pall, .99)), ms(iw), ms(pct(iall, .99)), len(pall))
+	slices.Sort(plall)
+	say("publish_reader_worst_ms=%s ms changes=%d publish_seconds=%.3f probe_p99=%s idle_worst=%s idle_p99=%s probes=%d plain_writer_worst=%s plain_p99=%s plain_publish_seconds=%.3f",
+		ms(pw), *n, publishTook.Seconds(), ms(pct(pall, .99)), ms(iw), ms(pct(iall, .99)), len(pall), ms(plw), ms(pct(plall, .99)), plainTook.Seconds())
 	// Leave the cache as the sync left it.
 	var cursor uint64
 	for {
-		keys, next, err := wc.Scan(ctx, cursor, "probe:*", 10000).Result()
+		keys, next, err := wc.Scan(ctx, cursor, "probe*", 10000).Result()
 		if err != nil {
 			return err
 		}

@@ -81,6 +81,12 @@ type Fenced struct {
 	*Redis
 	tokens TokenSource
 	perKey bool
+	// batch is how many changes one script call writes. A script holds
+	// Redis for its whole run (~12 µs a change), unlike a pipeline whose
+	// commands interleave with readers', so batches are half the plain
+	// writer's: with 128 a 100k publish kept the probe's p99 at 3.2–3.5 ms
+	// against 5.8–6.5 ms with 256, in the same time.
+	batch int
 }
 
 // NewFenced returns a fenced writer over r taking tokens from tokens.
@@ -89,7 +95,7 @@ func NewFenced(r *Redis, tokens TokenSource, mode FenceMode) *Fenced {
 	if mode == FenceAuto {
 		_, perKey = r.c.(*redis.ClusterClient)
 	}
-	return &Fenced{Redis: r, tokens: tokens, perKey: perKey}
+	return &Fenced{Redis: r, tokens: tokens, perKey: perKey, batch: 128}
 }
 
 // fenceRefused is the error reply of the fenced scripts.
