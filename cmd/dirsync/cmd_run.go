@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/directory/ldapdir"
 	"github.com/dirsync/dirsync/directory/okta"
 	"github.com/dirsync/dirsync/sync/consoleapi"
 	"github.com/dirsync/dirsync/sync/engine"
@@ -214,13 +215,22 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	}{}
 	for _, a := range cfg.Accounts {
 		gen.kicks[a.ID] = make(chan struct{}, 1)
-		if p, ok := sourceOf[a.ID].(*okta.Poller); ok {
+		switch p := sourceOf[a.ID].(type) {
+		case *okta.Poller:
 			sources[a.ID] = struct {
 				Kind  string
 				Stats metrics.StatsFunc
 			}{"okta", func() metrics.SourceStats {
 				st := p.Stats()
-				return metrics.SourceStats{Requests: st.Requests, RateLimited: st.RateLimited, RateLimitRemaining: st.RateLimitRemaining}
+				return metrics.SourceStats{Requests: st.Requests, RateLimited: st.RateLimited, RateLimitRemaining: st.RateLimitRemaining, EntriesRead: -1}
+			}}
+		case *ldapdir.Poller:
+			sources[a.ID] = struct {
+				Kind  string
+				Stats metrics.StatsFunc
+			}{a.Directory.Type, func() metrics.SourceStats {
+				st := p.Stats()
+				return metrics.SourceStats{Requests: int(st.Requests), RateLimitRemaining: -1, EntriesRead: int(st.EntriesRead)}
 			}}
 		}
 		o := a.Directory.Okta

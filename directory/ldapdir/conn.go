@@ -84,12 +84,14 @@ func (p *Poller) dial(ctx context.Context, rawURL string) (searchConn, error) {
 	}
 	if u.Scheme == "ldap" && p.o.StartTLS {
 		// go-ldap's StartTLS handshake has no deadline of its own.
+		p.requests.Add(1)
 		_ = raw.SetDeadline(time.Now().Add(p.o.Timeout))
 		if err := conn.StartTLS(p.tlsConfig(u.Hostname())); err != nil {
 			return fail(fmt.Errorf("starttls: %w", err))
 		}
 		_ = raw.SetDeadline(time.Time{})
 	}
+	p.requests.Add(1)
 	if err := conn.Bind(p.o.BindDN, p.o.BindPassword); err != nil {
 		return fail(bindError(p.o.BindDN, err))
 	}
@@ -114,10 +116,12 @@ func (p *Poller) dialWire(ctx context.Context, rawURL string) (searchConn, error
 		return nil, err
 	}
 	if u.Scheme == "ldap" && p.o.StartTLS {
+		p.requests.Add(1)
 		if err := conn.StartTLS(ctx, p.tlsConfig(u.Hostname())); err != nil {
 			return fail(fmt.Errorf("starttls: %w", err))
 		}
 	}
+	p.requests.Add(1)
 	if err := conn.Bind(ctx, p.o.BindDN, p.o.BindPassword); err != nil {
 		return fail(bindError(p.o.BindDN, err))
 	}

@@ -142,14 +142,30 @@ type Poller struct {
 	// lastUsers and lastGroups size the next full read.
 	lastUsers, lastGroups int
 
-	// entriesRead counts entries received from the directory.
-	entriesRead atomic.Int64
+	// entriesRead counts entries received from the directory; requests
+	// counts the operations sent (binds, StartTLS, search requests: one
+	// per page).
+	entriesRead, requests atomic.Int64
 }
 
 // EntriesRead returns how many entries the poller has received from the
 // directory since it was created, over full and incremental reads: what
 // an incremental pass costs the directory.
 func (p *Poller) EntriesRead() int64 { return p.entriesRead.Load() }
+
+// Stats are a poller's counters since it was created.
+type Stats struct {
+	// Requests are the LDAP operations sent: binds, StartTLS and search
+	// requests (one per page).
+	Requests int64
+	// EntriesRead are the entries received.
+	EntriesRead int64
+}
+
+// Stats returns the poller's counters (safe during a pass).
+func (p *Poller) Stats() Stats {
+	return Stats{Requests: p.requests.Load(), EntriesRead: p.entriesRead.Load()}
+}
 
 // New validates o and returns a poller. It does not connect.
 func New(o Options) (*Poller, error) {

@@ -43,7 +43,7 @@ func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e
 		paging.SetCookie(cookie)
 		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
-		next, err := conn.searchPage(ctx, req, count)
+		next, err := p.page(ctx, conn, req, count)
 		if err != nil {
 			return fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page+1, describe(err))
 		}
@@ -60,7 +60,7 @@ func (p *Poller) searchBase(ctx context.Context, conn searchConn, dn string, att
 	req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 		"(objectClass=*)", attrs, nil)
 	var got *ldapentry.Entry
-	_, err := conn.searchPage(ctx, req, func(e *ldapentry.Entry, _ []rangedAttr) error {
+	_, err := p.page(ctx, conn, req, func(e *ldapentry.Entry, _ []rangedAttr) error {
 		p.entriesRead.Add(1)
 		if got != nil {
 			return fmt.Errorf("base search of %q returned more than one entry", dn)
@@ -72,6 +72,12 @@ func (p *Poller) searchBase(ctx context.Context, conn searchConn, dn string, att
 		return nil, describe(err)
 	}
 	return got, nil
+}
+
+// page sends one search request on conn (counted in Stats).
+func (p *Poller) page(ctx context.Context, conn searchConn, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
+	p.requests.Add(1)
+	return conn.searchPage(ctx, req, fn)
 }
 
 func (s *session) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
@@ -234,7 +240,7 @@ func (p *Poller) completeRanges(ctx context.Context, conn searchConn, e *ldapent
 				"(objectClass=*)", []string{want}, nil)
 			var got *valueRange
 			entries := 0
-			_, err := conn.searchPage(ctx, req, func(part *ldapentry.Entry, ranges []rangedAttr) error {
+			_, err := p.page(ctx, conn, req, func(part *ldapentry.Entry, ranges []rangedAttr) error {
 				entries++
 				for _, nr := range ranges {
 					if nr.name != ra.name {

@@ -94,6 +94,11 @@ func TestSlapdDecisionsRenameAndDisable(t *testing.T) {
 	if got := len(snap.Users); got != 4+fillerUsers {
 		t.Fatalf("%d users, want %d", got, 4+fillerUsers)
 	}
+	// Two connections (StartTLS and bind each), then pages of 100: at
+	// least 7 for the 605 users and 1 for the groups.
+	if st := p.Stats(); st.EntriesRead != 5+fillerUsers+3 || st.Requests < 4+7+1 {
+		t.Errorf("stats after a full read = %+v, want %d entries and at least 12 requests", st, 5+fillerUsers+3)
+	}
 	if snap.Skipped["no_email"] != 1 {
 		t.Errorf("skipped %v, want no_email 1 (erin)", snap.Skipped)
 	}

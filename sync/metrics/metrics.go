@@ -23,6 +23,9 @@ type SourceStats struct {
 	// RateLimitRemaining is the last remaining budget seen; negative when
 	// unknown.
 	RateLimitRemaining int
+	// EntriesRead counts directory entries received; negative when the
+	// source does not count them.
+	EntriesRead int
 }
 
 // StatsFunc reads a source's counters at scrape time.
@@ -45,6 +48,7 @@ type Metrics struct {
 	sources        map[string]sourceEntry
 	requestsDesc   *prometheus.Desc
 	rateLimitDesc  *prometheus.Desc
+	entriesDesc    *prometheus.Desc
 	remainingDesc  *prometheus.Desc
 	hookEvents     *prometheus.CounterVec
 	apiLookups     *prometheus.CounterVec
@@ -101,7 +105,9 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 10),
 		}),
 		requestsDesc: prometheus.NewDesc("dirsync_directory_requests_total",
-			"Requests sent to the directory (sources that count them: okta).", []string{"account", "source"}, nil),
+			"Requests sent to the directory (Okta: HTTP requests; LDAP: binds, StartTLS and search pages).", []string{"account", "source"}, nil),
+		entriesDesc: prometheus.NewDesc("dirsync_directory_entries_read_total",
+			"Entries received from the directory (LDAP sources).", []string{"account", "source"}, nil),
 		rateLimitDesc: prometheus.NewDesc("dirsync_directory_rate_limited_total",
 			"Requests the directory answered with HTTP 429.", []string{"account", "source"}, nil),
 		remainingDesc: prometheus.NewDesc("dirsync_okta_rate_limit_remaining",
@@ -205,6 +211,7 @@ func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.m.requestsDesc
 	ch <- c.m.rateLimitDesc
 	ch <- c.m.remainingDesc
+	ch <- c.m.entriesDesc
 }
 
 func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -214,6 +221,9 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		st := s.stats()
 		ch <- prometheus.MustNewConstMetric(c.m.requestsDesc, prometheus.CounterValue, float64(st.Requests), account, s.kind)
 		ch <- prometheus.MustNewConstMetric(c.m.rateLimitDesc, prometheus.CounterValue, float64(st.RateLimited), account, s.kind)
+		if st.EntriesRead >= 0 {
+			ch <- prometheus.MustNewConstMetric(c.m.entriesDesc, prometheus.CounterValue, float64(st.EntriesRead), account, s.kind)
+		}
 		if st.RateLimitRemaining >= 0 && s.kind == "okta" {
 			ch <- prometheus.MustNewConstMetric(c.m.remainingDesc, prometheus.GaugeValue, float64(st.RateLimitRemaining), account)
 		}
