@@ -21,7 +21,9 @@ import (
 // (session) or ldapwire's (wireSession, for the bulk reads of a full pass).
 type searchConn interface {
 	// searchPage runs req once and calls fn for every entry as it arrives;
-	// it returns the paging cookie of the result (nil when none).
+	// it returns the paging cookie of the result (nil when none). The
+	// entry is valid only during the call (its attribute values are not
+	// reused): keep a clone.
 	searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error)
 	// serverURL is the URL the connection was made to.
 	serverURL() string
@@ -151,6 +153,8 @@ type wireSession struct {
 	*ldapwire.Conn
 	url  string
 	stop func() bool
+	// entry is reused for every entry a search returns.
+	entry ldapentry.Entry
 }
 
 func (s *wireSession) serverURL() string { return s.url }

@@ -123,7 +123,7 @@ func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter 
 			set.stamp = ts
 		}
 		if len(ranged) > 0 {
-			incomplete = append(incomplete, partial{e, ranged})
+			incomplete = append(incomplete, partial{cloneEntry(e), ranged})
 			return nil
 		}
 		recs.add(p.reader.Record(e, dns))

@@ -413,7 +413,7 @@ func TestSambaRangeRetrieval(t *testing.T) {
 			req := ldap.NewSearchRequest(servertest.ADGroupDN("G-Big"), ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
 				"(objectClass=*)", []string{"member;range=0-1499"}, nil)
 			if _, err := conn.searchPage(ctx, req, func(e *ldapentry.Entry, r []rangedAttr) error {
-				first, ranged = e, r
+				first, ranged = cloneEntry(e), r // the entry is only valid during the call
 				return nil
 			}); err != nil {
 				t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -65,7 +66,7 @@ func (p *Poller) searchBase(ctx context.Context, conn searchConn, dn string, att
 		if got != nil {
 			return fmt.Errorf("base search of %q returned more than one entry", dn)
 		}
-		got = e
+		got = cloneEntry(e)
 		return nil
 	})
 	if err != nil {
@@ -114,7 +115,7 @@ func (s *session) searchPage(ctx context.Context, req *ldap.SearchRequest, fn fu
 
 func (s *wireSession) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
 	controls, err := s.Search(ctx, req, func(we *ldapwire.Entry) error {
-		return fn(fromWire(we))
+		return fn(s.fromWire(we))
 	})
 	if err != nil {
 		return nil, err
@@ -165,14 +166,26 @@ func toEntry(e *ldap.Entry) (*ldapentry.Entry, []rangedAttr) {
 	return out, ranged
 }
 
-// fromWire is toEntry for an ldapwire entry (names already lower case).
-func fromWire(e *ldapwire.Entry) (*ldapentry.Entry, []rangedAttr) {
-	out := &ldapentry.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attrs))}
-	var ranged []rangedAttr
-	for _, a := range e.Attrs {
-		ranged = addAttr(out, a.Name, a.Values, ranged)
+// fromWire is toEntry for an ldapwire entry (names already lower case),
+// into the session's reused entry.
+func (s *wireSession) fromWire(we *ldapwire.Entry) (*ldapentry.Entry, []rangedAttr) {
+	e := &s.entry
+	if e.Attrs == nil {
+		e.Attrs = make(map[string][]string, len(we.Attrs))
 	}
-	return out, ranged
+	clear(e.Attrs)
+	e.DN = we.DN
+	var ranged []rangedAttr
+	for _, a := range we.Attrs {
+		ranged = addAttr(e, a.Name, a.Values, ranged)
+	}
+	return e, ranged
+}
+
+// cloneEntry returns a copy of e that outlives a searchPage callback (the
+// value slices are the decoder's own, never reused, so they are shared).
+func cloneEntry(e *ldapentry.Entry) *ldapentry.Entry {
+	return &ldapentry.Entry{DN: e.DN, Attrs: maps.Clone(e.Attrs)}
 }
 
 func addAttr(e *ldapentry.Entry, name string, values []string, ranged []rangedAttr) []rangedAttr {
