@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dirsync/dirsync/directory/ldapentry"
@@ -108,24 +103,12 @@ func TestADPropagation(t *testing.T) {
 	t.Logf("expiry → inactive %v after the expiry time (%v after the change); %+v", flippedAt.Sub(expiry).Round(time.Millisecond), took.Round(time.Millisecond), dec.Reason)
 
 	// The LDAP source's own counters, incremental passes included.
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	problems, err := promlint.New(bytes.NewReader(text)).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	text := scrapeMetrics(t, addr)
 	for _, series := range []string{
 		`dirsync_directory_requests_total{account="corp",source="active_directory"}`,
 		`dirsync_directory_entries_read_total{account="corp",source="active_directory"}`,
 	} {
-		if v, ok := metricValue(string(text), series); !ok || v <= 0 {
+		if v, ok := metricValue(text, series); !ok || v <= 0 {
 			t.Errorf("/metrics: %s = %v (found %v), want > 0", series, v, ok)
 		}
 	}
@@ -139,16 +122,4 @@ func TestADPropagation(t *testing.T) {
 		t.Errorf("SIGTERM: exit %v after %v", err, took)
 	}
 	assertNoSecrets(t, "daemon log", d.log(), servertest.SambaAdminPassword)
-}
-
-// metricValue returns the value of one series in a Prometheus text
-// exposition.
-func metricValue(text, series string) (float64, bool) {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
 }

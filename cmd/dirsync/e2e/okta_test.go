@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/dirsync/dirsync/directory/okta/oktafake"
 	"github.com/dirsync/dirsync/entitlement"
@@ -273,19 +270,7 @@ func TestOktaEventHookAndOps(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		text, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		problems, err := promlint.New(bytes.NewReader(text)).Lint()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range problems {
-			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-		}
+		text := scrapeMetrics(t, addr)
 		for _, want := range []string{
 			`dirsync_sync_runs_total{account="globex",mode="full",result="published"}`,
 			`dirsync_sync_duration_seconds_bucket{account="globex"`,
@@ -297,7 +282,7 @@ func TestOktaEventHookAndOps(t *testing.T) {
 			`dirsync_okta_event_hook_requests_total{outcome="triggered"}`,
 			`dirsync_api_lookups_total{outcome="allowed"}`,
 		} {
-			if !strings.Contains(string(text), want) {
+			if !strings.Contains(text, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
