@@ -246,6 +246,9 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
 	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha}
+	if prev != nil {
+		gen.engine.KeepReports(prev.engine.Engine)
+	}
 	// Console accounts publish through the plain writer: their actions are
 	// serialised by PostgreSQL, on whichever replica takes the request.
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)

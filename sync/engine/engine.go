@@ -206,6 +206,22 @@ func (e *Engine) LastReports(account string) map[Mode]Report {
 	return out
 }
 
+// KeepReports takes over from's last reports for the accounts both engines
+// sync (modes e has not run yet), so a config reload, which builds a new
+// engine, does not blank an account's run history until its next passes.
+func (e *Engine) KeepReports(from *Engine) {
+	for id, a := range e.accounts {
+		prev := from.LastReports(id)
+		a.mu.Lock()
+		for mode, rep := range prev {
+			if _, ok := a.last[mode]; !ok {
+				a.last[mode] = rep
+			}
+		}
+		a.mu.Unlock()
+	}
+}
+
 // Run performs one pass for account. The report is filled in whether or not
 // the pass fails; the error says why it did.
 func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report, error) {

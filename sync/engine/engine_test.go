@@ -315,3 +315,31 @@ func TestAccountsDoNotBlockEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestKeepReportsCarriesHistoryAcrossEngines(t *testing.T) {
+	old, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(2, nil), nil)
+	if _, err := old.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// The reloaded config keeps acme and adds globex.
+	next := New(cache, []Account{
+		{Policy: entitlement.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []entitlement.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}, Source: src},
+		{Policy: entitlement.Policy{Account: "globex", ClaimedDomains: []string{"globex.example"}}, Source: &fakeSource{}},
+	}, zap.NewNop(), time.Now)
+	next.KeepReports(old)
+	if rep := next.LastReports("acme")[ModeFull]; rep.Result != ResultPublished {
+		t.Errorf("acme's full run after the reload = %+v, want the old engine's published run", rep)
+	}
+	if reps := next.LastReports("globex"); len(reps) != 0 {
+		t.Errorf("globex has reports %v before any pass", reps)
+	}
+	// A pass of the new engine replaces the carried report.
+	if _, err := next.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := next.LastReports("acme")[ModeFull]; rep.Result != ResultUnchanged {
+		t.Errorf("acme's full run after a new pass = %+v, want unchanged", rep)
+	}
+}
