@@ -79,26 +79,16 @@ func (p *Poller) dial(ctx context.Context, rawURL string) (searchConn, error) {
 	conn.Start()
 	conn.SetTimeout(p.o.Timeout)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) (searchConn, error) {
-		stop()
-		conn.Close()
+	err = p.negotiate(ctx, u, stop, func() { conn.Close() },
+		func() error {
+			// go-ldap's StartTLS handshake has no deadline of its own.
+			_ = raw.SetDeadline(time.Now().Add(p.o.Timeout))
+			defer raw.SetDeadline(time.Time{}) //nolint:errcheck // best effort
+			return conn.StartTLS(p.tlsConfig(u.Hostname()))
+		},
+		func() error { return conn.Bind(p.o.BindDN, p.o.BindPassword) })
+	if err != nil {
 		return nil, err
-	}
-	if u.Scheme == "ldap" && p.o.StartTLS {
-		// go-ldap's StartTLS handshake has no deadline of its own.
-		p.requests.Add(1)
-		_ = raw.SetDeadline(time.Now().Add(p.o.Timeout))
-		if err := conn.StartTLS(p.tlsConfig(u.Hostname())); err != nil {
-			return fail(fmt.Errorf("starttls: %w", err))
-		}
-		_ = raw.SetDeadline(time.Time{})
-	}
-	p.requests.Add(1)
-	if err := conn.Bind(p.o.BindDN, p.o.BindPassword); err != nil {
-		return fail(bindError(p.o.BindDN, err))
-	}
-	if ctx.Err() != nil {
-		return fail(ctx.Err())
 	}
 	return &session{Conn: conn, url: rawURL, stop: stop}, nil
 }
@@ -112,25 +102,39 @@ func (p *Poller) dialWire(ctx context.Context, rawURL string) (searchConn, error
 	}
 	conn := ldapwire.NewConn(netConn, p.o.Timeout)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) (searchConn, error) {
-		stop()
-		conn.Close()
+	err = p.negotiate(ctx, u, stop, func() { conn.Close() },
+		func() error { return conn.StartTLS(ctx, p.tlsConfig(u.Hostname())) },
+		func() error { return conn.Bind(ctx, p.o.BindDN, p.o.BindPassword) })
+	if err != nil {
 		return nil, err
+	}
+	return &wireSession{Conn: conn, url: rawURL, stop: stop}, nil
+}
+
+// negotiate runs StartTLS when the URL and options ask for it, then the
+// bind, counting each as a request. On failure it drops the close-on-cancel
+// hook (stop), closes the connection and returns the error: a refused bind
+// as a *BindError.
+func (p *Poller) negotiate(ctx context.Context, u *url.URL, stop func() bool, closeConn func(), startTLS, bind func() error) error {
+	fail := func(err error) error {
+		stop()
+		closeConn()
+		return err
 	}
 	if u.Scheme == "ldap" && p.o.StartTLS {
 		p.requests.Add(1)
-		if err := conn.StartTLS(ctx, p.tlsConfig(u.Hostname())); err != nil {
+		if err := startTLS(); err != nil {
 			return fail(fmt.Errorf("starttls: %w", err))
 		}
 	}
 	p.requests.Add(1)
-	if err := conn.Bind(ctx, p.o.BindDN, p.o.BindPassword); err != nil {
+	if err := bind(); err != nil {
 		return fail(bindError(p.o.BindDN, err))
 	}
 	if ctx.Err() != nil {
 		return fail(ctx.Err())
 	}
-	return &wireSession{Conn: conn, url: rawURL, stop: stop}, nil
+	return nil
 }
 
 // session is one bound go-ldap connection. Close it when done: it also

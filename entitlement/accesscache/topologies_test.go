@@ -32,16 +32,9 @@ func TestRedisCluster(t *testing.T) {
 		}
 	}
 
-	t.Run("writer", func(t *testing.T) {
-		flush(t)
-		conformance(t, accesscache.NewRedis(c, "test"))
-	})
-	t.Run("fenced writer", func(t *testing.T) {
-		flush(t)
-		// FenceAuto picks the per-key mode for a cluster client; the atomic
-		// mode's one script over every key would fail with CROSSSLOT.
-		fencedConformance(t, accesscache.NewRedis(c, "test"), c, accesscache.FenceAuto)
-	})
+	// FenceAuto picks the per-key mode for a cluster client; the atomic
+	// mode's one script over every key would fail with CROSSSLOT.
+	writerContracts(t, c, flush)
 	t.Run("fenced writer refuses a stale token", func(t *testing.T) {
 		flush(t)
 		w := accesscache.NewRedis(c, "test")
@@ -92,14 +85,7 @@ func TestRedisSentinel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("writer", func(t *testing.T) {
-		flush(t)
-		conformance(t, accesscache.NewRedis(c, "test"))
-	})
-	t.Run("fenced writer", func(t *testing.T) {
-		flush(t)
-		fencedConformance(t, accesscache.NewRedis(c, "test"), c, accesscache.FenceAuto)
-	})
+	writerContracts(t, c, flush)
 	t.Run("failover", func(t *testing.T) {
 		flush(t)
 		w := accesscache.NewRedis(c, "test")
@@ -135,5 +121,18 @@ func TestRedisSentinel(t *testing.T) {
 		if role := m.Do(ctx, "ROLE").Val(); role == nil || role.([]any)[0] != "master" {
 			t.Fatalf("the replica's role after failover is %v", role)
 		}
+	})
+}
+
+// writerContracts runs the writer and fenced writer (FenceAuto, the mode
+// the daemon picks) conformance sequences on c, flushing before each.
+func writerContracts(t *testing.T, c redis.UniversalClient, flush func(*testing.T)) {
+	t.Run("writer", func(t *testing.T) {
+		flush(t)
+		conformance(t, accesscache.NewRedis(c, "test"))
+	})
+	t.Run("fenced writer", func(t *testing.T) {
+		flush(t)
+		fencedConformance(t, accesscache.NewRedis(c, "test"), c, accesscache.FenceAuto)
 	})
 }
