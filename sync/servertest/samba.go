@@ -66,7 +66,7 @@ func ProvisionSamba(opts SambaOptions) (_ *Samba, err error) {
 	bins, err := ensureBinaries(map[string]string{
 		"samba": "samba", "samba-tool": "samba", "ldbadd": "ldb-tools", "ldapmodify": "ldap-utils",
 		"unshare": "util-linux", "ip": "iproute2",
-	}, "samba", "samba-dsdb-modules", "samba-ad-provision", "python3-samba", "ldb-tools", "ldap-utils")
+	}, "samba", "samba-dsdb-modules", "samba-vfs-modules", "samba-ad-provision", "python3-samba", "ldb-tools", "ldap-utils")
 	if err != nil {
 		return nil, err
 	}

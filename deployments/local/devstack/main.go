@@ -466,7 +466,7 @@ func startSamba(st *stack, s *sampleData) (*servertest.Samba, error) {
 		Setup:    func(dc *servertest.Samba) error { return dc.Modify(links.String()) },
 	})
 	if errors.Is(err, servertest.ErrUnavailable) {
-		return nil, fmt.Errorf("%w (install: apt-get install samba samba-dsdb-modules samba-ad-provision python3-samba ldb-tools ldap-utils)", err)
+		return nil, fmt.Errorf("%w (install: apt-get install samba samba-dsdb-modules samba-vfs-modules samba-ad-provision python3-samba ldb-tools ldap-utils)", err)
 	}
 	if err != nil {
 		return nil, err
