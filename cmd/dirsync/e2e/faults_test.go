@@ -63,6 +63,14 @@ const faultTimeout = 30 * time.Second
 
 // runFaultCase runs one row against d, watching the decisions of watch.
 func runFaultCase(t *testing.T, d *daemon, account string, watch []string, fc faultCase) {
+	// The previous row's restore is visible in the decisions before the
+	// pass that published it has written the status record and counted
+	// its changes: take the baseline once a later pass has completed.
+	settled := time.Now()
+	d.waitState(t, account, "a successful pass started after the previous row", func(a faultAccount) bool {
+		r, ok := a.Runs[engine.ModeIncremental]
+		return ok && r.StartedAt.After(settled) && a.allSucceeded()
+	})
 	base := d.decisions(t, watch)
 	gen0 := d.accountState(t, account).generation()
 	published0 := d.metricSum(t, "dirsync_published_changes_total", account)
