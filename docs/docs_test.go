@@ -16,13 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // configPaths lists the dotted YAML path of every leaf field of t
@@ -262,7 +266,7 @@ var metricNameRE = regexp.MustCompile(`dirsync_[a-z_]+`)
 // docs/operations.md name exactly the metrics sync/metrics defines, and
 // that the alert rules are a well-formed Prometheus rule file.
 func TestMetricsDoc(t *testing.T) {
-	src, err := os.ReadFile("../sync/metrics/metrics.go")
+	src, err := os.ReadFile("../internal/sync/metrics/metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +279,7 @@ func TestMetricsDoc(t *testing.T) {
 		defined[m[1]] = true
 	}
 	if len(defined) < 5 {
-		t.Fatalf("found only %d metric names in sync/metrics/metrics.go", len(defined))
+		t.Fatalf("found only %d metric names in internal/sync/metrics/metrics.go", len(defined))
 	}
 	mentioned := map[string]bool{}
 	for _, m := range metricNameRE.FindAllString(string(doc), -1) {
@@ -347,7 +351,7 @@ func TestHTTPRoutesDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := filepath.Glob("../sync/httpapi/*.go")
+	files, err := filepath.Glob("../internal/sync/httpapi/*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,9 +440,9 @@ func TestSignInIntegrationDoc(t *testing.T) {
 	defer client.Close()
 	d := entitlement.Denied("dave@acme.example", entitlement.ReasonSuspended)
 	d.Account = "acme"
-	old := entitlement.Published{Permission: entitlement.PermissionPro, Allowed: true}
-	ch := entitlement.Change{Email: d.Email, Old: &old, New: &d, Next: entitlement.PublishedOf(&d)}
-	if err := accesscache.NewRedis(client, "dirsync").Apply(t.Context(), "acme", []entitlement.Change{ch}, time.Now()); err != nil {
+	old := mapper.Published{Permission: entitlement.PermissionPro, Allowed: true}
+	ch := mapper.Change{Email: d.Email, Old: &old, New: &d, Next: mapper.PublishedOf(&d)}
+	if err := store.NewRedis(client, "dirsync").Apply(t.Context(), "acme", []mapper.Change{ch}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := client.XRange(t.Context(), accesscache.NewKeys("dirsync").Changes("acme"), "-", "+").Result()

@@ -17,17 +17,6 @@ const (
 	PermissionNone  Permission = "none"
 )
 
-// rank orders permissions: a higher rank wins.
-func (p Permission) rank() int {
-	switch p {
-	case PermissionPro:
-		return 2
-	case PermissionBasic:
-		return 1
-	}
-	return 0
-}
-
 // Reason says why a decision is what it is. Codes are stable.
 type Reason string
 
@@ -126,4 +115,12 @@ type GroupPath struct {
 // Denied returns the decision for an email no account holds.
 func Denied(email string, reason Reason) Decision {
 	return Decision{Email: email, Permission: PermissionNone, Reason: reason, Via: []string{}}
+}
+
+// BindingStat is one binding's reach in a snapshot.
+type BindingStat struct {
+	Group      string     `json:"group"`
+	Permission Permission `json:"permission"`
+	Found      bool       `json:"found"`
+	Users      int        `json:"users"`
 }

@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 func decision(email string, allowed bool, p entitlement.Permission, r entitlement.Reason) *entitlement.Decision {
@@ -31,14 +35,14 @@ func TestConsumesPublishedChanges(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer client.Close()
 	ctx := context.Background()
-	w := accesscache.NewRedis(client, "dirsync")
+	w := store.NewRedis(client, "dirsync")
 
 	alicePro := decision("alice@acme.example", true, entitlement.PermissionPro, entitlement.ReasonGranted)
-	publish := func(changes ...entitlement.Change) {
+	publish := func(changes ...mapper.Change) {
 		t.Helper()
 		for i := range changes {
 			if changes[i].New != nil {
-				changes[i].Next = entitlement.PublishedOf(changes[i].New)
+				changes[i].Next = mapper.PublishedOf(changes[i].New)
 			}
 		}
 		if err := w.Apply(ctx, "acme", changes, time.Now()); err != nil {
@@ -46,7 +50,7 @@ func TestConsumesPublishedChanges(t *testing.T) {
 		}
 	}
 	// Before the consumer group exists: read with --start 0.
-	publish(entitlement.Change{Email: "alice@acme.example", New: alicePro})
+	publish(mapper.Change{Email: "alice@acme.example", New: alicePro})
 
 	pr, pw := io.Pipe()
 	cctx, cancel := context.WithCancel(ctx)
@@ -73,11 +77,11 @@ func TestConsumesPublishedChanges(t *testing.T) {
 	if c.Email != "alice@acme.example" || !c.Allowed || c.Permission != "pro" || c.OldAllowed || c.LostAccess {
 		t.Errorf("first change %+v: want alice gaining pro", c)
 	}
-	old := entitlement.PublishedOf(alicePro)
+	old := mapper.PublishedOf(alicePro)
 	publish(
-		entitlement.Change{Email: "alice@acme.example", Old: &old,
+		mapper.Change{Email: "alice@acme.example", Old: &old,
 			New: decision("alice@acme.example", false, entitlement.PermissionNone, entitlement.ReasonSuspended)},
-		entitlement.Change{Email: "bob@acme.example",
+		mapper.Change{Email: "bob@acme.example",
 			New: decision("bob@acme.example", true, entitlement.PermissionBasic, entitlement.ReasonGranted)},
 	)
 	c = next()

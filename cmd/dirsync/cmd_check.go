@@ -8,10 +8,10 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/httpapi"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/sync/httpapi"
 )
 
 func cmdCheck(ctx context.Context, e env, args []string) error {

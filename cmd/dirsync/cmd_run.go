@@ -17,14 +17,14 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/directory/ldapdir"
-	"github.com/dirsync/dirsync/directory/okta"
-	"github.com/dirsync/dirsync/sync/consoleapi"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/httpapi"
-	"github.com/dirsync/dirsync/sync/metrics"
-	"github.com/dirsync/dirsync/sync/schedule"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapdir"
+	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/sync/consoleapi"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/httpapi"
+	"github.com/dirsync/dirsync/internal/sync/metrics"
+	"github.com/dirsync/dirsync/internal/sync/schedule"
 )
 
 // Run deadlines. A pass that runs longer is cancelled and counts as failed.

@@ -15,13 +15,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
 	"go.uber.org/zap"
 
-	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/lease"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/lease"
 )
 
 func cmdSync(ctx context.Context, e env, args []string) error {
@@ -186,7 +187,7 @@ func tuneBatchGC(ctx context.Context, cfg *config.Config, e env, c cache, only s
 // fenced writer, so it can neither interleave with a daemon's publish nor be
 // overwritten by a stale one. Dry runs publish nothing and take no lease.
 func leaseForLocalSync(ctx context.Context, cfg *config.Config, e env, c cache, accounts []engine.Account, only string, opts engine.Options) (engine.Cache, func(), error) {
-	r, ok := c.(*accesscache.Redis)
+	r, ok := c.(*store.Redis)
 	if !ok || opts.DryRun {
 		return c, func() {}, nil
 	}
@@ -215,7 +216,7 @@ func leaseForLocalSync(ctx context.Context, cfg *config.Config, e env, c cache, 
 		held.Release(rctx)
 		client.Close()
 	}
-	return accesscache.NewFenced(r, held, accesscache.FenceAuto), release, nil
+	return store.NewFenced(r, held, store.FenceAuto), release, nil
 }
 
 // remoteSync asks a running daemon to sync through POST /v1/sync.

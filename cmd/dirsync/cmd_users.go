@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/entitlement/console"
-	"github.com/dirsync/dirsync/sync/consoleapi"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/entitlement/console"
+	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 )
 
 const usersUsage = `<invite|accept|register|assign|remove|suspend|unsuspend|list|audit> --account ID [flags] [EMAIL...]

@@ -7,13 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/consoleapi"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/sync/consoleapi"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // The users CLI against the console API on real PostgreSQL and Redis: every
@@ -23,7 +24,7 @@ func TestUsersCommands(t *testing.T) {
 	rs := servertest.StartRedis(t)
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	t.Cleanup(func() { client.Close() })
-	cache := accesscache.NewRedis(client, "dirsync")
+	cache := store.NewRedis(client, "dirsync")
 	cfg := &config.Config{Accounts: []config.Account{
 		{ID: "crew", Type: config.AccountTeam, Directory: config.Directory{Type: config.DirectoryConsole}},
 		{ID: "globex", Type: config.AccountEnterprise, ClaimedDomains: []string{"globex.example"},

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 func cmdValidate(_ context.Context, e env, args []string) error {

@@ -7,17 +7,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
 	"go.uber.org/zap"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/lease"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/lease"
 )
 
 // errNotOwned marks a pass skipped because another replica owns the
 // account (no pass ran; nothing to record in metrics).
-var errNotOwned = fmt.Errorf("owned by another replica: %w", accesscache.ErrNotOwner)
+var errNotOwned = fmt.Errorf("owned by another replica: %w", store.ErrNotOwner)
 
 // replicaHA makes one generation of `dirsync run` a replica among several
 // sharing one Redis (see docs/high-availability.md): a lease manager decides
@@ -42,7 +43,7 @@ type replicaHA struct {
 // newReplicaHA returns the HA state for cfg and the cache the engine must
 // publish through: the fenced writer when the cache is Redis, c otherwise.
 func newReplicaHA(cfg *config.Config, e env, c cache, log *zap.Logger) (*replicaHA, engine.Cache) {
-	r, ok := c.(*accesscache.Redis)
+	r, ok := c.(*store.Redis)
 	if !ok {
 		return nil, c
 	}
@@ -50,7 +51,7 @@ func newReplicaHA(cfg *config.Config, e env, c cache, log *zap.Logger) (*replica
 	for _, a := range cfg.Accounts {
 		h.accounts = append(h.accounts, a.ID)
 	}
-	return h, accesscache.NewFenced(r, h, accesscache.FenceAuto)
+	return h, store.NewFenced(r, h, store.FenceAuto)
 }
 
 // serve runs the lease manager until ctx ends, then releases the leases

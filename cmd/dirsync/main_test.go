@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/sync/lease"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/sync/lease"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // runCLI runs the CLI in-process and returns its exit code and output.
@@ -232,7 +232,7 @@ func TestSyncThenCheckEveryRule(t *testing.T) {
 }
 
 func TestValidateReportsEveryMistake(t *testing.T) {
-	code, _, errOut := runCLI(t, context.Background(), nil, "validate", "--config", "../../config/testdata/three-mistakes.yaml")
+	code, _, errOut := runCLI(t, context.Background(), nil, "validate", "--config", "../../internal/config/testdata/three-mistakes.yaml")
 	if code != exitUsage {
 		t.Errorf("exit %d; want %d", code, exitUsage)
 	}

@@ -9,18 +9,21 @@ import (
 	"os"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/directory/ldapdir"
-	"github.com/dirsync/dirsync/directory/ldapentry"
-	"github.com/dirsync/dirsync/directory/ldif"
-	"github.com/dirsync/dirsync/directory/okta"
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapdir"
+	"github.com/dirsync/dirsync/internal/directory/ldapentry"
+	"github.com/dirsync/dirsync/internal/directory/ldif"
+	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/sync/engine"
 )
 
 // loadConfig reads and validates the config named by a --config flag.
@@ -65,13 +68,13 @@ type cache interface {
 func newCache(cfg *config.Config, e env) (c cache, closeFn func(), err error) {
 	switch cfg.Cache.Backend {
 	case config.BackendMemory:
-		return accesscache.NewMemory(), func() {}, nil
+		return store.NewMemory(), func() {}, nil
 	case config.BackendRedis:
 		client, err := newRedisClient(cfg.Cache.Redis, e)
 		if err != nil {
 			return nil, nil, err
 		}
-		return accesscache.NewRedis(client, cfg.Cache.Redis.KeyPrefix), func() { client.Close() }, nil
+		return store.NewRedis(client, cfg.Cache.Redis.KeyPrefix), func() { client.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("cache backend %q", cfg.Cache.Backend)
 }
@@ -136,10 +139,10 @@ func newAccounts(cfg *config.Config, e env, log *zap.Logger) ([]engine.Account, 
 	return out, nil
 }
 
-func policyOf(a config.Account) entitlement.Policy {
-	p := entitlement.Policy{Account: a.ID, ClaimedDomains: a.ClaimedDomains, AccessGroup: a.AccessGroup}
+func policyOf(a config.Account) mapper.Policy {
+	p := mapper.Policy{Account: a.ID, ClaimedDomains: a.ClaimedDomains, AccessGroup: a.AccessGroup}
 	for _, b := range a.Bindings {
-		p.Bindings = append(p.Bindings, entitlement.Binding{Group: b.Group, Permission: entitlement.Permission(b.Permission)})
+		p.Bindings = append(p.Bindings, mapper.Binding{Group: b.Group, Permission: entitlement.Permission(b.Permission)})
 	}
 	return p
 }

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dirsync/dirsync/config"
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/entitlement/console"
-	"github.com/dirsync/dirsync/sync/consoleapi"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/entitlement/console"
+	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 )
 
 // consoleAccountsOf describes every configured account to the console

@@ -16,16 +16,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
 	"github.com/go-ldap/ldap/v3"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/directory/ldapdir"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/httpapi"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapdir"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/httpapi"
 )
 
 func say(format string, a ...any) { fmt.Printf("bench: "+format+"\n", a...) }
@@ -42,8 +46,8 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 
 func email(i int) string { return fmt.Sprintf("u%07d@bench.example", i) }
 
-func policy(suffix string) entitlement.Policy {
-	return entitlement.Policy{Account: "bench", ClaimedDomains: []string{"bench.example"}, Bindings: []entitlement.Binding{
+func policy(suffix string) mapper.Policy {
+	return mapper.Policy{Account: "bench", ClaimedDomains: []string{"bench.example"}, Bindings: []mapper.Binding{
 		{Group: "cn=g000000,ou=groups," + suffix, Permission: entitlement.PermissionPro},
 		{Group: "cn=g000001,ou=groups," + suffix, Permission: entitlement.PermissionBasic},
 	}}
@@ -301,12 +305,12 @@ func cmdPublishProbe(args []string) error {
 	defer wc.Close()
 	pc := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 1})
 	defer pc.Close()
-	w := accesscache.NewRedis(wc, "probe")
+	w := store.NewRedis(wc, "probe")
 	if err := wc.Set(ctx, accesscache.NewKeys("probe").Fence("probe"), "1|bench", 0).Err(); err != nil {
 		return err
 	}
-	fenced := accesscache.NewFenced(w, staticToken("1|bench"), accesscache.FenceAuto)
-	plain := accesscache.NewRedis(wc, "probeplain")
+	fenced := store.NewFenced(w, staticToken("1|bench"), store.FenceAuto)
+	plain := store.NewRedis(wc, "probeplain")
 	live := accesscache.NewKeys("bench").User(email(1))
 	if err := pc.Get(ctx, live).Err(); err != nil {
 		return fmt.Errorf("probe key %s: %w", live, err)
@@ -326,7 +330,7 @@ func cmdPublishProbe(args []string) error {
 					Groups: []string{"cn=g000000,ou=groups,dc=bench,dc=test", "cn=g000004,ou=groups,dc=bench,dc=test"}}},
 				DN: fmt.Sprintf("uid=u%07d,ou=people,dc=bench,dc=test", i), Source: "ldap:bench"}}
 	}
-	delta := entitlement.Diff(nil, decisions)
+	delta := mapper.Diff(nil, decisions)
 
 	probe := func(stop <-chan struct{}) (worst time.Duration, all []time.Duration, err error) {
 		for {
@@ -409,7 +413,7 @@ func newBenchEngine(url, bindDN, password, suffix, redisAddr, prefix string) (*l
 		return nil, nil, nil, err
 	}
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
-	eng := engine.New(accesscache.NewRedis(rc, prefix), []engine.Account{{
+	eng := engine.New(store.NewRedis(rc, prefix), []engine.Account{{
 		Policy: policy(suffix), Source: p,
 		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 1 << 30},
 	}}, zap.NewNop(), time.Now)

@@ -9,7 +9,7 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/dirsync/dirsync/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/engine"
 )
 
 // cmdProfile runs the same full pass as `dirsync sync` (poller, engine,

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // repoRoot is the module root, two levels above this package.

@@ -16,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/dirsync/dirsync/config"
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 const (

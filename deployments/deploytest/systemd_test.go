@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 const (

@@ -21,8 +21,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	fastjson "github.com/segmentio/encoding/json"
@@ -88,32 +86,6 @@ type Hold struct {
 	Reason     string    `json:"reason"`
 }
 
-// encodeIndex and decodeIndex are the index field format.
-func encodeIndex(p entitlement.Published) string {
-	allowed := "0"
-	if p.Allowed {
-		allowed = "1"
-	}
-	return string(p.Permission) + "|" + allowed + "|" + strconv.FormatUint(p.Fingerprint, 16)
-}
-
-func decodeIndex(v string) (entitlement.Published, error) {
-	perm, rest, ok1 := strings.Cut(v, "|")
-	allowed, fp, ok2 := strings.Cut(rest, "|")
-	n, err := strconv.ParseUint(fp, 16, 64)
-	if !ok1 || !ok2 || err != nil {
-		return entitlement.Published{}, fmt.Errorf("malformed index value %q", v)
-	}
-	return entitlement.Published{Permission: entitlement.Permission(perm), Allowed: allowed == "1", Fingerprint: n}, nil
-}
-
-// encodeDecision is the cached value of a decision.
-func encodeDecision(d *entitlement.Decision, at time.Time) ([]byte, error) {
-	c := *d
-	c.SyncedAt = at.UTC().Truncate(time.Second)
-	return json.Marshal(&c)
-}
-
 // DecodeDecision parses a cached value, rejecting one that is not a whole
 // decision (so a torn or foreign value is never read as "allowed"). It is
 // on every sign-in's path, so it decodes with segmentio/encoding/json, a
@@ -132,4 +104,19 @@ func DecodeDecision(b []byte) (entitlement.Decision, error) {
 		d.Via = []string{}
 	}
 	return d, nil
+}
+
+// Lease is the key of an account's ownership lease.
+func (k Keys) Lease(account string) string { return k.prefix + "account:{" + account + "}:lease" }
+
+// Fence is the key of an account's current fencing token.
+func (k Keys) Fence(account string) string { return k.prefix + "account:{" + account + "}:fence" }
+
+// Replicas is the key of the set of live replicas.
+func (k Keys) Replicas() string { return k.prefix + "replicas" }
+
+// UserFence is the per-key fencing stamp of an email's decision. Its hash
+// tag is the whole user key, so it lives in the user key's Cluster slot.
+func (k Keys) UserFence(email string) string {
+	return k.prefix + "userfence:{" + k.User(email) + "}"
 }

@@ -92,3 +92,11 @@ func BenchmarkDecodeDecision(b *testing.B) {
 		}
 	}
 }
+
+// encodeDecision is a decision as the writer caches it (the writer lives in
+// internal/entitlement/store; its own tests check it writes this form).
+func encodeDecision(d *entitlement.Decision, at time.Time) ([]byte, error) {
+	c := *d
+	c.SyncedAt = at.UTC().Truncate(time.Second)
+	return json.Marshal(&c)
+}

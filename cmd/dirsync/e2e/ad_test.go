@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dirsync/dirsync/directory/ldapentry"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/directory/ldapentry"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 func adConfig(t testing.TB, dir, redisAddr, ldapURL string) string {

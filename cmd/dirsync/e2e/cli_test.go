@@ -11,11 +11,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dirsync/dirsync/directory/okta/oktafake"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/testsupport/oktafake"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // cli runs the dirsync binary and returns its exit code and output.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // TestConsoleAccountsThroughTheDaemon: a Team and an Enterprise console

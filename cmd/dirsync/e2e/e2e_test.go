@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 var (

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/directory/okta/oktafake"
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/testsupport/oktafake"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // The fault suite of issue 6, through the real daemon: `dirsync run` polls

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/directory/okta/oktafake"
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/sync/engine"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/testsupport/oktafake"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 const (

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/directory/okta/oktafake"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/oktafake"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // The propagation benchmarks measure change → cache latency through the

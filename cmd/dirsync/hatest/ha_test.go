@@ -11,7 +11,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // split waits until a and b own disjoint sets of accounts covering all of

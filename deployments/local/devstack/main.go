@@ -27,10 +27,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dirsync/dirsync/config"
-	"github.com/dirsync/dirsync/directory/ldapentry"
-	"github.com/dirsync/dirsync/directory/ldif"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapentry"
+	"github.com/dirsync/dirsync/internal/directory/ldif"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // The sample's naming context; OpenLDAP serves it unchanged, the Samba DC

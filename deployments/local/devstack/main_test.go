@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/sync/servertest"
+	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
 // readyWriter collects output and closes ready when the ready line appears.

@@ -1,0 +1,202 @@
+// Package directory holds the source-neutral snapshot that every directory
+// poller produces and the entitlement mapper consumes.
+//
+// A Snapshot is the complete state of one account's directory at one moment:
+// a poller returns either a whole snapshot or an error, never a partial one.
+// Data flows one way: poller → Snapshot → mapper.Map (internal/entitlement/mapper) → access cache.
+package directory
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Status is a user's account state as the directory reports it.
+type Status uint8
+
+// Account states, from least to most restrictive in effect: every state but
+// StatusActive denies sign-in whatever the user's groups.
+const (
+	StatusActive    Status = iota // enabled (AD), ACTIVE or PASSWORD_EXPIRED (Okta)
+	StatusSuspended               // AD ACCOUNTDISABLE, Okta SUSPENDED, a configured LDAP disabled marker
+	StatusInactive                // AD accountExpires passed, Okta DEPROVISIONED/STAGED/PROVISIONED
+	StatusLockedOut               // Okta LOCKED_OUT/RECOVERY
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusActive:
+		return "active"
+	case StatusSuspended:
+		return "suspended"
+	case StatusInactive:
+		return "inactive"
+	case StatusLockedOut:
+		return "locked_out"
+	}
+	return "unknown"
+}
+
+// User is one person in the directory.
+type User struct {
+	// ID is the stable directory identity: objectGUID (AD, string form),
+	// entryUUID (OpenLDAP) or the Okta user id. It survives renames and moves.
+	ID string
+	// DN is the entry's distinguished name as the directory spells it; empty
+	// for sources without DNs (Okta).
+	DN string
+	// Email is the sign-in address, lower-cased; never empty in a snapshot.
+	Email  string
+	Status Status
+	// ExpiresAt is when the account stops being valid (AD accountExpires);
+	// zero means never. The mapper compares it with the evaluation time, so
+	// an expiry takes effect without any directory change.
+	ExpiresAt time.Time
+}
+
+// Group is one directory group. Members and Subgroups index into the
+// snapshot's Users and Groups slices.
+type Group struct {
+	// Ref is the canonical reference bindings are matched against: the
+	// normalised DN (see NormalizeDN) for LDAP sources, the group id for Okta.
+	Ref string
+	// Name is the human name: cn for LDAP, profile.name for Okta. Bindings
+	// may also name a group by exact Name when Ref does not match.
+	Name string
+	// DN is the group's DN as the directory spells it; empty for Okta.
+	DN        string
+	Members   []int32
+	Subgroups []int32
+}
+
+// Label is how a group is shown to people (in "via" and explanations).
+func (g *Group) Label() string {
+	if g.DN != "" {
+		return g.DN
+	}
+	return g.Name
+}
+
+// Snapshot is the complete, consistent state of one account's directory.
+type Snapshot struct {
+	// Source names where the snapshot came from (for logs and explanations).
+	Source string
+	// FetchedAt is when the read finished.
+	FetchedAt time.Time
+	Users     []User
+	Groups    []Group
+	// Skipped counts directory objects left out of the snapshot, by reason
+	// (for example "no_email", "foreign_principal", "unresolved_member").
+	// Skipping is reported, never fatal.
+	Skipped map[string]int
+}
+
+// Skip records n skipped objects under reason.
+func (s *Snapshot) Skip(reason string, n int) {
+	if n == 0 {
+		return
+	}
+	if s.Skipped == nil {
+		s.Skipped = make(map[string]int)
+	}
+	s.Skipped[reason] += n
+}
+
+// NormalizeDN returns the canonical form of a DN for comparison: attribute
+// types and values lower-cased and spaces around RDN separators removed.
+// Escaped separators ("\,") are kept. It is not a full RFC 4514 parser; it is
+// the comparison LDAP servers apply to the DNs they return.
+func NormalizeDN(dn string) string {
+	for i := 0; i < len(dn); i++ {
+		if dn[i] >= utf8.RuneSelf {
+			return normalizeDNRunes(dn)
+		}
+	}
+	// ASCII (nearly every DN): one pass over the bytes, no allocation when
+	// dn is already normal; the same steps as normalizeDNRunes.
+	s := strings.TrimSpace(dn)
+	var stack [256]byte
+	b := stack[:0]
+	escaped, pendingSpace, atStart := false, false, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		switch {
+		case escaped:
+			escaped = false
+		case c == '\\':
+			escaped = true
+		case c == ',' || c == '=' || c == '+':
+			pendingSpace = false
+			b = append(b, c)
+			atStart = true
+			continue
+		case c == ' ':
+			if !atStart {
+				pendingSpace = true
+			}
+			continue
+		}
+		if pendingSpace {
+			b = append(b, ' ')
+			pendingSpace = false
+		}
+		b = append(b, c)
+		atStart = false
+	}
+	if string(b) == dn {
+		return dn
+	}
+	return string(b)
+}
+
+// normalizeDNRunes is NormalizeDN for any UTF-8 input.
+func normalizeDNRunes(dn string) string {
+	var b strings.Builder
+	b.Grow(len(dn))
+	escaped := false
+	pendingSpace := false
+	atStart := true // at the start of an attribute type or value
+	for _, r := range strings.ToLower(strings.TrimSpace(dn)) {
+		switch {
+		case escaped:
+			escaped = false
+			if pendingSpace {
+				b.WriteByte(' ')
+				pendingSpace = false
+			}
+			b.WriteRune(r)
+			atStart = false
+			continue
+		case r == '\\':
+			escaped = true
+			if pendingSpace {
+				b.WriteByte(' ')
+				pendingSpace = false
+			}
+			b.WriteRune(r)
+			atStart = false
+			continue
+		case r == ',' || r == '=' || r == '+':
+			pendingSpace = false
+			b.WriteRune(r)
+			atStart = true
+			continue
+		case r == ' ':
+			if !atStart {
+				pendingSpace = true
+			}
+			continue
+		}
+		if pendingSpace {
+			b.WriteByte(' ')
+			pendingSpace = false
+		}
+		b.WriteRune(r)
+		atStart = false
+	}
+	return b.String()
+}

@@ -1,0 +1,283 @@
+package ldapdir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/dirsync/dirsync/internal/directory/ldapentry"
+	"github.com/dirsync/dirsync/internal/directory/ldapwire"
+)
+
+// query is one logical subtree search.
+type query struct {
+	base     string
+	scope    int
+	filter   string
+	attrs    []string
+	controls []ldap.Control // extra controls (Show Deleted); paging is added per page
+}
+
+// search runs q page by page (RFC 2696) and calls fn for every entry as it
+// arrives, so memory stays bounded by one page. Every page is a fresh
+// request with a fresh paging control carrying the cookie the previous
+// page returned (go-ldap reuses a stale cookie when a request is reused).
+// Any error — a non-success result such as sizeLimitExceeded or
+// timeLimitExceeded (even after entries arrived), a network error, a
+// timeout, ctx ending — fails the whole search; the caller must discard
+// what fn received. Continuation references are ignored (never chased).
+// Ranged attributes (member;range=0-1499) are merged into the entry under
+// their base name and listed in ranged.
+func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e *ldapentry.Entry, ranged []rangedAttr) error) error {
+	count := func(e *ldapentry.Entry, ranged []rangedAttr) error {
+		p.entriesRead.Add(1)
+		return fn(e, ranged)
+	}
+	var cookie []byte
+	for page := 0; ; page++ {
+		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
+		paging.SetCookie(cookie)
+		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
+		next, err := p.page(ctx, conn, req, count)
+		if err != nil {
+			return fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page+1, describe(err))
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		cookie = next
+	}
+}
+
+// searchBase reads the one entry at dn (a base-scope search, no paging);
+// nil when the search returned none.
+func (p *Poller) searchBase(ctx context.Context, conn searchConn, dn string, attrs []string) (*ldapentry.Entry, error) {
+	req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+		"(objectClass=*)", attrs, nil)
+	var got *ldapentry.Entry
+	_, err := p.page(ctx, conn, req, func(e *ldapentry.Entry, _ []rangedAttr) error {
+		p.entriesRead.Add(1)
+		if got != nil {
+			return fmt.Errorf("base search of %q returned more than one entry", dn)
+		}
+		got = cloneEntry(e)
+		return nil
+	})
+	if err != nil {
+		return nil, describe(err)
+	}
+	return got, nil
+}
+
+// page sends one search request on conn (counted in Stats).
+func (p *Poller) page(ctx context.Context, conn searchConn, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
+	p.requests.Add(1)
+	return conn.searchPage(ctx, req, fn)
+}
+
+func (s *session) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops go-ldap's reader goroutine if we leave early
+	resp := s.SearchAsync(pctx, req, 64)
+	var cookie []byte
+	for resp.Next() {
+		if e := resp.Entry(); e != nil {
+			if err := fn(toEntry(e)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if resp.Referral() != "" {
+			continue
+		}
+		if c, ok := ldap.FindControl(resp.Controls(), ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+			cookie = c.Cookie
+		}
+	}
+	if err := resp.Err(); err != nil {
+		return nil, err
+	}
+	// go-ldap ends the stream silently when ctx ends.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if s.IsClosing() {
+		return nil, errors.New("connection closed during the search")
+	}
+	return cookie, nil
+}
+
+func (s *wireSession) searchPage(ctx context.Context, req *ldap.SearchRequest, fn func(*ldapentry.Entry, []rangedAttr) error) ([]byte, error) {
+	controls, err := s.Search(ctx, req, func(we *ldapwire.Entry) error {
+		return fn(s.fromWire(we))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+		return c.Cookie, nil
+	}
+	return nil, nil
+}
+
+func (p *Poller) timeLimitSeconds() int {
+	s := int(p.o.Timeout.Seconds())
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// describe adds advice to the errors operators can act on.
+func describe(err error) error {
+	var le *ldap.Error
+	if !errors.As(err, &le) {
+		return err
+	}
+	switch le.ResultCode {
+	case ldap.LDAPResultSizeLimitExceeded:
+		return fmt.Errorf("the server's size limit cut the read short (OpenLDAP applies its default 500-entry limit to paged searches too; lift it for the bind DN, e.g. limits dn.exact=\"<bind dn>\" size=unlimited time=unlimited): %w", err)
+	case ldap.LDAPResultTimeLimitExceeded:
+		return fmt.Errorf("the server's time limit cut the read short: %w", err)
+	case ldap.LDAPResultAdminLimitExceeded:
+		return fmt.Errorf("an administrative limit cut the read short: %w", err)
+	case ldap.ErrorNetwork:
+		return fmt.Errorf("connection failed during the read: %w", err)
+	}
+	return err
+}
+
+// toEntry converts a go-ldap entry: attribute names lower-cased, binary
+// values kept as raw bytes in strings. Ranged attributes
+// (member;range=0-1499) are merged under their base name and returned in
+// ranged.
+func toEntry(e *ldap.Entry) (*ldapentry.Entry, []rangedAttr) {
+	out := &ldapentry.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attributes))}
+	var ranged []rangedAttr
+	for _, a := range e.Attributes {
+		ranged = addAttr(out, strings.ToLower(a.Name), a.Values, ranged)
+	}
+	return out, ranged
+}
+
+// fromWire is toEntry for an ldapwire entry (names already lower case),
+// into the session's reused entry.
+func (s *wireSession) fromWire(we *ldapwire.Entry) (*ldapentry.Entry, []rangedAttr) {
+	e := &s.entry
+	if e.Attrs == nil {
+		e.Attrs = make(map[string][]string, len(we.Attrs))
+	}
+	clear(e.Attrs)
+	e.DN = we.DN
+	var ranged []rangedAttr
+	for _, a := range we.Attrs {
+		ranged = addAttr(e, a.Name, a.Values, ranged)
+	}
+	return e, ranged
+}
+
+// cloneEntry returns a copy of e that outlives a searchPage callback (the
+// value slices are the decoder's own, never reused, so they are shared).
+func cloneEntry(e *ldapentry.Entry) *ldapentry.Entry {
+	return &ldapentry.Entry{DN: e.DN, Attrs: maps.Clone(e.Attrs)}
+}
+
+func addAttr(e *ldapentry.Entry, name string, values []string, ranged []rangedAttr) []rangedAttr {
+	if base, r, ok := parseRange(name); ok {
+		e.Attrs[base] = append(e.Attrs[base], values...)
+		return append(ranged, rangedAttr{name: base, r: r})
+	}
+	if have, ok := e.Attrs[name]; ok {
+		e.Attrs[name] = append(have, values...)
+	} else {
+		e.Attrs[name] = values
+	}
+	return ranged
+}
+
+type rangedAttr struct {
+	name string
+	r    valueRange
+}
+
+// valueRange is the "low-high" part of "attr;range=low-high"; high is -1
+// for "*" (the last values).
+type valueRange struct{ low, high int }
+
+// parseRange splits "member;range=0-1499" into member and 0..1499.
+func parseRange(name string) (string, valueRange, bool) {
+	base, opts, ok := strings.Cut(name, ";")
+	if !ok {
+		return name, valueRange{}, false
+	}
+	for _, opt := range strings.Split(opts, ";") {
+		spec, ok := strings.CutPrefix(opt, "range=")
+		if !ok {
+			continue
+		}
+		lo, hi, ok := strings.Cut(spec, "-")
+		if !ok {
+			return base, valueRange{}, false
+		}
+		low, err := strconv.Atoi(lo)
+		if err != nil {
+			return base, valueRange{}, false
+		}
+		if hi == "*" {
+			return base, valueRange{low: low, high: -1}, true
+		}
+		high, err := strconv.Atoi(hi)
+		if err != nil || high < low {
+			return base, valueRange{}, false
+		}
+		return base, valueRange{low: low, high: high}, true
+	}
+	return base, valueRange{}, false
+}
+
+// completeRanges fetches the rest of every ranged attribute of e (AD
+// returns at most MaxValRange values per attribute and names the rest
+// "member;range=1500-*"), appending values until a range ends in "*".
+func (p *Poller) completeRanges(ctx context.Context, conn searchConn, e *ldapentry.Entry, ranged []rangedAttr) error {
+	for _, ra := range ranged {
+		r := ra.r
+		for r.high >= 0 {
+			want := fmt.Sprintf("%s;range=%d-*", ra.name, r.high+1)
+			req := ldap.NewSearchRequest(e.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+				"(objectClass=*)", []string{want}, nil)
+			var got *valueRange
+			entries := 0
+			_, err := p.page(ctx, conn, req, func(part *ldapentry.Entry, ranges []rangedAttr) error {
+				entries++
+				for _, nr := range ranges {
+					if nr.name != ra.name {
+						continue
+					}
+					if nr.r.low != r.high+1 {
+						return fmt.Errorf("server answered range %d-%d", nr.r.low, nr.r.high)
+					}
+					e.Attrs[ra.name] = append(e.Attrs[ra.name], part.Attrs[ra.name]...)
+					got = &nr.r
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("range retrieval of %s on %q: %w", want, e.DN, describe(err))
+			}
+			if entries != 1 {
+				return fmt.Errorf("range retrieval of %s on %q: %d entries returned", want, e.DN, entries)
+			}
+			if got == nil {
+				break // nothing past the last range
+			}
+			r = *got
+		}
+	}
+	return nil
+}

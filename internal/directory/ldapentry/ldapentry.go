@@ -1,0 +1,575 @@
+// Package ldapentry turns LDAP entries into a directory.Snapshot. It holds
+// the Active Directory and generic LDAP semantics shared by the LDAP poller
+// and the LDIF source: which entries are users and groups, how identity,
+// email and account state are read, and how member values resolve to users
+// and nested groups.
+//
+// A Builder accepts entries one at a time in any order (users and groups
+// interleaved, pages as they arrive) and resolves references only in
+// Snapshot, so callers can stream without holding a whole result set.
+package ldapentry
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/mailaddr"
+
+	"github.com/dirsync/dirsync/internal/directory"
+)
+
+// Entry is one LDAP entry. Attribute names are lower-case; binary values
+// (objectGUID, objectSid) are raw bytes held in a string.
+type Entry struct {
+	DN    string
+	Attrs map[string][]string
+}
+
+// First returns the first value of attribute name, or "".
+func (e *Entry) First(name string) string {
+	if v := e.Attrs[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Options says how to read users.
+type Options struct {
+	// EmailAttributes are tried in order; the first non-empty value that is
+	// an email address wins. Names are case-insensitive.
+	EmailAttributes []string
+	// DisabledAttribute/DisabledValue mark a suspended user on generic LDAP
+	// (the attribute holding the value, case-insensitively, or any value
+	// when DisabledValue is empty).
+	DisabledAttribute string
+	DisabledValue     string
+}
+
+// Skip reasons reported in Snapshot.Skipped.
+const (
+	SkipNoEmail          = "no_email"
+	SkipForeignPrincipal = "foreign_principal"
+	SkipUnresolvedMember = "unresolved_member"
+	SkipComputer         = "computer"
+)
+
+// AD userAccountControl and accountExpires constants (MS-ADTS).
+const (
+	uacAccountDisable = 0x2
+	accountNeverA     = 0
+	accountNeverB     = 0x7FFFFFFFFFFFFFFF
+)
+
+// DNTable interns normalised DNs: every DN a read mentions (entries and
+// member values) gets one int32 id, so member lists are ids and each DN is
+// held once. Ids are never reused or removed; the table is safe for
+// concurrent use (a poller reads users and groups at the same time).
+type DNTable struct {
+	mu      sync.Mutex
+	ids     map[string]int32
+	foreign []bool // by id: the DN names a foreign security principal
+}
+
+// NewDNTable returns an empty table; sizeHint is the expected number of DNs.
+func NewDNTable(sizeHint int) *DNTable {
+	return &DNTable{ids: make(map[string]int32, sizeHint), foreign: make([]bool, 0, sizeHint)}
+}
+
+// Intern returns the id of a DN (any spelling; it is normalised).
+func (t *DNTable) Intern(dn string) int32 {
+	return t.internNormal(normalDN(dn))
+}
+
+// InternAll appends the ids of dns to ids (normalising each; "#'…'B" uid
+// suffixes of uniqueMember values cut when trimUID) under one lock.
+func (t *DNTable) InternAll(ids []int32, dns []string, trimUID bool) []int32 {
+	norm := make([]string, len(dns))
+	for i, dn := range dns {
+		if trimUID {
+			// groupOfUniqueNames values may carry an optional "#'0101'B" uid.
+			if j := strings.LastIndex(dn, "#'"); j > 0 {
+				dn = dn[:j]
+			}
+		}
+		norm[i] = normalDN(dn)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range norm {
+		ids = append(ids, t.internLocked(n))
+	}
+	return ids
+}
+
+func (t *DNTable) internNormal(n string) int32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.internLocked(n)
+}
+
+func (t *DNTable) internLocked(n string) int32 {
+	if id, ok := t.ids[n]; ok {
+		return id
+	}
+	id := int32(len(t.foreign))
+	t.ids[n] = id
+	t.foreign = append(t.foreign, isForeignPrincipalDN(n))
+	return id
+}
+
+// Len is the number of DNs interned so far.
+func (t *DNTable) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.foreign)
+}
+
+func (t *DNTable) isForeign(id int32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.foreign[id]
+}
+
+// normalDN is directory.NormalizeDN returning dn itself (not a copy) when it
+// is already normal, so a DN kept both as spelled and normalised is held
+// once.
+func normalDN(dn string) string {
+	if n := directory.NormalizeDN(dn); n != dn {
+		return n
+	}
+	return dn
+}
+
+// Record is what a snapshot needs from one entry, and all an incremental
+// poller has to keep per entry: no attribute maps, member values as
+// interned DN ids. A Record is read-only once made (GroupRecord included);
+// records are compared with Equal to find changed entries.
+type Record struct {
+	Kind Kind
+	// Self is the entry's interned normalised DN.
+	Self int32
+	// ID is the stable identity (see StableID), DN the DN as spelled.
+	ID, DN string
+	// Users: the normalised email ("" when none: skipped as no_email),
+	// account state and expiry, the lower-cased uid (posixGroup
+	// memberUid) and the SID of the primary group (AD).
+	Email      string
+	Status     directory.Status
+	ExpiresAt  time.Time
+	UID        string
+	PrimarySID string
+	// Group is set for groups.
+	Group *GroupRecord
+}
+
+// GroupRecord is the group part of a Record.
+type GroupRecord struct {
+	Name string // cn, or the DN when the entry has none
+	SID  string // objectSid in S-1-… form (AD)
+	// Members are the member and uniqueMember values as interned DN ids,
+	// MemberUIDs the lower-cased memberUid values.
+	Members    []int32
+	MemberUIDs []string
+}
+
+// Equal reports whether two records would build the same snapshot entry.
+func Equal(a, b *Record) bool {
+	if a.Kind != b.Kind || a.Self != b.Self || a.ID != b.ID || a.DN != b.DN || a.Email != b.Email ||
+		a.Status != b.Status || !a.ExpiresAt.Equal(b.ExpiresAt) || a.UID != b.UID || a.PrimarySID != b.PrimarySID {
+		return false
+	}
+	if (a.Group == nil) != (b.Group == nil) {
+		return false
+	}
+	if a.Group == nil {
+		return true
+	}
+	g, h := a.Group, b.Group
+	return g.Name == h.Name && g.SID == h.SID && slices.Equal(g.Members, h.Members) && slices.Equal(g.MemberUIDs, h.MemberUIDs)
+}
+
+// Reader turns entries into records under Options.
+type Reader struct{ opts Options }
+
+// NewReader returns a reader for opts (attribute names are case-insensitive).
+func NewReader(opts Options) *Reader {
+	opts.EmailAttributes = slices.Clone(opts.EmailAttributes)
+	for i, a := range opts.EmailAttributes {
+		opts.EmailAttributes[i] = strings.ToLower(a)
+	}
+	opts.DisabledAttribute = strings.ToLower(opts.DisabledAttribute)
+	return &Reader{opts: opts}
+}
+
+// Record extracts e's record, interning its DN and member DNs in dns.
+func (r *Reader) Record(e *Entry, dns *DNTable) Record {
+	rec := Record{Kind: Classify(e), Self: dns.Intern(e.DN), ID: StableID(e), DN: e.DN}
+	switch rec.Kind {
+	case KindUser:
+		rec.Email = r.email(e)
+		if rec.Email == "" {
+			break
+		}
+		rec.Status = r.status(e)
+		if v := e.First("accountexpires"); v != "" {
+			rec.ExpiresAt = ParseAccountExpires(v)
+		}
+		if uid := e.First("uid"); uid != "" {
+			rec.UID = strings.ToLower(uid)
+		}
+		if rid := e.First("primarygroupid"); rid != "" {
+			if sid := e.First("objectsid"); sid != "" {
+				if dom, ok := domainSID(DecodeSID([]byte(sid))); ok {
+					rec.PrimarySID = dom + "-" + rid
+				}
+			}
+		}
+	case KindGroup:
+		g := &GroupRecord{Name: e.First("cn")}
+		if g.Name == "" {
+			g.Name = e.DN
+		}
+		if sid := e.First("objectsid"); sid != "" {
+			g.SID = DecodeSID([]byte(sid))
+		}
+		n := len(e.Attrs["member"]) + len(e.Attrs["uniquemember"])
+		if n > 0 {
+			g.Members = make([]int32, 0, n)
+		}
+		g.Members = dns.InternAll(g.Members, e.Attrs["member"], false)
+		g.Members = dns.InternAll(g.Members, e.Attrs["uniquemember"], true)
+		for _, uid := range e.Attrs["memberuid"] {
+			g.MemberUIDs = append(g.MemberUIDs, strings.ToLower(uid))
+		}
+		rec.Group = g
+	}
+	return rec
+}
+
+func (r *Reader) email(e *Entry) string {
+	for _, attr := range r.opts.EmailAttributes {
+		for _, v := range e.Attrs[attr] {
+			if email := mailaddr.Normalize(v); email != "" {
+				return email
+			}
+		}
+	}
+	return ""
+}
+
+func (r *Reader) status(e *Entry) directory.Status {
+	if v := e.First("useraccountcontrol"); v != "" {
+		if uac, err := strconv.ParseInt(v, 10, 64); err == nil && uac&uacAccountDisable != 0 {
+			return directory.StatusSuspended
+		}
+	}
+	if attr := r.opts.DisabledAttribute; attr != "" {
+		for _, v := range e.Attrs[attr] {
+			if r.opts.DisabledValue == "" || strings.EqualFold(v, r.opts.DisabledValue) {
+				return directory.StatusSuspended
+			}
+		}
+	}
+	return directory.StatusActive
+}
+
+// Builder accumulates records (or entries) and resolves memberships in
+// Snapshot. It is not safe for concurrent use.
+type Builder struct {
+	reader *Reader // nil for NewRecordBuilder
+	dns    *DNTable
+
+	snap directory.Snapshot
+	// userOf and groupOf map a DN id to a user or group index, or -1;
+	// skipped marks DNs left out (users without email, foreign
+	// principals, computers). All grow on demand.
+	userOf, groupOf []int32
+	skipped         []bool
+	uids            []string // by user index
+	primary         []string // by user index, SID of the primary group (AD)
+	groupSIDs       []string // by group index
+	members         [][]int32
+	memberUIDs      [][]string
+}
+
+// NewBuilder returns an empty builder reading entries under opts; source
+// names the snapshot's origin.
+func NewBuilder(source string, opts Options) *Builder {
+	b := NewRecordBuilder(source, NewDNTable(0), 0, 0)
+	b.reader = NewReader(opts)
+	return b
+}
+
+// NewRecordBuilder returns an empty builder for records whose DN ids come
+// from dns; users and groups size its slices. Add must not be used on it.
+func NewRecordBuilder(source string, dns *DNTable, users, groups int) *Builder {
+	return &Builder{
+		dns:  dns,
+		snap: directory.Snapshot{Source: source, Users: make([]directory.User, 0, users), Groups: make([]directory.Group, 0, groups)},
+	}
+}
+
+// Kind classifies an entry by its objectClass values.
+type Kind uint8
+
+// Entry kinds.
+const (
+	KindOther Kind = iota
+	KindUser
+	KindGroup
+	KindForeignPrincipal
+	KindComputer
+)
+
+// Classify returns the kind of an entry.
+func Classify(e *Entry) Kind {
+	kind := KindOther
+	for _, oc := range e.Attrs["objectclass"] {
+		switch strings.ToLower(oc) {
+		case "foreignsecurityprincipal":
+			return KindForeignPrincipal
+		case "computer":
+			return KindComputer
+		case "group", "groupofnames", "groupofuniquenames", "posixgroup":
+			kind = KindGroup
+		case "user", "person", "inetorgperson", "organizationalperson", "posixaccount":
+			if kind == KindOther {
+				kind = KindUser
+			}
+		}
+	}
+	return kind
+}
+
+// Add records one entry. Entries that are neither users nor groups are
+// ignored; a DN seen twice keeps its first entry.
+func (b *Builder) Add(e *Entry) {
+	rec := b.reader.Record(e, b.dns)
+	b.AddRecord(&rec)
+}
+
+// grow makes the by-DN slices cover every id interned so far.
+func (b *Builder) grow(id int32) {
+	if int(id) < len(b.userOf) {
+		return
+	}
+	n := b.dns.Len()
+	for len(b.userOf) < n {
+		b.userOf = append(b.userOf, -1)
+		b.groupOf = append(b.groupOf, -1)
+		b.skipped = append(b.skipped, false)
+	}
+}
+
+// AddRecord records one record (see Add). The builder keeps references to
+// the record's strings and member slices, never modifying them.
+func (b *Builder) AddRecord(r *Record) {
+	b.grow(r.Self)
+	if b.userOf[r.Self] >= 0 || b.groupOf[r.Self] >= 0 {
+		return
+	}
+	switch r.Kind {
+	case KindUser:
+		if r.Email == "" {
+			b.skipped[r.Self] = true
+			b.snap.Skip(SkipNoEmail, 1)
+			return
+		}
+		idx := int32(len(b.snap.Users))
+		b.snap.Users = append(b.snap.Users, directory.User{ID: r.ID, DN: r.DN, Email: r.Email, Status: r.Status, ExpiresAt: r.ExpiresAt})
+		b.userOf[r.Self] = idx
+		if r.UID != "" || b.uids != nil {
+			for len(b.uids) < int(idx) {
+				b.uids = append(b.uids, "")
+			}
+			b.uids = append(b.uids, r.UID)
+		}
+		if r.PrimarySID != "" || b.primary != nil {
+			for len(b.primary) < int(idx) {
+				b.primary = append(b.primary, "")
+			}
+			b.primary = append(b.primary, r.PrimarySID)
+		}
+	case KindGroup:
+		ref := normalDN(r.DN)
+		b.groupOf[r.Self] = int32(len(b.snap.Groups))
+		b.snap.Groups = append(b.snap.Groups, directory.Group{Ref: ref, Name: r.Group.Name, DN: r.DN})
+		b.groupSIDs = append(b.groupSIDs, r.Group.SID)
+		b.members = append(b.members, r.Group.Members)
+		b.memberUIDs = append(b.memberUIDs, r.Group.MemberUIDs)
+	case KindForeignPrincipal:
+		b.skipped[r.Self] = true
+	case KindComputer:
+		b.skipped[r.Self] = true
+		b.snap.Skip(SkipComputer, 1)
+	}
+}
+
+// Snapshot resolves every recorded membership and returns the snapshot.
+// Member values that name no user or group read are counted: foreign
+// security principals as "foreign_principal" (never expanded), anything else
+// as "unresolved_member". The builder must not be used afterwards.
+func (b *Builder) Snapshot(fetchedAt time.Time) *directory.Snapshot {
+	s := &b.snap
+	s.FetchedAt = fetchedAt
+	b.grow(int32(b.dns.Len()))
+	var byUID map[string]int32
+	// AD primary groups: count first so member slices are allocated once.
+	var primaryOf []int32 // by user: group index or -1
+	extra := make([]int32, len(s.Groups))
+	if len(b.primary) > 0 {
+		bySID := make(map[string]int32)
+		for g, sid := range b.groupSIDs {
+			if sid != "" {
+				bySID[sid] = int32(g)
+			}
+		}
+		primaryOf = make([]int32, len(b.primary))
+		for u, sid := range b.primary {
+			primaryOf[u] = -1
+			if g, ok := bySID[sid]; ok && sid != "" {
+				primaryOf[u] = g
+				extra[g]++
+			}
+		}
+	}
+	for gi, mem := range b.members {
+		g := &s.Groups[gi]
+		users, subs := int(extra[gi]), 0
+		for _, m := range mem {
+			if b.userOf[m] >= 0 {
+				users++
+			} else if b.groupOf[m] >= 0 {
+				subs++
+			}
+		}
+		users += len(b.memberUIDs[gi])
+		if users > 0 {
+			g.Members = make([]int32, 0, users)
+		}
+		if subs > 0 {
+			g.Subgroups = make([]int32, 0, subs)
+		}
+		for _, m := range mem {
+			if u := b.userOf[m]; u >= 0 {
+				g.Members = append(g.Members, u)
+				continue
+			}
+			if sub := b.groupOf[m]; sub >= 0 {
+				g.Subgroups = append(g.Subgroups, sub)
+				continue
+			}
+			if b.dns.isForeign(m) {
+				s.Skip(SkipForeignPrincipal, 1)
+				continue
+			}
+			if !b.skipped[m] {
+				s.Skip(SkipUnresolvedMember, 1)
+			}
+		}
+		if len(b.memberUIDs[gi]) > 0 && byUID == nil {
+			byUID = make(map[string]int32, len(b.uids))
+			for u, uid := range b.uids {
+				if uid != "" {
+					byUID[uid] = int32(u)
+				}
+			}
+		}
+		for _, uid := range b.memberUIDs[gi] {
+			if u, ok := byUID[uid]; ok {
+				g.Members = append(g.Members, u)
+				continue
+			}
+			s.Skip(SkipUnresolvedMember, 1)
+		}
+	}
+	for u, g := range primaryOf {
+		if g >= 0 {
+			s.Groups[g].Members = append(s.Groups[g].Members, int32(u))
+		}
+	}
+	for gi := range s.Groups {
+		if len(s.Groups[gi].Members) == 0 {
+			s.Groups[gi].Members = nil // capacity reserved for memberUid values that named no one
+		}
+	}
+	b.userOf, b.groupOf, b.skipped, b.uids, b.primary, b.groupSIDs, b.members, b.memberUIDs = nil, nil, nil, nil, nil, nil, nil, nil
+	return s
+}
+
+// isForeignPrincipalDN reports whether a normalised DN names an AD foreign
+// security principal or well-known SID (CN=S-1-…,CN=ForeignSecurityPrincipals,…).
+func isForeignPrincipalDN(dn string) bool {
+	return strings.HasPrefix(dn, "cn=s-1-") || strings.Contains(dn, ",cn=foreignsecurityprincipals,")
+}
+
+// StableID returns an entry's stable identity: objectGUID in its string form,
+// else entryUUID, else the normalised DN.
+func StableID(e *Entry) string {
+	if g := e.First("objectguid"); len(g) == 16 {
+		return DecodeGUID([]byte(g))
+	}
+	if u := e.First("entryuuid"); u != "" {
+		return strings.ToLower(u)
+	}
+	return directory.NormalizeDN(e.DN)
+}
+
+// DecodeGUID formats a 16-byte objectGUID in Microsoft's string form: the
+// first three fields are little-endian.
+func DecodeGUID(b []byte) string {
+	if len(b) != 16 {
+		return ""
+	}
+	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
+		binary.LittleEndian.Uint32(b[0:4]), binary.LittleEndian.Uint16(b[4:6]), binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
+}
+
+// DecodeSID formats a binary SID (MS-DTYP 2.4.2.2) as S-1-…; it returns ""
+// for malformed input.
+func DecodeSID(b []byte) string {
+	if len(b) < 8 || int(b[1])*4+8 != len(b) {
+		return ""
+	}
+	var auth uint64
+	for _, x := range b[2:8] {
+		auth = auth<<8 | uint64(x)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "S-%d-%d", b[0], auth)
+	for i := 0; i < int(b[1]); i++ {
+		fmt.Fprintf(&sb, "-%d", binary.LittleEndian.Uint32(b[8+4*i:]))
+	}
+	return sb.String()
+}
+
+// domainSID strips the last sub-authority (the RID) from a user's SID.
+func domainSID(sid string) (string, bool) {
+	i := strings.LastIndexByte(sid, '-')
+	if sid == "" || i < 0 {
+		return "", false
+	}
+	return sid[:i], true
+}
+
+// ParseAccountExpires reads AD accountExpires (100 ns intervals since
+// 1601-01-01 UTC); 0 and 0x7FFFFFFFFFFFFFFF mean never (zero time).
+func ParseAccountExpires(v string) time.Time {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n == accountNeverA || n == accountNeverB || n < 0 {
+		return time.Time{}
+	}
+	const epochDiff = 116444736000000000 // 1601-01-01 → 1970-01-01 in 100 ns
+	n -= epochDiff
+	return time.Unix(n/1e7, (n%1e7)*100).UTC()
+}
+
+// FileTime converts a time to AD's accountExpires form.
+func FileTime(t time.Time) int64 {
+	return t.UnixNano()/100 + 116444736000000000
+}

@@ -1,0 +1,113 @@
+package ldapentry
+
+import (
+	"encoding/binary"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/directory"
+)
+
+func sid(sub ...uint32) string {
+	b := []byte{1, byte(len(sub)), 0, 0, 0, 0, 0, 5}
+	for _, s := range sub {
+		b = binary.LittleEndian.AppendUint32(b, s)
+	}
+	return string(b)
+}
+
+func TestDecoders(t *testing.T) {
+	guid := []byte{0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
+	if got := DecodeGUID(guid); got != "00112233-4455-6677-8899-aabbccddeeff" {
+		t.Errorf("DecodeGUID = %s", got)
+	}
+	if got := DecodeSID([]byte(sid(21, 1, 2, 3, 1104))); got != "S-1-5-21-1-2-3-1104" {
+		t.Errorf("DecodeSID = %s", got)
+	}
+	if DecodeSID([]byte{1, 5, 0}) != "" {
+		t.Error("malformed SID decoded")
+	}
+	for _, never := range []string{"0", "9223372036854775807", "", "junk"} {
+		if !ParseAccountExpires(never).IsZero() {
+			t.Errorf("accountExpires %q should mean never", never)
+		}
+	}
+	when := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	if got := ParseAccountExpires(strconv.FormatInt(FileTime(when), 10)); !got.Equal(when) {
+		t.Errorf("FILETIME round trip = %v; want %v", got, when)
+	}
+}
+
+func entry(dn string, attrs ...string) *Entry {
+	e := &Entry{DN: dn, Attrs: map[string][]string{}}
+	for i := 0; i+1 < len(attrs); i += 2 {
+		e.Attrs[attrs[i]] = append(e.Attrs[attrs[i]], attrs[i+1])
+	}
+	return e
+}
+
+func TestBuilder(t *testing.T) {
+	b := NewBuilder("test", Options{EmailAttributes: []string{"mail", "userPrincipalName"}, DisabledAttribute: "employeeType", DisabledValue: "Disabled"})
+	// Groups before users, members referencing entries added later.
+	b.Add(entry("CN=Pro,DC=x", "objectclass", "group", "cn", "Pro",
+		"member", "cn=alice, dc=x", "member", "CN=Nested,DC=x", "member", "CN=S-1-5-11,CN=ForeignSecurityPrincipals,DC=x",
+		"member", "CN=NoMail,DC=x", "member", "CN=Gone,DC=x", "member", "CN=PC1,DC=x"))
+	b.Add(entry("CN=Nested,DC=x", "objectclass", "groupOfNames", "cn", "Nested", "member", "CN=Pro,DC=x"))
+	b.Add(entry("CN=Unique,DC=x", "objectclass", "groupOfUniqueNames", "cn", "Unique", "uniquemember", "CN=Bob,DC=x#'0101'B"))
+	b.Add(entry("CN=Posix,DC=x", "objectclass", "posixGroup", "cn", "Posix", "memberuid", "Carol", "memberuid", "nobody"))
+	b.Add(entry("CN=Domain Users,DC=x", "objectclass", "group", "cn", "Domain Users", "objectsid", sid(21, 7, 513)))
+	b.Add(entry("CN=Alice,DC=x", "objectclass", "user", "mail", "Alice@X.Example", "useraccountcontrol", "514", "objectsid", sid(21, 7, 1000), "primarygroupid", "513"))
+	b.Add(entry("CN=Bob,DC=x", "objectclass", "inetOrgPerson", "mail", "not an email", "userprincipalname", "bob@x.example", "entryuuid", "ABC-1", "employeetype", "disabled"))
+	b.Add(entry("CN=Carol,DC=x", "objectclass", "posixAccount", "objectclass", "inetOrgPerson", "mail", "carol@x.example", "uid", "carol"))
+	b.Add(entry("CN=NoMail,DC=x", "objectclass", "user"))
+	b.Add(entry("CN=PC1,DC=x", "objectclass", "user", "objectclass", "computer"))
+	b.Add(entry("CN=S-1-5-11,CN=ForeignSecurityPrincipals,DC=x", "objectclass", "foreignSecurityPrincipal"))
+	b.Add(entry("CN=Alice,DC=x", "objectclass", "user", "mail", "dup@x.example"))
+	snap := b.Snapshot(time.Unix(1, 0))
+
+	if len(snap.Users) != 3 {
+		t.Fatalf("users = %d; want 3 (alice, bob, carol)", len(snap.Users))
+	}
+	alice, bob, carol := snap.Users[0], snap.Users[1], snap.Users[2]
+	if alice.Email != "alice@x.example" || alice.Status != directory.StatusSuspended {
+		t.Errorf("alice = %+v", alice)
+	}
+	if bob.Email != "bob@x.example" || bob.ID != "abc-1" || bob.Status != directory.StatusSuspended {
+		t.Errorf("bob = %+v (UPN fallback, entryUUID, disabled marker)", bob)
+	}
+	if carol.Status != directory.StatusActive {
+		t.Errorf("carol = %+v", carol)
+	}
+	groups := map[string]directory.Group{}
+	for _, g := range snap.Groups {
+		groups[g.Name] = g
+	}
+	if m := groups["Pro"].Members; len(m) != 1 || m[0] != 0 {
+		t.Errorf("Pro members = %v; want [alice]", m)
+	}
+	if s := groups["Pro"].Subgroups; len(s) != 1 || snap.Groups[s[0]].Name != "Nested" {
+		t.Errorf("Pro subgroups = %v", s)
+	}
+	if s := groups["Nested"].Subgroups; len(s) != 1 || snap.Groups[s[0]].Name != "Pro" {
+		t.Errorf("cycle lost: Nested subgroups = %v", s)
+	}
+	if m := groups["Unique"].Members; len(m) != 1 || m[0] != 1 {
+		t.Errorf("Unique members = %v; want [bob]", m)
+	}
+	if m := groups["Posix"].Members; len(m) != 1 || m[0] != 2 {
+		t.Errorf("Posix members = %v; want [carol]", m)
+	}
+	if m := groups["Domain Users"].Members; len(m) != 1 || m[0] != 0 {
+		t.Errorf("primary group members = %v; want [alice]", m)
+	}
+	want := map[string]int{SkipNoEmail: 1, SkipForeignPrincipal: 1, SkipUnresolvedMember: 2, SkipComputer: 1}
+	for k, v := range want {
+		if snap.Skipped[k] != v {
+			t.Errorf("skipped[%s] = %d; want %d (all: %v)", k, snap.Skipped[k], v, snap.Skipped)
+		}
+	}
+	if groups["Pro"].Ref != "cn=pro,dc=x" {
+		t.Errorf("group ref = %q", groups["Pro"].Ref)
+	}
+}

@@ -1,0 +1,620 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/mailaddr"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+)
+
+// MaxBatch is the most emails one request may carry.
+const MaxBatch = 1000
+
+// DefaultActor is audited when a request names no actor.
+const DefaultActor = "admin-api"
+
+// Item results.
+const (
+	ResultInvited           = "invited"
+	ResultAccepted          = "accepted"
+	ResultJoined            = "joined"
+	ResultUpdated           = "updated"
+	ResultRemoved           = "removed"
+	ResultInvitationRevoked = "invitation_revoked"
+	ResultSuspended         = "suspended"
+	ResultUnsuspended       = "unsuspended"
+	ResultUnchanged         = "unchanged"
+	ResultRejected          = "rejected"
+)
+
+// ItemResult is the outcome for one email of a request.
+type ItemResult struct {
+	Email  string `json:"email"`
+	Result string `json:"result"`
+	// Code and Error say why an item was rejected (nothing changed for it).
+	Code  Code   `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Decision is what is now published for the email (absent when
+	// rejected, unchanged, or when the email left the cache).
+	Decision *entitlement.Decision `json:"decision,omitempty"`
+}
+
+// Result is the outcome of one request over one or more emails. Valid
+// items are applied in one transaction; rejected ones change nothing.
+type Result struct {
+	Account   string       `json:"account"`
+	Action    string       `json:"action"`
+	Applied   int          `json:"applied"`
+	Unchanged int          `json:"unchanged"`
+	Rejected  int          `json:"rejected"`
+	Items     []ItemResult `json:"items"`
+}
+
+// FirstRejection returns the first rejected item's error, or nil.
+func (r *Result) FirstRejection() *Error {
+	for _, it := range r.Items {
+		if it.Result == ResultRejected {
+			return &Error{Code: it.Code, Message: it.Error}
+		}
+	}
+	return nil
+}
+
+// outcome is one email's change decided by a step.
+type outcome struct {
+	next   *Member // row to write; nil with del: delete; nil otherwise: unchanged
+	del    bool
+	result string
+	audit  string
+	detail map[string]any
+}
+
+// step decides one email's change from its locked row (nil when absent).
+type step func(email string, cur *Member, now time.Time) (outcome, *Error)
+
+// Invite invites emails (from any domain) to a team account with a
+// permission they get when they accept. Malformed addresses, addresses in
+// a domain another account claims, and addresses already invited or
+// members (here or in another account) are rejected; the others are
+// invited and published as invitation_pending.
+func (s *Service) Invite(ctx context.Context, actor, account string, emails []string, permission string) (Result, error) {
+	a, err := s.account(account, actionInvite, KindTeam)
+	if err != nil {
+		return Result{}, err
+	}
+	perm, err := ParsePermission(permission)
+	if err != nil {
+		return Result{}, err
+	}
+	actor = cleanActor(actor)
+	return s.run(ctx, a, actionInvite, emails, func(email string) *Error {
+		if owner := s.domainOwner[mailaddr.Domain(email)]; owner != "" && owner != a.ID {
+			return refuse(CodeConflict, "%s is in domain %s, claimed by account %q: its users belong to that account", email, mailaddr.Domain(email), owner)
+		}
+		return nil
+	}, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		switch {
+		case cur != nil && cur.State == StateInvited:
+			return outcome{}, refuse(CodeConflict, "%s already has a pending invitation to account %q", email, a.ID)
+		case cur != nil && cur.State == StateMember:
+			return outcome{}, refuse(CodeConflict, "%s is already a member of account %q", email, a.ID)
+		}
+		next := &Member{State: StateInvited, Permission: perm, Source: "invitation", InvitedAt: &now, InvitedBy: actor, UpdatedAt: now}
+		if cur != nil { // removed earlier: invited again, same user id
+			next.TrialEndedAt = cur.TrialEndedAt
+		}
+		return outcome{next: next, result: ResultInvited, audit: actionInvite, detail: map[string]any{"permission": perm}}, nil
+	}, actor)
+}
+
+// Accept accepts a pending team invitation: the user becomes a paid member
+// with the invited permission, and their free Pro trial ends now (the
+// first acceptance's time is kept).
+func (s *Service) Accept(ctx context.Context, actor, account, email string) (Result, error) {
+	a, err := s.account(account, actionAccept, KindTeam)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.run(ctx, a, actionAccept, []string{email}, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		switch {
+		case cur == nil || cur.State == StateRemoved:
+			return outcome{}, refuse(CodeNotFound, "no pending invitation for %s in account %q", email, a.ID)
+		case cur.State == StateMember:
+			return outcome{}, refuse(CodeConflict, "%s has already accepted the invitation to account %q", email, a.ID)
+		}
+		next := *cur
+		next.State, next.JoinedAt, next.UpdatedAt = StateMember, &now, now
+		if next.TrialEndedAt == nil {
+			next.TrialEndedAt = &now
+		}
+		return outcome{next: &next, result: ResultAccepted, audit: actionAccept,
+			detail: map[string]any{"permission": next.Permission, "trial_ended_at": next.TrialEndedAt}}, nil
+	}, actor)
+}
+
+// Register records a user who signed up with an email in a claimed domain
+// of an enterprise account: they join it with the account's auto-join
+// permission.
+func (s *Service) Register(ctx context.Context, actor, account, email string) (Result, error) {
+	a, err := s.account(account, actionRegister, KindEnterprise)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.run(ctx, a, actionRegister, []string{email}, func(email string) *Error {
+		if !slices.Contains(a.ClaimedDomains, mailaddr.Domain(email)) {
+			return refuse(CodeInvalid, "%s is not in a domain claimed by account %q (%s): it cannot join it", email, a.ID, strings.Join(a.ClaimedDomains, ", "))
+		}
+		return nil
+	}, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		if cur != nil {
+			return outcome{}, refuse(CodeConflict, "%s is already registered in account %q", email, a.ID)
+		}
+		next := &Member{State: StateMember, Permission: a.AutoJoinPermission, Source: "registration", JoinedAt: &now, UpdatedAt: now}
+		return outcome{next: next, result: ResultJoined, audit: actionRegister, detail: map[string]any{"permission": a.AutoJoinPermission}}, nil
+	}, actor)
+}
+
+// SetPermission assigns pro or basic to members (or, in a team, to pending
+// invitations: the permission they will get).
+func (s *Service) SetPermission(ctx context.Context, actor, account string, emails []string, permission string) (Result, error) {
+	a, err := s.account(account, actionSetPermission, KindTeam, KindEnterprise)
+	if err != nil {
+		return Result{}, err
+	}
+	perm, err := ParsePermission(permission)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.run(ctx, a, actionSetPermission, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		if cur == nil || cur.State == StateRemoved {
+			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
+		}
+		if cur.Permission == perm {
+			return outcome{result: ResultUnchanged}, nil
+		}
+		next := *cur
+		next.Permission, next.UpdatedAt = perm, now
+		return outcome{next: &next, result: ResultUpdated, audit: actionSetPermission,
+			detail: map[string]any{"from": cur.Permission, "to": perm}}, nil
+	}, actor)
+}
+
+// Remove takes users out of a team: members lose their permission and paid
+// membership (published as removed_from_team) and leave the member list;
+// pending invitations are revoked (the email leaves the cache).
+func (s *Service) Remove(ctx context.Context, actor, account string, emails []string) (Result, error) {
+	a, err := s.account(account, actionRemove, KindTeam)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.run(ctx, a, actionRemove, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		switch {
+		case cur == nil || cur.State == StateRemoved:
+			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
+		case cur.State == StateInvited:
+			return outcome{del: true, result: ResultInvitationRevoked, audit: actionRevokeInvitation}, nil
+		}
+		next := *cur
+		next.State, next.Permission, next.Suspended, next.SuspendedAt = StateRemoved, entitlement.PermissionNone, false, nil
+		next.RemovedAt, next.UpdatedAt = &now, now
+		return outcome{next: &next, result: ResultRemoved, audit: actionRemove, detail: map[string]any{"permission": cur.Permission}}, nil
+	}, actor)
+}
+
+// Suspend denies members of an enterprise account (reason suspended).
+func (s *Service) Suspend(ctx context.Context, actor, account string, emails []string) (Result, error) {
+	return s.suspension(ctx, actor, account, emails, true)
+}
+
+// Unsuspend lets suspended members of an enterprise account in again.
+func (s *Service) Unsuspend(ctx context.Context, actor, account string, emails []string) (Result, error) {
+	return s.suspension(ctx, actor, account, emails, false)
+}
+
+func (s *Service) suspension(ctx context.Context, actor, account string, emails []string, suspend bool) (Result, error) {
+	action, result := actionUnsuspend, ResultUnsuspended
+	if suspend {
+		action, result = actionSuspend, ResultSuspended
+	}
+	a, err := s.account(account, action, KindEnterprise)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.run(ctx, a, action, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+		if cur == nil || cur.State != StateMember {
+			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
+		}
+		if cur.Suspended == suspend {
+			return outcome{result: ResultUnchanged}, nil
+		}
+		next := *cur
+		next.Suspended, next.UpdatedAt, next.SuspendedAt = suspend, now, nil
+		if suspend {
+			next.SuspendedAt = &now
+		}
+		return outcome{next: &next, result: result, audit: action}, nil
+	}, actor)
+}
+
+func cleanActor(actor string) string {
+	actor = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(actor))
+	if actor == "" {
+		return DefaultActor
+	}
+	if len(actor) > 200 {
+		actor = actor[:200]
+	}
+	return actor
+}
+
+// errRetry asks run to start its transaction again (the set of accounts to
+// lock changed under it).
+var errRetry = errors.New("lock set changed")
+
+// run applies one step per email of a request in one transaction holding
+// the advisory locks of every account it touches, publishes the changes to
+// the cache, then commits. check, when set, rejects an email before the
+// database is consulted.
+func (s *Service) run(ctx context.Context, a *Account, action string, rawEmails []string, check func(email string) *Error, fn step, actor string) (Result, error) {
+	actor = cleanActor(actor)
+	res := Result{Account: a.ID, Action: action}
+	if len(rawEmails) == 0 {
+		return res, refuse(CodeInvalid, "no email addresses given")
+	}
+	if len(rawEmails) > MaxBatch {
+		return res, refuse(CodeInvalid, "%d email addresses: at most %d per request", len(rawEmails), MaxBatch)
+	}
+	res.Items = make([]ItemResult, len(rawEmails))
+	var valid []int // indexes into res.Items
+	seen := map[string]bool{}
+	for i, raw := range rawEmails {
+		it := &res.Items[i]
+		email, err := NormalizeEmail(raw)
+		it.Email = email
+		if err != nil {
+			it.Email = raw
+			reject(it, err.(*Error))
+			continue
+		}
+		if seen[email] {
+			reject(it, refuse(CodeInvalid, "%s is listed twice in this request", email))
+			continue
+		}
+		seen[email] = true
+		if check != nil {
+			if e := check(email); e != nil {
+				reject(it, e)
+				continue
+			}
+		}
+		valid = append(valid, i)
+	}
+	if len(valid) > 0 {
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if err = s.runTx(ctx, a, action, &res, valid, fn, actor); !errors.Is(err, errRetry) {
+				break
+			}
+		}
+		if err != nil {
+			return Result{Account: a.ID, Action: action}, err
+		}
+	}
+	for _, it := range res.Items {
+		switch it.Result {
+		case ResultRejected:
+			res.Rejected++
+		case ResultUnchanged:
+			res.Unchanged++
+		default:
+			res.Applied++
+		}
+	}
+	return res, nil
+}
+
+func reject(it *ItemResult, e *Error) {
+	it.Result, it.Code, it.Error, it.Decision = ResultRejected, e.Code, e.Message, nil
+}
+
+// runTx is one attempt of run's transaction.
+func (s *Service) runTx(ctx context.Context, a *Account, action string, res *Result, valid []int, fn step, actor string) (err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(ctx) // the error that matters is err
+		}
+	}()
+	emails := make([]string, len(valid))
+	for j, i := range valid {
+		emails[j] = res.Items[i].Email
+	}
+	// An invitation deletes the removed_from_team rows the email left in
+	// other teams (one account per email): those accounts are locked too.
+	locked := []string{a.ID}
+	if action == actionInvite {
+		rows, err := tx.Query(ctx, "SELECT DISTINCT account_id FROM console_members WHERE email = ANY($1) AND state = 'removed' AND account_id <> $2", emails, a.ID)
+		if err != nil {
+			return fmt.Errorf("find earlier teams: %w", err)
+		}
+		others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("find earlier teams: %w", err)
+		}
+		locked = append(locked, others...)
+	}
+	if err := lockAccounts(ctx, tx, locked); err != nil {
+		return err
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	changes := map[string][]mapper.Change{}
+	for _, i := range valid {
+		it := &res.Items[i]
+		it.Result, it.Code, it.Error, it.Decision = "", "", "", nil
+		if err := s.applyOne(ctx, tx, a, action, it, fn, actor, now, locked, changes); err != nil {
+			return err
+		}
+	}
+	if len(changes) == 0 {
+		return tx.Rollback(ctx)
+	}
+	// Other accounts' removals first, so the key is free when this
+	// account writes it.
+	order := make([]string, 0, len(changes))
+	for id := range changes {
+		if id != a.ID {
+			order = append(order, id)
+		}
+	}
+	slices.Sort(order)
+	if _, ok := changes[a.ID]; ok {
+		order = append(order, a.ID)
+	}
+	for _, id := range order {
+		if err := s.publishLocked(ctx, tx, id, changes[id], now); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// The cache may now be ahead of the database: republish the
+		// committed state (whatever the commit did) under the locks.
+		var errs []error
+		for _, id := range order {
+			if _, rerr := s.Resync(context.WithoutCancel(ctx), id, ResyncOptions{}); rerr != nil {
+				errs = append(errs, rerr)
+			}
+		}
+		return errors.Join(append([]error{fmt.Errorf("commit: %w", err)}, errs...)...)
+	}
+	return nil
+}
+
+// applyOne runs fn for one email inside a savepoint, so that a constraint
+// violation rejects the email and leaves the others applied.
+func (s *Service) applyOne(ctx context.Context, tx pgx.Tx, a *Account, action string, it *ItemResult, fn step, actor string, now time.Time, locked []string, changes map[string][]mapper.Change) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	cur, err := getMember(ctx, sp, a.ID, it.Email)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	out, refusal := fn(it.Email, cur, now)
+	if refusal != nil {
+		reject(it, refusal)
+		return sp.Rollback(ctx)
+	}
+	it.Result = out.result
+	if out.next == nil && !out.del {
+		return sp.Rollback(ctx)
+	}
+	var pending []accountChange
+	if action == actionInvite {
+		// Leaving an earlier team's removed_from_team behind.
+		rows, err := sp.Query(ctx, "DELETE FROM console_members WHERE email = $1 AND state = 'removed' AND account_id <> $2 RETURNING account_id, "+memberColumns, it.Email, a.ID)
+		if err != nil {
+			_ = sp.Rollback(ctx)
+			return fmt.Errorf("clear earlier teams of %s: %w", it.Email, err)
+		}
+		for rows.Next() {
+			var id string
+			var m Member
+			if err := rows.Scan(&id, &m.Email, &m.UserID, &m.State, &m.Permission, &m.Suspended, &m.Source, &m.InvitedAt,
+				&m.InvitedBy, &m.JoinedAt, &m.TrialEndedAt, &m.SuspendedAt, &m.RemovedAt, &m.UpdatedAt); err != nil {
+				rows.Close()
+				_ = sp.Rollback(ctx)
+				return err
+			}
+			if !slices.Contains(locked, id) {
+				rows.Close()
+				_ = sp.Rollback(ctx)
+				return errRetry
+			}
+			old := m.Decision(id)
+			p := mapper.PublishedOf(&old)
+			pending = append(pending, accountChange{id, mapper.Change{Email: m.Email, Old: &p}})
+		}
+		if err := rows.Err(); err != nil {
+			_ = sp.Rollback(ctx)
+			return fmt.Errorf("clear earlier teams of %s: %w", it.Email, err)
+		}
+	}
+	var old *mapper.Published
+	if cur != nil {
+		d := cur.Decision(a.ID)
+		p := mapper.PublishedOf(&d)
+		old = &p
+	}
+	ch := mapper.Change{Email: it.Email, Old: old}
+	if out.del {
+		if _, err := sp.Exec(ctx, "DELETE FROM console_members WHERE account_id = $1 AND email = $2", a.ID, it.Email); err != nil {
+			_ = sp.Rollback(ctx)
+			return fmt.Errorf("delete %s: %w", it.Email, err)
+		}
+	} else {
+		next := out.next
+		next.Email = it.Email
+		err := sp.QueryRow(ctx, `INSERT INTO console_members (account_id, email, state, permission, suspended, source,
+				invited_at, invited_by, joined_at, trial_ended_at, suspended_at, removed_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12, $13)
+			ON CONFLICT (account_id, email) DO UPDATE SET state = EXCLUDED.state, permission = EXCLUDED.permission,
+				suspended = EXCLUDED.suspended, source = EXCLUDED.source, invited_at = EXCLUDED.invited_at,
+				invited_by = EXCLUDED.invited_by, joined_at = EXCLUDED.joined_at, trial_ended_at = EXCLUDED.trial_ended_at,
+				suspended_at = EXCLUDED.suspended_at, removed_at = EXCLUDED.removed_at, updated_at = EXCLUDED.updated_at
+			RETURNING user_id::text`,
+			a.ID, next.Email, next.State, next.Permission, next.Suspended, next.Source, next.InvitedAt, next.InvitedBy,
+			next.JoinedAt, next.TrialEndedAt, next.SuspendedAt, next.RemovedAt, next.UpdatedAt).Scan(&next.UserID)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "console_members_active_email" {
+			reject(it, refuse(CodeConflict, "%s is already invited to, or a member of, another account", it.Email))
+			return sp.Rollback(ctx)
+		}
+		if err != nil {
+			_ = sp.Rollback(ctx)
+			return fmt.Errorf("write %s: %w", it.Email, err)
+		}
+		d := next.Decision(a.ID)
+		ch.New, ch.Next = &d, mapper.PublishedOf(&d)
+		it.Decision = &d
+	}
+	detail, _ := json.Marshal(out.detail) // maps of plain values always marshal
+	if out.detail == nil {
+		detail = []byte("{}")
+	}
+	if _, err := sp.Exec(ctx, "INSERT INTO console_audit (at, account_id, actor, action, email, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+		now, a.ID, actor, out.audit, it.Email, detail); err != nil {
+		_ = sp.Rollback(ctx)
+		return fmt.Errorf("audit %s: %w", it.Email, err)
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	for _, p := range pending {
+		changes[p.account] = append(changes[p.account], p.change)
+	}
+	changes[a.ID] = append(changes[a.ID], ch)
+	return nil
+}
+
+type accountChange struct {
+	account string
+	change  mapper.Change
+}
+
+// lockAccounts takes the transaction-scoped advisory locks of accounts in
+// sorted order (so two transactions never wait on each other in a cycle).
+func lockAccounts(ctx context.Context, tx pgx.Tx, accounts []string) error {
+	ids := slices.Clone(accounts)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for _, id := range ids {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", lockNamespace, id); err != nil {
+			return fmt.Errorf("lock account %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// publishLocked publishes an account's changes and its status record,
+// inside the transaction that made them (locks held). When the cache has
+// no status record for the account (a Redis that lost its data) it
+// publishes the whole account instead, so that one action never leaves a
+// half-published account looking fresh.
+func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, changes []mapper.Change, now time.Time) error {
+	st, found, err := s.cache.Status(ctx, account)
+	if err != nil {
+		return err
+	}
+	if !found {
+		members, err := allMembers(ctx, tx, account)
+		if err != nil {
+			return err
+		}
+		decisions := decisionsOf(account, members)
+		published, err := s.cache.Published(ctx, account)
+		if err != nil {
+			return err
+		}
+		changes = mapper.Diff(published, decisions).Changes
+		st.LastSyncAt, st.LastFullSyncAt = now, now
+		fillStatus(&st, account, decisions)
+	} else if err := countStatus(ctx, tx, &st, account); err != nil {
+		return err
+	}
+	st.Generation++
+	if err := s.cache.PutStatus(ctx, st); err != nil {
+		return err
+	}
+	return s.cache.Apply(ctx, account, changes, now)
+}
+
+// countStatus sets the counts of a status record with one aggregate query.
+func countStatus(ctx context.Context, tx pgx.Tx, st *accesscache.AccountStatus, account string) error {
+	rows, err := tx.Query(ctx, `SELECT state, permission, suspended, count(*) FROM console_members
+		WHERE account_id = $1 GROUP BY state, permission, suspended`, account)
+	if err != nil {
+		return fmt.Errorf("count members of %s: %w", account, err)
+	}
+	defer rows.Close()
+	fillStatus(st, account, nil)
+	for rows.Next() {
+		var m Member
+		var n int
+		if err := rows.Scan(&m.State, &m.Permission, &m.Suspended, &n); err != nil {
+			return fmt.Errorf("count members of %s: %w", account, err)
+		}
+		d := m.Decision(account)
+		st.Users += n
+		st.ByPermission[d.Permission] += n
+		st.ByReason[d.Reason] += n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count members of %s: %w", account, err)
+	}
+	return nil
+}
+
+func decisionsOf(account string, members []*Member) []entitlement.Decision {
+	out := make([]entitlement.Decision, len(members))
+	for i, m := range members {
+		out[i] = m.Decision(account)
+	}
+	return out
+}
+
+// fillStatus sets the counts of a status record from the decisions.
+func fillStatus(st *accesscache.AccountStatus, account string, decisions []entitlement.Decision) {
+	st.Account = account
+	st.Source = "console:postgres"
+	st.Users = len(decisions)
+	st.ByPermission = map[entitlement.Permission]int{}
+	st.ByReason = map[entitlement.Reason]int{}
+	for i := range decisions {
+		st.ByPermission[decisions[i].Permission]++
+		st.ByReason[decisions[i].Reason]++
+	}
+	st.Bindings = nil
+	st.Hold = nil
+}

@@ -1,0 +1,119 @@
+package mapper
+
+import "github.com/dirsync/dirsync/entitlement"
+
+// Published is what the cache holds for one email, enough to diff against
+// without reading the decision back.
+type Published struct {
+	Permission  entitlement.Permission
+	Allowed     bool
+	Fingerprint uint64
+}
+
+// PublishedOf summarises a decision as it will be published.
+func PublishedOf(d *entitlement.Decision) Published {
+	return Published{Permission: d.Permission, Allowed: d.Allowed, Fingerprint: Fingerprint(d)}
+}
+
+// Change is one email whose published decision must change. New is nil when
+// the email must be removed from the cache (it left the account); Old is nil
+// when nothing was published for it.
+type Change struct {
+	Email string
+	Old   *Published
+	New   *entitlement.Decision
+	// Next is New summarised (zero when New is nil).
+	Next Published
+}
+
+// Delta is what a publish would change.
+type Delta struct {
+	Changes   []Change
+	Unchanged int
+	// Added, Removed and Updated count the changes by kind.
+	Added   int
+	Removed int
+	Updated int
+	// PreviouslyAllowed is how many published decisions allowed sign-in.
+	PreviouslyAllowed int
+	// LostAccess counts emails allowed before and denied or removed now.
+	LostAccess int
+	// LostAccessByStatus is the part of LostAccess the directory explains
+	// by account state (suspended, inactive, locked out): such losses are
+	// never held by the safeguard.
+	LostAccessByStatus int
+	// Downgrades counts pro → basic.
+	Downgrades int
+	// GainedAccess counts emails denied or absent before and allowed now.
+	GainedAccess int
+}
+
+// Diff compares what is published with the new decisions (sorted or not)
+// and returns the changes needed, removals last.
+func Diff(prev map[string]Published, next []entitlement.Decision) Delta {
+	var d Delta
+	for _, p := range prev {
+		if p.Allowed {
+			d.PreviouslyAllowed++
+		}
+	}
+	// When next is strictly sorted (as Map returns it) its emails are
+	// unique, and matching every published email means nothing is removed:
+	// no set of next's emails is needed.
+	matched, unique := 0, true
+	for i := range next {
+		n := &next[i]
+		if i > 0 && n.Email <= next[i-1].Email {
+			unique = false
+		}
+		old, had := prev[n.Email]
+		if had {
+			matched++
+		}
+		next := PublishedOf(n)
+		if had && old == next {
+			d.Unchanged++
+			continue
+		}
+		c := Change{Email: n.Email, New: n, Next: next}
+		if had {
+			o := old
+			c.Old = &o
+			d.Updated++
+		} else {
+			d.Added++
+		}
+		wasAllowed := had && old.Allowed
+		switch {
+		case wasAllowed && !n.Allowed:
+			d.LostAccess++
+			if n.Reason == entitlement.ReasonSuspended || n.Reason == entitlement.ReasonInactive || n.Reason == entitlement.ReasonLockedOut {
+				d.LostAccessByStatus++
+			}
+		case !wasAllowed && n.Allowed:
+			d.GainedAccess++
+		case wasAllowed && old.Permission == entitlement.PermissionPro && n.Permission == entitlement.PermissionBasic:
+			d.Downgrades++
+		}
+		d.Changes = append(d.Changes, c)
+	}
+	if unique && matched == len(prev) {
+		return d // every published email is still decided: nothing to remove
+	}
+	seen := make(map[string]struct{}, len(next))
+	for i := range next {
+		seen[next[i].Email] = struct{}{}
+	}
+	for email, p := range prev {
+		if _, ok := seen[email]; ok {
+			continue
+		}
+		o := p
+		d.Changes = append(d.Changes, Change{Email: email, Old: &o})
+		d.Removed++
+		if p.Allowed {
+			d.LostAccess++
+		}
+	}
+	return d
+}

@@ -1,0 +1,382 @@
+package mapper
+
+import (
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/mailaddr"
+
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/directory"
+)
+
+// Policy is what an account's config says about entitlements.
+type Policy struct {
+	Account        string
+	ClaimedDomains []string
+	// AccessGroup, when not empty, is a group every allowed user must be a
+	// (transitive) member of.
+	AccessGroup string
+	Bindings    []Binding
+}
+
+// Binding grants Permission to the transitive members of Group (a DN, an
+// Okta group id, or an exact group name).
+type Binding struct {
+	Group      string
+	Permission entitlement.Permission
+}
+
+// Stats counts a mapping's outcome.
+type Stats struct {
+	// Users is the number of users in the snapshot.
+	Users int `json:"users"`
+	// Decisions is the number of decisions (users in claimed domains, one
+	// per email).
+	Decisions    int                            `json:"decisions"`
+	ByPermission map[entitlement.Permission]int `json:"by_permission"`
+	ByReason     map[entitlement.Reason]int     `json:"by_reason"`
+	// DomainNotClaimed counts users outside the account's claimed domains.
+	DomainNotClaimed int `json:"domain_not_claimed"`
+	// DuplicateEmails counts users whose email another user also has.
+	DuplicateEmails int `json:"duplicate_emails"`
+	// Skipped is the snapshot's own count of objects it left out.
+	Skipped map[string]int `json:"skipped,omitempty"`
+}
+
+// Problem is something about the policy or the data an operator should see;
+// it does not stop the mapping.
+type Problem struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Problem codes.
+const (
+	ProblemBindingNotFound     = "binding_not_found"
+	ProblemBindingAmbiguous    = "binding_ambiguous"
+	ProblemAccessGroupNotFound = "access_group_not_found"
+	ProblemDuplicateEmail      = "duplicate_email"
+)
+
+// Result is a mapping's output.
+type Result struct {
+	// Decisions holds one decision per email, sorted by email.
+	Decisions []entitlement.Decision
+	Stats     Stats
+	Problems  []Problem
+	// Bindings reports, per policy binding in order, whether its group was
+	// found and how many users it reaches (transitively).
+	Bindings []entitlement.BindingStat
+	// NextExpiry is the earliest account expiry after the evaluation time
+	// among users it would deny; zero if none. A scheduler re-maps then.
+	NextExpiry time.Time
+}
+
+// Map computes the decisions for every user of snap under policy p at time
+// now. Rules, in order: domain not claimed (not published); suspended;
+// inactive (including expiry at or before now); locked out; not in the
+// access group; pro; basic; no permission group.
+func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
+	res := Result{Stats: Stats{
+		Users:        len(snap.Users),
+		ByPermission: map[entitlement.Permission]int{},
+		ByReason:     map[entitlement.Reason]int{},
+		Skipped:      snap.Skipped,
+	}}
+	resolver := newGroupResolver(snap.Groups)
+
+	reach := make([]*closure, len(p.Bindings))
+	res.Bindings = make([]entitlement.BindingStat, len(p.Bindings))
+	for i, b := range p.Bindings {
+		res.Bindings[i] = entitlement.BindingStat{Group: b.Group, Permission: b.Permission}
+		g, problem := resolver.resolve(b.Group)
+		if problem != nil {
+			res.Problems = append(res.Problems, *problem)
+			continue
+		}
+		reach[i] = walk(snap, g)
+		res.Bindings[i].Found = true
+		res.Bindings[i].Users = reach[i].users
+	}
+	var access *closure
+	if p.AccessGroup != "" {
+		g, problem := resolver.resolve(p.AccessGroup)
+		if problem != nil {
+			problem.Code = ProblemAccessGroupNotFound
+			problem.Message = "access group: " + problem.Message + "; every user is denied not_in_access_group"
+			res.Problems = append(res.Problems, *problem)
+			access = &closure{}
+		} else {
+			access = walk(snap, g)
+		}
+	}
+
+	claimed := make(map[string]bool, len(p.ClaimedDomains))
+	for _, d := range p.ClaimedDomains {
+		claimed[strings.ToLower(d)] = true
+	}
+
+	byEmail := make(map[string]int, len(snap.Users))
+	decisions := make([]entitlement.Decision, 0, len(snap.Users))
+	// Every decision's Detail lives in one slab: one allocation instead
+	// of one per user.
+	details := make([]entitlement.Detail, len(snap.Users))
+	var duplicates []string
+	for u := range snap.Users {
+		user := &snap.Users[u]
+		if !claimed[mailaddr.Domain(user.Email)] {
+			res.Stats.DomainNotClaimed++
+			continue
+		}
+		d := decide(p, snap, u, reach, access, now, &details[u])
+		if !user.ExpiresAt.IsZero() && user.ExpiresAt.After(now) {
+			if res.NextExpiry.IsZero() || user.ExpiresAt.Before(res.NextExpiry) {
+				res.NextExpiry = user.ExpiresAt
+			}
+		}
+		if j, dup := byEmail[user.Email]; dup {
+			res.Stats.DuplicateEmails++
+			duplicates = append(duplicates, user.Email)
+			if better(&d, &decisions[j]) {
+				decisions[j] = d
+			}
+			continue
+		}
+		byEmail[user.Email] = len(decisions)
+		decisions = append(decisions, d)
+	}
+	if len(duplicates) > 0 {
+		res.Problems = append(res.Problems, Problem{Code: ProblemDuplicateEmail,
+			Message: fmt.Sprintf("%d users share an email with another user (e.g. %s); the most usable account decides", len(duplicates), duplicates[0])})
+	}
+	slices.SortFunc(decisions, func(a, b entitlement.Decision) int { return strings.Compare(a.Email, b.Email) })
+	for i := range decisions {
+		res.Stats.ByPermission[decisions[i].Permission]++
+		res.Stats.ByReason[decisions[i].Reason]++
+	}
+	res.Stats.Decisions = len(decisions)
+	res.Decisions = decisions
+	return res
+}
+
+// better reports whether a should decide an email shared by two directory
+// users instead of b: an active account beats a denied one (an old disabled
+// account that kept the address must not lock its owner out), then the
+// higher permission wins.
+func better(a, b *entitlement.Decision) bool {
+	if a.Allowed != b.Allowed {
+		return a.Allowed
+	}
+	return rank(a.Permission) > rank(b.Permission)
+}
+
+// decide computes user u's decision; detail is where its Detail goes.
+func decide(p Policy, snap *directory.Snapshot, u int, reach []*closure, access *closure, now time.Time, detail *entitlement.Detail) entitlement.Decision {
+	user := &snap.Users[u]
+	*detail = entitlement.Detail{
+		DirectoryStatus: user.Status.String(),
+		DN:              user.DN,
+		Source:          snap.Source,
+	}
+	d := entitlement.Decision{
+		Email:      user.Email,
+		Account:    p.Account,
+		Permission: entitlement.PermissionNone,
+		UserID:     user.ID,
+		Via:        []string{},
+		SyncedAt:   now,
+		Detail:     detail,
+	}
+	if !user.ExpiresAt.IsZero() {
+		t := user.ExpiresAt.UTC()
+		d.Detail.ExpiresAt = &t
+	}
+	reached := 0
+	for _, c := range reach {
+		if c != nil && c.direct[u] >= 0 {
+			reached++
+		}
+	}
+	if reached > 0 {
+		d.Detail.Paths = make([]entitlement.GroupPath, 0, reached)
+	}
+	best := entitlement.PermissionNone
+	for i, c := range reach {
+		if c == nil || c.direct[u] < 0 {
+			continue
+		}
+		b := p.Bindings[i]
+		d.Detail.Paths = append(d.Detail.Paths, entitlement.GroupPath{Binding: b.Group, Permission: b.Permission, Groups: c.path(snap, u)})
+		if rank(b.Permission) > rank(best) {
+			best = b.Permission
+		}
+	}
+	inAccess := true
+	if access != nil {
+		inAccess = access.contains(u)
+		d.Detail.InAccessGroup = &inAccess
+	}
+
+	switch {
+	case user.Status == directory.StatusSuspended:
+		d.Reason, d.Detail.Rule = entitlement.ReasonSuspended, "directory status is suspended"
+	case user.Status == directory.StatusInactive:
+		d.Reason, d.Detail.Rule = entitlement.ReasonInactive, "directory status is inactive"
+	case !user.ExpiresAt.IsZero() && !user.ExpiresAt.After(now):
+		d.Reason, d.Detail.Rule = entitlement.ReasonInactive, "account expired at "+user.ExpiresAt.UTC().Format(time.RFC3339)
+	case user.Status == directory.StatusLockedOut:
+		d.Reason, d.Detail.Rule = entitlement.ReasonLockedOut, "directory status is locked_out"
+	case !inAccess:
+		d.Reason, d.Detail.Rule = entitlement.ReasonNotInAccessGroup, "not a member of access group "+p.AccessGroup
+	case best == entitlement.PermissionNone:
+		d.Reason, d.Detail.Rule = entitlement.ReasonNoPermission, "not a member of any bound group"
+	default:
+		d.Allowed = true
+		d.Permission = best
+		d.Reason = entitlement.ReasonGranted
+		d.Detail.Rule = grantedRule(best)
+		for _, path := range d.Detail.Paths {
+			if path.Permission == best {
+				d.Via = append(d.Via, path.Groups[0])
+			}
+		}
+	}
+	d.Capabilities = entitlement.CapabilitiesOf(d.Permission)
+	return d
+}
+
+// grantedRule is Detail.Rule of a granted decision; the usual ones are
+// constants, not a string per user.
+func grantedRule(p entitlement.Permission) string {
+	switch p {
+	case entitlement.PermissionPro:
+		return "member of a group bound to pro"
+	case entitlement.PermissionBasic:
+		return "member of a group bound to basic"
+	}
+	return "member of a group bound to " + string(p)
+}
+
+// closure is the set of users reachable from one group through nested
+// groups, with enough to rebuild one path per user.
+type closure struct {
+	// direct[u] is a reached group user u is a direct member of, or -1.
+	direct []int32
+	// users counts the users reached.
+	users int
+	// parent[g] is the group through which group g was reached (itself for
+	// the root), or -1 when g was not reached.
+	parent []int32
+	// paths[g] memoises path labels per reached group: every user reached
+	// through g shares one read-only slice.
+	paths [][]string
+}
+
+func (c *closure) contains(u int) bool { return c.direct != nil && c.direct[u] >= 0 }
+
+// walk computes the closure of root breadth-first; cycles are safe because
+// every group is visited once.
+func walk(snap *directory.Snapshot, root int) *closure {
+	c := &closure{direct: make([]int32, len(snap.Users)), parent: make([]int32, len(snap.Groups))}
+	for i := range c.direct {
+		c.direct[i] = -1
+	}
+	for i := range c.parent {
+		c.parent[i] = -1
+	}
+	c.parent[root] = int32(root)
+	queue := []int32{int32(root)}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		grp := &snap.Groups[g]
+		for _, u := range grp.Members {
+			if c.direct[u] < 0 {
+				c.direct[u] = g
+				c.users++
+			}
+		}
+		for _, sub := range grp.Subgroups {
+			if c.parent[sub] < 0 {
+				c.parent[sub] = g
+				queue = append(queue, sub)
+			}
+		}
+	}
+	return c
+}
+
+// path returns the group labels from the closure's root down to the group
+// user u was reached through. Users reached through the same group share
+// the slice (capacity clipped, so an append copies): callers must not
+// modify it.
+func (c *closure) path(snap *directory.Snapshot, u int) []string {
+	g0 := c.direct[u]
+	if c.paths == nil {
+		c.paths = make([][]string, len(c.parent))
+	}
+	if p := c.paths[g0]; p != nil {
+		return p
+	}
+	var rev []string
+	for g := g0; ; g = c.parent[g] {
+		rev = append(rev, snap.Groups[g].Label())
+		if c.parent[g] == g {
+			break
+		}
+	}
+	slices.Reverse(rev)
+	rev = slices.Clip(rev)
+	c.paths[g0] = rev
+	return rev
+}
+
+// groupResolver finds the group a binding names.
+type groupResolver struct {
+	byRef  map[string]int
+	byName map[string][]int
+}
+
+func newGroupResolver(groups []directory.Group) *groupResolver {
+	r := &groupResolver{byRef: make(map[string]int, len(groups)), byName: make(map[string][]int, len(groups))}
+	for i := range groups {
+		r.byRef[groups[i].Ref] = i
+		r.byName[groups[i].Name] = append(r.byName[groups[i].Name], i)
+	}
+	return r
+}
+
+// resolve matches a binding by reference (a DN compared in normalised form,
+// or an id) and then by exact name.
+func (r *groupResolver) resolve(ref string) (int, *Problem) {
+	if g, ok := r.byRef[ref]; ok {
+		return g, nil
+	}
+	if strings.Contains(ref, "=") {
+		if g, ok := r.byRef[directory.NormalizeDN(ref)]; ok {
+			return g, nil
+		}
+	}
+	switch byName := r.byName[ref]; len(byName) {
+	case 0:
+		return -1, &Problem{Code: ProblemBindingNotFound, Message: fmt.Sprintf("group %q is not in the directory", ref)}
+	case 1:
+		return byName[0], nil
+	default:
+		return -1, &Problem{Code: ProblemBindingAmbiguous, Message: fmt.Sprintf("%d groups are named %q; bind it by DN or id", len(byName), ref)}
+	}
+}
+
+// rank orders permissions: a higher rank wins (pro beats basic).
+func rank(p entitlement.Permission) int {
+	switch p {
+	case entitlement.PermissionPro:
+		return 2
+	case entitlement.PermissionBasic:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,116 @@
+package store
+
+import (
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+
+	"context"
+	"encoding/json"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/mailaddr"
+
+	"github.com/dirsync/dirsync/entitlement"
+)
+
+// Memory is an in-process cache with the same behaviour as Redis, for trials
+// (make run) and tests. Only its own process can read it.
+type Memory struct {
+	mu      sync.RWMutex
+	values  map[string][]byte // email → encoded decision
+	index   map[string]map[string]mapper.Published
+	status  map[string][]byte
+	changes map[string]int // count of change events per account
+}
+
+// NewMemory returns an empty memory cache.
+func NewMemory() *Memory {
+	return &Memory{
+		values:  map[string][]byte{},
+		index:   map[string]map[string]mapper.Published{},
+		status:  map[string][]byte{},
+		changes: map[string]int{},
+	}
+}
+
+// Ping always succeeds.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Check returns the decision for email, as Reader.Check does.
+func (m *Memory) Check(_ context.Context, email string) (entitlement.Decision, error) {
+	norm := mailaddr.Normalize(email)
+	m.mu.RLock()
+	b, ok := m.values[norm]
+	m.mu.RUnlock()
+	if norm == "" || !ok {
+		if norm == "" {
+			norm = email
+		}
+		return entitlement.Denied(norm, entitlement.ReasonUnknownUser), nil
+	}
+	return accesscache.DecodeDecision(b)
+}
+
+// Published returns a copy of an account's index.
+func (m *Memory) Published(_ context.Context, account string) (map[string]mapper.Published, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return maps.Clone(m.index[account]), nil
+}
+
+// Apply publishes changes as Redis.Apply does.
+func (m *Memory) Apply(_ context.Context, account string, changes []mapper.Change, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	idx := m.index[account]
+	if idx == nil {
+		idx = map[string]mapper.Published{}
+		m.index[account] = idx
+	}
+	for i := range changes {
+		ch := &changes[i]
+		if ch.New == nil {
+			if v, ok := m.values[ch.Email]; ok && strings.Contains(string(v), `"account":"`+account+`"`) {
+				delete(m.values, ch.Email)
+			}
+			delete(idx, ch.Email)
+		} else {
+			v, err := encodeDecision(ch.New, at)
+			if err != nil {
+				return err
+			}
+			m.values[ch.Email] = v
+			idx[ch.Email] = ch.Next
+		}
+		m.changes[account]++
+	}
+	return nil
+}
+
+// PutStatus stores an account's status record.
+func (m *Memory) PutStatus(_ context.Context, st accesscache.AccountStatus) error {
+	b, err := json.Marshal(&st)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.status[st.Account] = b
+	m.mu.Unlock()
+	return nil
+}
+
+// Status reads an account's status record.
+func (m *Memory) Status(_ context.Context, account string) (accesscache.AccountStatus, bool, error) {
+	m.mu.RLock()
+	b, ok := m.status[account]
+	m.mu.RUnlock()
+	if !ok {
+		return accesscache.AccountStatus{Account: account}, false, nil
+	}
+	var st accesscache.AccountStatus
+	err := json.Unmarshal(b, &st)
+	return st, true, err
+}

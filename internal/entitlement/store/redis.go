@@ -1,0 +1,223 @@
+package store
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dirsync/dirsync/entitlement"
+)
+
+// Redis is the writer side of the Redis cache.
+type Redis struct {
+	c    redis.UniversalClient
+	keys accesscache.Keys
+	// batch is how many changes go in one pipeline.
+	batch int
+	// streamMaxLen caps each account's change stream (approximately).
+	streamMaxLen int64
+	*accesscache.Reader
+}
+
+// NewRedis returns the writer over c using keys under prefix.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{c: c, keys: accesscache.NewKeys(prefix), batch: 256, streamMaxLen: 100_000, Reader: accesscache.NewReader(c, prefix)}
+}
+
+// Ping checks the cache can be reached.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %w", accesscache.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Published reads an account's index: what is published for each email.
+func (r *Redis) Published(ctx context.Context, account string) (map[string]mapper.Published, error) {
+	out := map[string]mapper.Published{}
+	iter := r.c.HScan(ctx, r.keys.Index(account), 0, "", 4096).Iterator()
+	for iter.Next(ctx) {
+		field := iter.Val()
+		if !iter.Next(ctx) {
+			break
+		}
+		p, err := decodeIndex(iter.Val())
+		if err != nil {
+			return nil, fmt.Errorf("published index %s: %w", account, err)
+		}
+		out[field] = p
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read index: %w", accesscache.ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// delIfOwned deletes a user key only if it still holds this account's
+// decision, so a removal never erases another account's user.
+var delIfOwned = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and string.find(v, ARGV[1], 1, true) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// Apply publishes changes for account: each changed decision is written,
+// each removed email deleted, the index and change stream updated. Changes
+// go in pipelines of a few hundred commands without MULTI, so readers are
+// never blocked behind a large transaction.
+func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Change, at time.Time) error {
+	owner, _ := json.Marshal(map[string]string{"account": account})
+	ownerMark := string(owner[1 : len(owner)-1]) // "account":"<id>"
+	index := r.keys.Index(account)
+	return inOrder(len(changes), r.batch, func(start, end int) (func() error, error) {
+		pipe := r.c.Pipeline()
+		// The batch's index fields go in one HSET and one HDEL: one
+		// command each instead of one per change.
+		var set []any
+		var del []string
+		for i := start; i < end; i++ {
+			ch := &changes[i]
+			if ch.New == nil {
+				delIfOwned.Eval(ctx, pipe, []string{r.keys.User(ch.Email)}, ownerMark)
+				del = append(del, ch.Email)
+			} else {
+				v, err := encodeDecision(ch.New, at)
+				if err != nil {
+					return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
+				}
+				pipe.Set(ctx, r.keys.User(ch.Email), v, 0)
+				set = append(set, ch.Email, encodeIndex(ch.Next))
+			}
+		}
+		if len(set) > 0 {
+			pipe.HSet(ctx, index, set...)
+		}
+		if len(del) > 0 {
+			pipe.HDel(ctx, index, del...)
+		}
+		for i := start; i < end; i++ {
+			pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: r.keys.Changes(account),
+				MaxLen: r.streamMaxLen,
+				Approx: true,
+				Values: changeEvent(account, &changes[i], at),
+			})
+		}
+		return func() error {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+			}
+			return nil
+		}, nil
+	})
+}
+
+// inOrder publishes n changes in batches of size, strictly one after the
+// other, preparing batch i+1 (encoding: the writer's CPU-heavy part) while
+// Redis executes batch i. prepare returns the batch's execution. The first
+// error stops it: no later batch is executed. It returns when nothing it
+// started is running.
+func inOrder(n, size int, prepare func(start, end int) (exec func() error, err error)) error {
+	var running chan error
+	wait := func() error {
+		if running == nil {
+			return nil
+		}
+		err := <-running
+		running = nil
+		return err
+	}
+	for start := 0; start < n; start += size {
+		exec, err := prepare(start, min(start+size, n))
+		if werr := wait(); werr != nil {
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- exec() }()
+		running = done
+	}
+	return wait()
+}
+
+// changeEvent is one change stream entry (documented in
+// docs/sign-in-integration.md).
+func changeEvent(account string, ch *mapper.Change, at time.Time) []any {
+	oldPerm, oldAllowed := "none", "0"
+	if ch.Old != nil {
+		oldPerm = string(ch.Old.Permission)
+		if ch.Old.Allowed {
+			oldAllowed = "1"
+		}
+	}
+	newPerm, newAllowed, reason := "none", "0", string(entitlement.ReasonUnknownUser)
+	if ch.New != nil {
+		newPerm, reason = string(ch.New.Permission), string(ch.New.Reason)
+		if ch.New.Allowed {
+			newAllowed = "1"
+		}
+	}
+	return []any{
+		"email", ch.Email, "account", account,
+		"allowed", newAllowed, "permission", newPerm, "reason", reason,
+		"old_allowed", oldAllowed, "old_permission", oldPerm,
+		"at", at.UTC().Format(time.RFC3339Nano),
+	}
+}
+
+// PutStatus writes an account's status record.
+func (r *Redis) PutStatus(ctx context.Context, st accesscache.AccountStatus) error {
+	b, err := json.Marshal(&st)
+	if err != nil {
+		return fmt.Errorf("encode status: %w", err)
+	}
+	if err := r.c.Set(ctx, r.keys.Status(st.Account), b, 0).Err(); err != nil {
+		return fmt.Errorf("%w: write status: %w", accesscache.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Status reads an account's status record.
+func (r *Redis) Status(ctx context.Context, account string) (accesscache.AccountStatus, bool, error) {
+	return r.Reader.AccountStatus(ctx, account)
+}
+
+// encodeIndex and decodeIndex are the index field format.
+func encodeIndex(p mapper.Published) string {
+	allowed := "0"
+	if p.Allowed {
+		allowed = "1"
+	}
+	return string(p.Permission) + "|" + allowed + "|" + strconv.FormatUint(p.Fingerprint, 16)
+}
+
+func decodeIndex(v string) (mapper.Published, error) {
+	perm, rest, ok1 := strings.Cut(v, "|")
+	allowed, fp, ok2 := strings.Cut(rest, "|")
+	n, err := strconv.ParseUint(fp, 16, 64)
+	if !ok1 || !ok2 || err != nil {
+		return mapper.Published{}, fmt.Errorf("malformed index value %q", v)
+	}
+	return mapper.Published{Permission: entitlement.Permission(perm), Allowed: allowed == "1", Fingerprint: n}, nil
+}
+
+// encodeDecision is the cached value of a decision.
+func encodeDecision(d *entitlement.Decision, at time.Time) ([]byte, error) {
+	c := *d
+	c.SyncedAt = at.UTC().Truncate(time.Second)
+	return json.Marshal(&c)
+}

@@ -1,0 +1,515 @@
+// Package engine runs one synchronisation pass for one account: read the
+// directory, map it to decisions, check the result is safe to publish, and
+// publish only what changed. Scheduling lives elsewhere (package schedule);
+// a pass is a synchronous call.
+//
+// Safety rules every pass applies, whatever the source:
+//   - a source error publishes nothing and keeps the last good decisions;
+//   - a read with no users, or in which a bound group that had members is
+//     gone or empty, is treated as a failed read (unless forced);
+//   - the safeguard holds a pass that would take access away from too many
+//     users for reasons other than their account state, but decisions that
+//     deny a user because of account state (suspended, inactive, locked
+//     out) are published even then.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
+	"go.uber.org/zap"
+
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/internal/directory"
+)
+
+// Source reads a whole directory snapshot, or fails: never partial data.
+type Source interface {
+	Snapshot(ctx context.Context) (*directory.Snapshot, error)
+}
+
+// IncrementalSource can bring its last snapshot up to date cheaply.
+type IncrementalSource interface {
+	Incremental(ctx context.Context) (*directory.Snapshot, bool, error)
+}
+
+// Cache is where decisions are published.
+type Cache interface {
+	Published(ctx context.Context, account string) (map[string]mapper.Published, error)
+	Apply(ctx context.Context, account string, changes []mapper.Change, at time.Time) error
+	PutStatus(ctx context.Context, st accesscache.AccountStatus) error
+	Status(ctx context.Context, account string) (accesscache.AccountStatus, bool, error)
+}
+
+// Safeguard limits how much access one pass may take away.
+type Safeguard struct {
+	MaxLostAccessPercent float64
+	MaxLostAccessUsers   int
+}
+
+// Account is one account's configuration as the engine needs it.
+type Account struct {
+	Policy    mapper.Policy
+	Source    Source
+	Safeguard Safeguard
+}
+
+// Mode is the kind of pass.
+type Mode string
+
+// Modes.
+const (
+	ModeFull        Mode = "full"
+	ModeIncremental Mode = "incremental"
+)
+
+// Options modify one pass.
+type Options struct {
+	Mode Mode
+	// DryRun computes the diff and publishes nothing.
+	DryRun bool
+	// Force publishes even what the safeguard or the lost-group check would
+	// hold (an operator's release).
+	Force bool
+	// SkipIfBusy returns ErrBusy instead of waiting for a running pass.
+	SkipIfBusy bool
+}
+
+// Results of a pass.
+const (
+	ResultPublished = "published"
+	ResultUnchanged = "unchanged"
+	ResultDryRun    = "dry_run"
+	ResultHeld      = "held"
+	ResultFailed    = "failed"
+)
+
+// Errors a pass can end with.
+var (
+	ErrBusy           = errors.New("a sync of this account is already running")
+	ErrUnknownAccount = errors.New("unknown account")
+	ErrEmptyRead      = errors.New("directory returned no users but users are published; keeping the last good state")
+	ErrLostGroup      = errors.New("a bound group that had members is missing or empty; keeping the last good state")
+	ErrHeld           = errors.New("safeguard hold: this sync would take access away from too many users")
+)
+
+// Report describes one pass. Its JSON form is printed by `dirsync sync
+// --output json` and returned by the HTTP API.
+type Report struct {
+	Account         string            `json:"account"`
+	Mode            Mode              `json:"mode"`
+	DryRun          bool              `json:"dry_run"`
+	StartedAt       time.Time         `json:"started_at"`
+	DurationSeconds float64           `json:"duration_seconds"`
+	Result          string            `json:"result"`
+	Error           string            `json:"error,omitempty"`
+	Source          string            `json:"source,omitempty"`
+	Stats           mapper.Stats      `json:"stats"`
+	Problems        []mapper.Problem  `json:"problems,omitempty"`
+	Changes         ChangeCounts      `json:"changes"`
+	Diff            []DiffEntry       `json:"diff,omitempty"`
+	Hold            *accesscache.Hold `json:"hold,omitempty"`
+	// ReadFailed is set when the directory read itself failed.
+	ReadFailed bool `json:"read_failed,omitempty"`
+	// PublishSeconds is the time spent writing to the cache.
+	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+}
+
+// ChangeCounts summarises a delta.
+type ChangeCounts struct {
+	Added              int `json:"added"`
+	Updated            int `json:"updated"`
+	Removed            int `json:"removed"`
+	Unchanged          int `json:"unchanged"`
+	Published          int `json:"published"`
+	LostAccess         int `json:"lost_access"`
+	LostAccessByStatus int `json:"lost_access_by_status"`
+	GainedAccess       int `json:"gained_access"`
+	Downgrades         int `json:"downgrades"`
+}
+
+// DiffEntry is one change in a dry run (or a held pass).
+type DiffEntry struct {
+	Email         string                 `json:"email"`
+	Change        string                 `json:"change"` // gain, lose, upgrade, downgrade, update, remove
+	OldPermission entitlement.Permission `json:"old_permission"`
+	NewPermission entitlement.Permission `json:"new_permission"`
+	OldAllowed    bool                   `json:"old_allowed"`
+	NewAllowed    bool                   `json:"new_allowed"`
+	Reason        entitlement.Reason     `json:"reason,omitempty"`
+}
+
+// Engine runs passes. Passes of one account never overlap; accounts are
+// independent.
+type Engine struct {
+	cache Cache
+	log   *zap.Logger
+	now   func() time.Time
+
+	accounts map[string]*accountState
+	order    []string
+}
+
+type accountState struct {
+	run sync.Mutex // held for the whole pass
+	cfg Account
+
+	// Guarded by run.
+	// read: a pass has published a snapshot, so incremental passes may
+	// follow (the snapshot itself is not kept: the source keeps its own
+	// state, and holding the old one would double a full pass's memory).
+	read       bool
+	published  map[string]mapper.Published
+	nextExpiry time.Time
+	// unpublished: a snapshot was read but the pass that read it did not
+	// complete (cache error, refused publish, failed check or dry run).
+	unpublished bool
+
+	mu   sync.Mutex // guards last
+	last map[Mode]Report
+}
+
+// New returns an engine for accounts publishing to cache.
+func New(cache Cache, accounts []Account, log *zap.Logger, now func() time.Time) *Engine {
+	if now == nil {
+		now = time.Now
+	}
+	e := &Engine{cache: cache, log: log, now: now, accounts: map[string]*accountState{}}
+	for _, a := range accounts {
+		e.accounts[a.Policy.Account] = &accountState{cfg: a, last: map[Mode]Report{}}
+		e.order = append(e.order, a.Policy.Account)
+	}
+	return e
+}
+
+// Accounts returns the account ids in configuration order.
+func (e *Engine) Accounts() []string { return slices.Clone(e.order) }
+
+// LastReports returns the last report of each mode for an account.
+func (e *Engine) LastReports(account string) map[Mode]Report {
+	a := e.accounts[account]
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[Mode]Report, len(a.last))
+	for k, v := range a.last {
+		out[k] = v
+	}
+	return out
+}
+
+// KeepReports takes over from's last reports for the accounts both engines
+// sync (modes e has not run yet), so a config reload, which builds a new
+// engine, does not blank an account's run history until its next passes.
+func (e *Engine) KeepReports(from *Engine) {
+	for id, a := range e.accounts {
+		prev := from.LastReports(id)
+		a.mu.Lock()
+		for mode, rep := range prev {
+			if _, ok := a.last[mode]; !ok {
+				a.last[mode] = rep
+			}
+		}
+		a.mu.Unlock()
+	}
+}
+
+// Run performs one pass for account. The report is filled in whether or not
+// the pass fails; the error says why it did.
+func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report, error) {
+	a := e.accounts[account]
+	if a == nil {
+		return Report{Account: account, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
+	}
+	if opts.Mode == "" {
+		opts.Mode = ModeFull
+	}
+	if opts.SkipIfBusy {
+		if !a.run.TryLock() {
+			return Report{Account: account, Mode: opts.Mode}, ErrBusy
+		}
+	} else {
+		a.run.Lock()
+	}
+	defer a.run.Unlock()
+
+	start := e.now()
+	rep := Report{Account: account, Mode: opts.Mode, DryRun: opts.DryRun, StartedAt: start.UTC()}
+	changed, err := e.pass(ctx, a, opts, &rep)
+	rep.DurationSeconds = e.now().Sub(start).Seconds()
+	if err != nil {
+		rep.Error = err.Error()
+		if rep.Result == "" {
+			rep.Result = ResultFailed
+		}
+	}
+	if changed || err != nil || opts.Mode == ModeFull || opts.DryRun {
+		e.logReport(&rep)
+	}
+	if !opts.DryRun {
+		a.mu.Lock()
+		a.last[opts.Mode] = rep
+		a.mu.Unlock()
+	}
+	return rep, err
+}
+
+// pass does the work of Run under the account's run lock. It reports
+// whether the pass did anything worth a log line.
+func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *Report) (bool, error) {
+	snap, changed, err := e.read(ctx, a, opts.Mode)
+	if err != nil {
+		rep.ReadFailed = true
+		return true, fmt.Errorf("read directory: %w", err)
+	}
+	now := e.now()
+	if !changed && !a.unpublished && (a.nextExpiry.IsZero() || now.Before(a.nextExpiry)) && !opts.DryRun {
+		rep.Result = ResultUnchanged
+		rep.Source = snap.Source
+		return false, nil
+	}
+	rep.Source = snap.Source
+	// The source has moved on to snap: until a pass publishes it, the next
+	// pass must not skip an "unchanged" read (the change would be lost
+	// until the next full pass).
+	a.unpublished = true
+
+	res := mapper.Map(a.cfg.Policy, snap, now)
+	rep.Stats, rep.Problems = res.Stats, res.Problems
+
+	status, _, err := e.cache.Status(ctx, a.cfg.Policy.Account)
+	if err != nil {
+		return true, err
+	}
+	published := a.published
+	if published == nil || opts.Mode == ModeFull || opts.DryRun {
+		// A full pass always re-reads what is published, so a cache that
+		// lost its data (a restarted Redis) is rebuilt.
+		if published, err = e.cache.Published(ctx, a.cfg.Policy.Account); err != nil {
+			return true, err
+		}
+	}
+	delta := mapper.Diff(published, res.Decisions)
+	rep.Changes = countChanges(&delta)
+	if opts.DryRun {
+		rep.Diff = DiffEntries(delta.Changes)
+	}
+
+	if !opts.Force {
+		if err := checkRead(&res, snap, published, status); err != nil {
+			return true, err
+		}
+	}
+	toPublish := delta.Changes
+	if hold := e.hold(a.cfg.Safeguard, &delta, now); hold != nil && !opts.Force {
+		rep.Hold = hold
+		rep.Result = ResultHeld
+		rep.Diff = DiffEntries(delta.Changes)
+		// Account-state denials are never held back.
+		toPublish = statusDenials(delta.Changes)
+		status.Hold = hold
+	} else {
+		status.Hold = nil
+	}
+
+	if opts.DryRun {
+		rep.Result = ResultDryRun
+		return true, nil
+	}
+	if len(toPublish) > 0 {
+		publishStart := time.Now()
+		err := e.cache.Apply(ctx, a.cfg.Policy.Account, toPublish, now)
+		rep.PublishSeconds = time.Since(publishStart).Seconds()
+		if err != nil {
+			a.published = nil // unknown state: re-read before the next diff
+			return true, err
+		}
+		status.Generation++
+	}
+	rep.Changes.Published = len(toPublish)
+	a.published = applyToIndex(published, toPublish)
+	a.read = true
+	a.nextExpiry = res.NextExpiry
+
+	status.Account = a.cfg.Policy.Account
+	status.LastSyncAt = now.UTC()
+	if opts.Mode == ModeFull {
+		status.LastFullSyncAt = now.UTC()
+	}
+	status.Users = res.Stats.Decisions
+	status.ByPermission = res.Stats.ByPermission
+	status.ByReason = res.Stats.ByReason
+	status.Bindings = res.Bindings
+	status.Source = snap.Source
+	if err := e.cache.PutStatus(ctx, status); err != nil {
+		return true, err
+	}
+	a.unpublished = false
+	if rep.Result == ResultHeld {
+		return true, ErrHeld
+	}
+	if len(toPublish) > 0 {
+		rep.Result = ResultPublished
+	} else {
+		rep.Result = ResultUnchanged
+	}
+	return len(toPublish) > 0, nil
+}
+
+// read gets a snapshot: an incremental update when asked for and the
+// source supports it, otherwise a full read.
+func (e *Engine) read(ctx context.Context, a *accountState, mode Mode) (*directory.Snapshot, bool, error) {
+	if inc, ok := a.cfg.Source.(IncrementalSource); ok && mode == ModeIncremental && a.read {
+		return inc.Incremental(ctx)
+	}
+	snap, err := a.cfg.Source.Snapshot(ctx)
+	return snap, true, err
+}
+
+// checkRead refuses snapshots that look like a broken read rather than a
+// real change: no users at all, or a bound group that reached users in the
+// last published sync and is now gone or empty.
+func checkRead(res *mapper.Result, snap *directory.Snapshot, published map[string]mapper.Published, status accesscache.AccountStatus) error {
+	if len(snap.Users) == 0 && len(published) > 0 {
+		return ErrEmptyRead
+	}
+	for _, was := range status.Bindings {
+		if was.Users == 0 {
+			continue
+		}
+		for _, now := range res.Bindings {
+			if strings.EqualFold(now.Group, was.Group) && now.Users == 0 {
+				return fmt.Errorf("%w: %s had %d users", ErrLostGroup, was.Group, was.Users)
+			}
+		}
+	}
+	return nil
+}
+
+// hold returns a hold when the delta takes access away, for reasons other
+// than account state, from more users than the safeguard allows. A first
+// sync (nothing allowed yet) is never held.
+func (e *Engine) hold(sg Safeguard, d *mapper.Delta, now time.Time) *accesscache.Hold {
+	if d.PreviouslyAllowed == 0 {
+		return nil
+	}
+	unexplained := d.LostAccess - d.LostAccessByStatus
+	limit := min(int(sg.MaxLostAccessPercent*float64(d.PreviouslyAllowed)/100), sg.MaxLostAccessUsers)
+	if unexplained <= limit {
+		return nil
+	}
+	return &accesscache.Hold{
+		Since:      now.UTC(),
+		LostAccess: unexplained,
+		Allowed:    d.PreviouslyAllowed,
+		Downgrades: d.Downgrades,
+		Reason: fmt.Sprintf("%d of %d allowed users would lose access (limit %d: %.0f%% or %d users); release with `dirsync sync --force --account ID` once the change is confirmed",
+			unexplained, d.PreviouslyAllowed, limit, sg.MaxLostAccessPercent, sg.MaxLostAccessUsers),
+	}
+}
+
+// statusDenials keeps the changes that deny a user because of account state.
+func statusDenials(changes []mapper.Change) []mapper.Change {
+	var out []mapper.Change
+	for _, c := range changes {
+		if c.New == nil || c.New.Allowed {
+			continue
+		}
+		switch c.New.Reason {
+		case entitlement.ReasonSuspended, entitlement.ReasonInactive, entitlement.ReasonLockedOut:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func applyToIndex(published map[string]mapper.Published, changes []mapper.Change) map[string]mapper.Published {
+	if published == nil {
+		published = map[string]mapper.Published{}
+	}
+	for _, c := range changes {
+		if c.New == nil {
+			delete(published, c.Email)
+		} else {
+			published[c.Email] = c.Next
+		}
+	}
+	return published
+}
+
+func countChanges(d *mapper.Delta) ChangeCounts {
+	return ChangeCounts{
+		Added: d.Added, Updated: d.Updated, Removed: d.Removed, Unchanged: d.Unchanged,
+		LostAccess: d.LostAccess, LostAccessByStatus: d.LostAccessByStatus,
+		GainedAccess: d.GainedAccess, Downgrades: d.Downgrades,
+	}
+}
+
+// DiffEntries describes changes for a dry run or a held pass, sorted by
+// email.
+func DiffEntries(changes []mapper.Change) []DiffEntry {
+	out := make([]DiffEntry, 0, len(changes))
+	for _, c := range changes {
+		e := DiffEntry{Email: c.Email, OldPermission: entitlement.PermissionNone, NewPermission: entitlement.PermissionNone}
+		if c.Old != nil {
+			e.OldPermission, e.OldAllowed = c.Old.Permission, c.Old.Allowed
+		}
+		if c.New != nil {
+			e.NewPermission, e.NewAllowed, e.Reason = c.New.Permission, c.New.Allowed, c.New.Reason
+		}
+		switch {
+		case c.New == nil:
+			e.Change = "remove"
+		case !e.OldAllowed && e.NewAllowed:
+			e.Change = "gain"
+		case e.OldAllowed && !e.NewAllowed:
+			e.Change = "lose"
+		case e.OldPermission == entitlement.PermissionBasic && e.NewPermission == entitlement.PermissionPro:
+			e.Change = "upgrade"
+		case e.OldPermission == entitlement.PermissionPro && e.NewPermission == entitlement.PermissionBasic:
+			e.Change = "downgrade"
+		default:
+			e.Change = "update"
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b DiffEntry) int { return strings.Compare(a.Email, b.Email) })
+	return out
+}
+
+func (e *Engine) logReport(r *Report) {
+	fields := []zap.Field{
+		zap.String("account", r.Account), zap.String("mode", string(r.Mode)), zap.String("result", r.Result),
+		zap.Bool("dry_run", r.DryRun), zap.Float64("duration_seconds", r.DurationSeconds),
+		zap.Int("users", r.Stats.Users), zap.Int("decisions", r.Stats.Decisions),
+		zap.Int("pro", r.Stats.ByPermission[entitlement.PermissionPro]),
+		zap.Int("basic", r.Stats.ByPermission[entitlement.PermissionBasic]),
+		zap.Int("denied", r.Stats.ByPermission[entitlement.PermissionNone]),
+		zap.Int("published", r.Changes.Published), zap.Int("lost_access", r.Changes.LostAccess),
+		zap.Int("gained_access", r.Changes.GainedAccess),
+	}
+	if len(r.Stats.Skipped) > 0 {
+		fields = append(fields, zap.Any("skipped", r.Stats.Skipped))
+	}
+	for _, p := range r.Problems {
+		e.log.Warn("sync problem", zap.String("account", r.Account), zap.String("code", p.Code), zap.String("problem", p.Message))
+	}
+	switch r.Result {
+	case ResultFailed:
+		e.log.Error("sync failed; last good decisions kept", append(fields, zap.String("error", r.Error))...)
+	case ResultHeld:
+		e.log.Error("sync held by safeguard; only account-state denials published", append(fields, zap.String("hold", r.Hold.Reason))...)
+	default:
+		e.log.Info("sync", fields...)
+	}
+}

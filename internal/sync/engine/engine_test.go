@@ -1,0 +1,348 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/directory"
+)
+
+// fakeSource serves whatever snapshot (or error) the test sets.
+type fakeSource struct {
+	mu      sync.Mutex
+	snap    *directory.Snapshot
+	err     error
+	changed bool
+	reads   int
+	block   chan struct{}
+}
+
+func (f *fakeSource) set(s *directory.Snapshot, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.snap, f.err, f.changed = s, err, true
+}
+
+func (f *fakeSource) Snapshot(context.Context) (*directory.Snapshot, error) {
+	f.mu.Lock()
+	block := f.block
+	f.reads++
+	f.changed = false
+	s, err := f.snap, f.err
+	f.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	return s, err
+}
+
+func (f *fakeSource) Incremental(ctx context.Context) (*directory.Snapshot, bool, error) {
+	f.mu.Lock()
+	changed := f.changed
+	f.mu.Unlock()
+	s, err := f.Snapshot(ctx)
+	return s, changed, err
+}
+
+// org builds a snapshot of n users in group "Pro"; mods adjust users.
+func org(n int, mods map[int]func(*directory.User)) *directory.Snapshot {
+	s := &directory.Snapshot{Source: "fake", Groups: []directory.Group{{Ref: "pro", Name: "Pro"}}}
+	for i := range n {
+		u := directory.User{ID: fmt.Sprint(i), Email: fmt.Sprintf("u%03d@acme.example", i)}
+		if m := mods[i]; m != nil {
+			m(&u)
+		}
+		s.Users = append(s.Users, u)
+		s.Groups[0].Members = append(s.Groups[0].Members, int32(i))
+	}
+	return s
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func setup(t *testing.T) (*Engine, *fakeSource, *store.Memory, *clock) {
+	t.Helper()
+	src := &fakeSource{}
+	cache := store.NewMemory()
+	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	acct := Account{
+		Policy:    mapper.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}},
+		Source:    src,
+		Safeguard: Safeguard{MaxLostAccessPercent: 20, MaxLostAccessUsers: 500},
+	}
+	return New(cache, []Account{acct}, zap.NewNop(), clk.now), src, cache, clk
+}
+
+func allowed(t *testing.T, c *store.Memory, email string) entitlement.Decision {
+	t.Helper()
+	d, err := c.Check(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestFailedReadKeepsLastGood(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if rep, err := e.Run(ctx, "acme", Options{}); err != nil || rep.Result != ResultPublished || rep.Changes.Published != 10 {
+		t.Fatalf("first sync: %+v, %v", rep, err)
+	}
+	tests := []struct {
+		name string
+		snap *directory.Snapshot
+		err  error
+		want error
+	}{
+		{"source error", nil, errors.New("ldap: connection reset"), nil},
+		{"no users", &directory.Snapshot{Source: "fake", Groups: []directory.Group{{Ref: "pro", Name: "Pro"}}}, nil, ErrEmptyRead},
+		{"bound group gone", &directory.Snapshot{Source: "fake", Users: org(10, nil).Users}, nil, ErrLostGroup},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src.set(tt.snap, tt.err)
+			rep, err := e.Run(ctx, "acme", Options{})
+			if err == nil || rep.Result != ResultFailed || rep.Error == "" {
+				t.Fatalf("report %+v, err %v; want a failed sync", rep, err)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("err = %v; want %v", err, tt.want)
+			}
+			for i := range 10 {
+				if d := allowed(t, cache, fmt.Sprintf("u%03d@acme.example", i)); !d.Allowed {
+					t.Fatalf("u%03d lost access after a failed read: %+v", i, d)
+				}
+			}
+		})
+	}
+	// The daemon recovers by itself on the next good read.
+	src.set(org(10, map[int]func(*directory.User){3: func(u *directory.User) { u.Status = directory.StatusSuspended }}), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := allowed(t, cache, "u003@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("after recovery u003 = %+v", d)
+	}
+}
+
+func TestSafeguardHoldsButPublishesSuspensions(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Users 0-4 leave the group (50% > 20%), user 9 is suspended.
+	next := org(10, map[int]func(*directory.User){9: func(u *directory.User) { u.Status = directory.StatusSuspended }})
+	next.Groups[0].Members = next.Groups[0].Members[5:]
+	src.set(next, nil)
+	rep, err := e.Run(ctx, "acme", Options{})
+	if !errors.Is(err, ErrHeld) || rep.Result != ResultHeld || rep.Hold == nil || rep.Hold.LostAccess != 5 {
+		t.Fatalf("want a hold of 5: %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u009@acme.example"); d.Allowed {
+		t.Error("suspension was held back with the mass change")
+	}
+	if d := allowed(t, cache, "u000@acme.example"); !d.Allowed {
+		t.Error("held change was published")
+	}
+	st, _, _ := cache.Status(ctx, "acme")
+	if st.Hold == nil {
+		t.Error("hold not recorded in the status record")
+	}
+	rep, err = e.Run(ctx, "acme", Options{Force: true})
+	if err != nil || rep.Result != ResultPublished {
+		t.Fatalf("forced release: %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); d.Allowed || d.Reason != entitlement.ReasonNoPermission {
+		t.Errorf("after release u000 = %+v", d)
+	}
+	if st, _, _ := cache.Status(ctx, "acme"); st.Hold != nil {
+		t.Error("hold not cleared after release")
+	}
+}
+
+func TestSafeguardLimits(t *testing.T) {
+	tests := []struct {
+		name       string
+		allowed    int
+		lose       int
+		pct        float64
+		users      int
+		wantHeld   bool
+		firstEmpty bool
+	}{
+		{"under percent", 100, 20, 20, 500, false, false},
+		{"over percent", 100, 21, 20, 500, true, false},
+		{"absolute limit smaller", 1000, 11, 20, 10, true, false},
+		{"first sync never held", 0, 0, 20, 500, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{}
+			d := &mapper.Delta{PreviouslyAllowed: tt.allowed, LostAccess: tt.lose}
+			held := e.hold(Safeguard{MaxLostAccessPercent: tt.pct, MaxLostAccessUsers: tt.users}, d, time.Now()) != nil
+			if held != tt.wantHeld {
+				t.Errorf("held = %t; want %t", held, tt.wantHeld)
+			}
+		})
+	}
+}
+
+func TestDryRunPublishesNothing(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(3, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	src.set(org(3, map[int]func(*directory.User){1: func(u *directory.User) { u.Status = directory.StatusSuspended }}), nil)
+	rep, err := e.Run(ctx, "acme", Options{DryRun: true})
+	if err != nil || rep.Result != ResultDryRun {
+		t.Fatalf("dry run: %+v, %v", rep, err)
+	}
+	if len(rep.Diff) != 1 || rep.Diff[0].Email != "u001@acme.example" || rep.Diff[0].Change != "lose" || rep.Diff[0].Reason != entitlement.ReasonSuspended {
+		t.Errorf("diff = %+v", rep.Diff)
+	}
+	if d := allowed(t, cache, "u001@acme.example"); !d.Allowed {
+		t.Error("dry run published")
+	}
+}
+
+func TestIncrementalAndExpiryOnTime(t *testing.T) {
+	e, src, cache, clk := setup(t)
+	ctx := context.Background()
+	expiry := clk.t.Add(3 * time.Second)
+	src.set(org(2, map[int]func(*directory.User){0: func(u *directory.User) { u.ExpiresAt = expiry }}), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental})
+	if err != nil || rep.Result != ResultUnchanged {
+		t.Fatalf("incremental with no change: %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); !d.Allowed {
+		t.Fatal("expiring user denied early")
+	}
+	clk.t = expiry.Add(time.Millisecond)
+	if _, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental}); err != nil {
+		t.Fatal(err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); d.Allowed || d.Reason != entitlement.ReasonInactive {
+		t.Errorf("after expiry, with no directory change: %+v", d)
+	}
+}
+
+func TestRunsOfOneAccountNeverOverlap(t *testing.T) {
+	e, src, _, _ := setup(t)
+	src.set(org(1, nil), nil)
+	block := make(chan struct{})
+	src.mu.Lock()
+	src.block = block
+	src.mu.Unlock()
+	done := make(chan error)
+	go func() {
+		_, err := e.Run(context.Background(), "acme", Options{})
+		done <- err
+	}()
+	for { // wait until the first run is inside the source
+		src.mu.Lock()
+		r := src.reads
+		src.mu.Unlock()
+		if r == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := e.Run(context.Background(), "acme", Options{SkipIfBusy: true}); !errors.Is(err, ErrBusy) {
+		t.Errorf("overlapping run: err = %v; want ErrBusy", err)
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(context.Background(), "nope", Options{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("unknown account: %v", err)
+	}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestAccountsDoNotBlockEachOther: a pass stuck on one account's directory
+// does not delay another account's pass.
+func TestAccountsDoNotBlockEachOther(t *testing.T) {
+	slow, fast := &fakeSource{}, &fakeSource{}
+	slow.set(org(1, nil), nil)
+	fast.set(org(1, nil), nil)
+	block := make(chan struct{})
+	slow.block = block
+	policy := func(id string) mapper.Policy {
+		return mapper.Policy{Account: id, ClaimedDomains: []string{"acme.example"}, Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}
+	}
+	e := New(store.NewMemory(), []Account{{Policy: policy("slow"), Source: slow}, {Policy: policy("fast"), Source: fast}}, zap.NewNop(), time.Now)
+	done := make(chan error)
+	go func() {
+		_, err := e.Run(context.Background(), "slow", Options{})
+		done <- err
+	}()
+	finished := make(chan error)
+	go func() {
+		_, err := e.Run(context.Background(), "fast", Options{})
+		finished <- err
+	}()
+	select {
+	case err := <-finished:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pass of one account waited for another account's directory")
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeepReportsCarriesHistoryAcrossEngines(t *testing.T) {
+	old, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(2, nil), nil)
+	if _, err := old.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// The reloaded config keeps acme and adds globex.
+	next := New(cache, []Account{
+		{Policy: mapper.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}, Source: src},
+		{Policy: mapper.Policy{Account: "globex", ClaimedDomains: []string{"globex.example"}}, Source: &fakeSource{}},
+	}, zap.NewNop(), time.Now)
+	next.KeepReports(old)
+	if rep := next.LastReports("acme")[ModeFull]; rep.Result != ResultPublished {
+		t.Errorf("acme's full run after the reload = %+v, want the old engine's published run", rep)
+	}
+	if reps := next.LastReports("globex"); len(reps) != 0 {
+		t.Errorf("globex has reports %v before any pass", reps)
+	}
+	// A pass of the new engine replaces the carried report.
+	if _, err := next.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := next.LastReports("acme")[ModeFull]; rep.Result != ResultUnchanged {
+		t.Errorf("acme's full run after a new pass = %+v, want unchanged", rep)
+	}
+}
