@@ -1,6 +1,8 @@
-// Package accesscache is the access cache the sign-in service reads: the
-// Redis key layout, the writer dirsync publishes with, the reader the
-// sign-in service imports (Reader.Check), and an in-process Memory backend.
+// Package accesscache is the access cache as the sign-in service reads it:
+// the Redis key layout, the account status record and the reader the
+// sign-in service imports (Reader.Check). dirsync's writers live in its
+// internal/entitlement/store. The package depends on go-redis, a JSON
+// decoder and the decision types only (TestSignInClientDependencies).
 //
 // Key layout (schema v1; P is the configured key prefix, default "dirsync"):
 //
