@@ -12,7 +12,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/entitlement/console"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 )
@@ -29,8 +28,9 @@ const usersUsage = `<invite|accept|register|assign|remove|suspend|unsuspend|list
   audit [--limit N]                        who changed what, newest first
 
 The commands call the running daemon's admin API (--server, default the
-config's api.listen, with its admin token). Exit code 1 when anything was
-rejected.`
+config's api.listen, with its admin token: the config's, else
+$DIRSYNC_ADMIN_TOKEN, else a loopback daemon's per-start token). Exit code 1
+when anything was rejected.`
 
 func cmdUsers(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
@@ -65,12 +65,12 @@ func cmdUsers(ctx context.Context, e env, args []string) error {
 	for _, p := range pos {
 		emails = append(emails, console.SplitEmails(p)...)
 	}
-	base, token, err := usersServer(*server, *cfgPath, e)
+	api, err := usersServer(*server, *cfgPath, e)
 	if err != nil {
 		return err
 	}
-	acct := base + "/v1/accounts/" + url.PathEscape(*account)
-	c := apiClient{token: token, actor: *actor}
+	acct := api.base + "/v1/accounts/" + url.PathEscape(*account)
+	c := apiClient{token: api.token, actor: *actor}
 
 	var method, u string
 	var body any
@@ -200,24 +200,18 @@ func firstNonEmpty(vals ...string) string {
 	return ""
 }
 
-// usersServer finds the daemon's URL and admin token: --server with
-// $DIRSYNC_ADMIN_TOKEN, or the config's api.listen and admin token.
-func usersServer(server, cfgPath string, e env) (string, string, error) {
+// usersServer finds the daemon and its admin token: --server (with
+// $DIRSYNC_ADMIN_TOKEN or a loopback daemon's per-start token), or the
+// config's api.listen and admin token.
+func usersServer(server, cfgPath string, e env) (daemonAPI, error) {
 	if server != "" && cfgPath == "" {
-		return strings.TrimSuffix(server, "/"), e.getenv("DIRSYNC_ADMIN_TOKEN"), nil
+		return daemonFor(server, nil, e)
 	}
 	cfg, err := loadConfig(cfgPath, e)
 	if err != nil {
-		return "", "", err
+		return daemonAPI{}, err
 	}
-	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
-	if err != nil {
-		return "", "", err
-	}
-	if server == "" {
-		server = "http://" + cfg.API.Listen
-	}
-	return strings.TrimSuffix(server, "/"), token, nil
+	return daemonFor(server, cfg, e)
 }
 
 // apiClient calls the console admin API with a JSON body.
