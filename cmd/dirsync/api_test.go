@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,14 +21,32 @@ type daemonRun struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan int
-	stderr *strings.Builder
+	stderr *lockedBuffer
+}
+
+// lockedBuffer is the daemon's stderr: its goroutines log concurrently.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startRun runs the daemon on cfg with env until the test ends.
 func startRun(t *testing.T, cfg, addr string, env map[string]string) *daemonRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemonRun{addr: addr, cancel: cancel, done: make(chan int, 1), stderr: &strings.Builder{}}
+	d := &daemonRun{addr: addr, cancel: cancel, done: make(chan int, 1), stderr: &lockedBuffer{}}
 	go func() {
 		code := run(ctx, []string{"run", "--config", cfg}, func(k string) string { return env[k] }, io.Discard, d.stderr)
 		d.done <- code
