@@ -164,6 +164,9 @@ accounts:
 	d := &daemon{name: name, proc: p, addr: addr}
 	t.Cleanup(func() {
 		p.Kill()
+		// A killed daemon cannot remove its per-start token file.
+		_, port, _ := net.SplitHostPort(addr)
+		os.Remove(apimux.PerStartTokenPath(os.Getenv, port))
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, p.LogTail())
 		}
