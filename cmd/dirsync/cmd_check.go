@@ -32,30 +32,29 @@ func cmdCheck(ctx context.Context, e env, args []string) error {
 	}
 	email := pos[0]
 
-	var out httpapi.Explanation
-	switch {
-	case *server != "":
-		out, err = remoteCheck(ctx, *server, "", email, *explain)
-	default:
-		cfg, lerr := loadConfig(*cfgPath, e)
-		if lerr != nil {
-			return lerr
+	var cfg *config.Config
+	if *server == "" {
+		if cfg, err = loadConfig(*cfgPath, e); err != nil {
+			return err
 		}
-		if cfg.Cache.Backend == config.BackendMemory {
-			token, terr := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
-			if terr != nil {
-				return terr
-			}
-			if token == "" && !*explain { // the read token opens /v1/access
-				if token, terr = config.ReadSecret(cfg.API.ReadTokenFile, cfg.API.ReadTokenEnv, e.getenv); terr != nil {
-					return terr
+	}
+	var out httpapi.Explanation
+	if cfg != nil && cfg.Cache.Backend != config.BackendMemory {
+		out, err = localCheck(ctx, cfg, e, email, *explain)
+	} else {
+		api, aerr := daemonFor(*server, cfg, e)
+		if aerr != nil {
+			return aerr
+		}
+		if cfg != nil {
+			if api.token == "" && !*explain { // the read token opens /v1/access
+				if api.token, err = config.ReadSecret(cfg.API.ReadTokenFile, cfg.API.ReadTokenEnv, e.getenv); err != nil {
+					return err
 				}
 			}
 			fmt.Fprintf(e.stderr, "(memory cache: asking the daemon at %s)\n", cfg.API.Listen)
-			out, err = remoteCheck(ctx, "http://"+cfg.API.Listen, token, email, *explain)
-		} else {
-			out, err = localCheck(ctx, cfg, e, email, *explain)
 		}
+		out, err = remoteCheck(ctx, api, email, *explain)
 	}
 	if err != nil {
 		return fmt.Errorf("%w (callers must deny sign-in on this error)", err)
@@ -100,8 +99,8 @@ func localCheck(ctx context.Context, cfg *config.Config, e env, email string, ex
 	return out, nil
 }
 
-func remoteCheck(ctx context.Context, server, token, email string, explain bool) (httpapi.Explanation, error) {
-	u := strings.TrimSuffix(server, "/") + "/v1/access/" + url.PathEscape(email)
+func remoteCheck(ctx context.Context, api daemonAPI, email string, explain bool) (httpapi.Explanation, error) {
+	u := api.base + "/v1/access/" + url.PathEscape(email)
 	if explain {
 		u += "/explain"
 	}
@@ -109,7 +108,7 @@ func remoteCheck(ctx context.Context, server, token, email string, explain bool)
 		httpapi.Explanation
 		Error string `json:"error"`
 	}
-	code, err := callAPI(ctx, http.MethodGet, u, token, &out)
+	code, err := callAPI(ctx, http.MethodGet, u, api.token, &out)
 	if err != nil {
 		return httpapi.Explanation{}, err
 	}

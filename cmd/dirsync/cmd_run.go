@@ -20,6 +20,7 @@ import (
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory/ldapdir"
 	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/httpapi"
@@ -65,6 +66,13 @@ type daemon struct {
 	metrics *metrics.Metrics
 	handler atomic.Pointer[http.Handler]
 	reloads chan reloadRequest
+	// listenAddr is the address the API is really bound to: credentials
+	// that need a loopback listener are checked against it.
+	listenAddr net.Addr
+	// perStart is the admin token generated for this process when the
+	// config sets none (loopback only); removePerStart deletes its file.
+	perStart       apimux.Token
+	removePerStart func()
 }
 
 type reloadRequest struct {
@@ -89,14 +97,20 @@ type generation struct {
 }
 
 func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
-	gen, err := d.build(cfg, nil)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", cfg.API.Listen)
 	if err != nil {
-		gen.closeCache()
 		return fmt.Errorf("api.listen: %w", err)
+	}
+	d.listenAddr = ln.Addr()
+	defer func() {
+		if d.removePerStart != nil {
+			d.removePerStart()
+		}
+	}()
+	gen, err := d.build(cfg, nil)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*d.handler.Load()).ServeHTTP(w, r) }),
@@ -200,15 +214,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	for _, a := range accounts {
 		sourceOf[a.Policy.Account] = a.Source
 	}
-	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, d.env.getenv)
-	if err != nil {
-		return fail(fmt.Errorf("api.admin_token: %w", err))
-	}
-	readToken, err := config.ReadSecret(cfg.API.ReadTokenFile, cfg.API.ReadTokenEnv, d.env.getenv)
-	if err != nil {
-		return fail(fmt.Errorf("api.read_token: %w", err))
-	}
-	var hooks []httpapi.OktaHook
+	var hooks []apimux.OktaHookSecret
 	sources := map[string]struct {
 		Kind  string
 		Stats metrics.StatsFunc
@@ -235,14 +241,18 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		}
 		o := a.Directory.Okta
 		if a.Directory.Type == config.DirectoryOkta && (o.EventHookSecretFile != "" || o.EventHookSecretEnv != "") {
-			secret, err := config.ReadSecret(o.EventHookSecretFile, o.EventHookSecretEnv, d.env.getenv)
+			secret, err := configuredToken("directory.okta.event_hook_secret", o.EventHookSecretFile, o.EventHookSecretEnv, d.env)
 			if err != nil {
-				return fail(fmt.Errorf("account %s: directory.okta.event_hook_secret: %w", a.ID, err))
+				return fail(fmt.Errorf("account %s: %w", a.ID, err))
 			}
-			hooks = append(hooks, httpapi.OktaHook{Account: a.ID, Header: o.EventHookHeader, Secret: secret})
+			hooks = append(hooks, apimux.OktaHookSecret{Account: a.ID, Header: o.EventHookHeader, Secret: secret})
 		}
 	}
 	d.metrics.SetSources(sources)
+	auth, err := d.apiCredentials(cfg, hooks)
+	if err != nil {
+		return fail(err)
+	}
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
 	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha}
@@ -259,18 +269,16 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	}
 	gen.closeConsole = closeConsole
 	gen.syncer = newSyncer(gen.engine, svc)
-	h := httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, AdminToken: token, ReadToken: readToken,
-		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
-		Reload: d.requestReload, OktaHooks: hooks, Trigger: gen.trigger, NextRun: gen.nextRun, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
-	})
+	var consoleRoutes consoleapi.Console
 	if svc != nil {
-		root := http.NewServeMux()
-		root.Handle("/v1/accounts/", consoleapi.New(consoleapi.Options{Console: svc, AdminToken: token, Log: d.log.Named("console")}))
-		root.Handle("POST /v1/accounts/{id}/release", h) // dirsync's own, not the console's
-		root.Handle("/", h)
-		h = root
+		consoleRoutes = svc
 	}
+	var h http.Handler = httpapi.New(httpapi.Options{
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes,
+		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
+		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
+		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
+	})
 	d.handler.Store(&h)
 	return gen, nil
 }

@@ -49,23 +49,22 @@ func cmdSync(ctx context.Context, e env, args []string) error {
 
 	var reports []engine.Report
 	var runErr error
-	if *server != "" {
-		reports, runErr = remoteSync(ctx, *server, "", *account, opts)
+	var cfg *config.Config
+	if *server == "" {
+		var err error
+		if cfg, err = loadConfig(*cfgPath, e); err != nil {
+			return err
+		}
+	}
+	if cfg != nil && cfg.Cache.Backend != config.BackendMemory {
+		reports, runErr = localSync(ctx, cfg, e, *account, opts)
 	} else {
-		cfg, err := loadConfig(*cfgPath, e)
+		// --server, or the memory cache, which lives in the daemon: ask it.
+		api, err := daemonFor(*server, cfg, e)
 		if err != nil {
 			return err
 		}
-		if cfg.Cache.Backend == config.BackendMemory {
-			// The memory cache lives in the daemon: ask it.
-			token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
-			if err != nil {
-				return err
-			}
-			reports, runErr = remoteSync(ctx, "http://"+cfg.API.Listen, token, *account, opts)
-		} else {
-			reports, runErr = localSync(ctx, cfg, e, *account, opts)
-		}
+		reports, runErr = remoteSync(ctx, api, *account, opts)
 	}
 	if reports != nil {
 		if err := writeReports(e, *output, reports); err != nil {
@@ -220,7 +219,7 @@ func leaseForLocalSync(ctx context.Context, cfg *config.Config, e env, c cache, 
 }
 
 // remoteSync asks a running daemon to sync through POST /v1/sync.
-func remoteSync(ctx context.Context, server, token, account string, opts engine.Options) ([]engine.Report, error) {
+func remoteSync(ctx context.Context, api daemonAPI, account string, opts engine.Options) ([]engine.Report, error) {
 	q := url.Values{"mode": {string(opts.Mode)}}
 	if account != "" {
 		q.Set("account", account)
@@ -235,7 +234,7 @@ func remoteSync(ctx context.Context, server, token, account string, opts engine.
 		Reports []engine.Report `json:"reports"`
 		Error   string          `json:"error"`
 	}
-	code, err := callAPI(ctx, http.MethodPost, strings.TrimSuffix(server, "/")+"/v1/sync?"+q.Encode(), token, &out)
+	code, err := callAPI(ctx, http.MethodPost, api.base+"/v1/sync?"+q.Encode(), api.token, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -354,23 +353,14 @@ func cmdRelease(ctx context.Context, e env, args []string) error {
 	}
 	var reports []engine.Report
 	var runErr error
-	token := ""
-	local := *server == ""
 	var cfg *config.Config
-	if local {
+	if *server == "" {
 		var err error
 		if cfg, err = loadConfig(*cfgPath, e); err != nil {
 			return err
 		}
-		if cfg.Cache.Backend == config.BackendMemory {
-			if token, err = config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv); err != nil {
-				return err
-			}
-			*server = "http://" + cfg.API.Listen
-			local = false
-		}
 	}
-	if local {
+	if cfg != nil && cfg.Cache.Backend != config.BackendMemory {
 		c, closeCache, err := newCache(cfg, e)
 		if err != nil {
 			return err
@@ -385,11 +375,15 @@ func cmdRelease(ctx context.Context, e env, args []string) error {
 		}
 		reports, runErr = localSync(ctx, cfg, e, *account, engine.Options{Mode: engine.ModeFull, Force: true})
 	} else {
+		api, err := daemonFor(*server, cfg, e)
+		if err != nil {
+			return err
+		}
 		var out struct {
 			Reports []engine.Report `json:"reports"`
 			Error   string          `json:"error"`
 		}
-		code, err := callAPI(ctx, http.MethodPost, strings.TrimSuffix(*server, "/")+"/v1/accounts/"+url.PathEscape(*account)+"/release", token, &out)
+		code, err := callAPI(ctx, http.MethodPost, api.base+"/v1/accounts/"+url.PathEscape(*account)+"/release", api.token, &out)
 		if err != nil {
 			return err
 		}

@@ -8,50 +8,157 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/entitlement/console"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 )
 
-const usersUsage = `<invite|accept|register|assign|remove|suspend|unsuspend|list|audit> --account ID [flags] [EMAIL...]
+// usersAction is one `dirsync users` subcommand: how it turns its
+// arguments into a call of the console API, and how it prints the answer.
+type usersAction struct {
+	name, args, summary string
+	call                func(emails []string, f usersFlags) (usersCall, error)
+	// print shows a 200 answer as text. Nil for the actions that change
+	// something: they answer a console.Result, printed even when the call
+	// failed, and exit 1 when an item was rejected.
+	print func(w io.Writer, raw []byte) error
+}
 
-  invite EMAIL... --permission pro|basic   invite to a team (addresses may be ';'-separated)
-  accept EMAIL                             accept a pending team invitation
-  register EMAIL                           join an enterprise account (email in a claimed domain)
-  assign EMAIL... --permission pro|basic   assign a permission
-  remove EMAIL...                          remove from a team (or revoke a pending invitation)
-  suspend EMAIL... | unsuspend EMAIL...    suspend or unsuspend in an enterprise account
-  list [--state member|invited]            the member list, page by page
-  audit [--limit N]                        who changed what, newest first
+// usersCall is a request under /v1/accounts/{id}.
+type usersCall struct {
+	method, path string
+	query        url.Values
+	body         any
+}
 
+// usersFlags are the flags the actions read.
+type usersFlags struct {
+	permission, state, after string
+	limit                    int
+}
+
+func usersActions() []usersAction {
+	return []usersAction{
+		{"invite", "EMAIL... --permission pro|basic", "invite to a team (addresses may be ';'-separated)", func(emails []string, f usersFlags) (usersCall, error) {
+			return usersCall{method: http.MethodPost, path: "/invitations", body: map[string]any{"emails": emails, "permission": f.permission}}, many("invite", emails)
+		}, nil},
+		{"accept", "EMAIL", "accept a pending team invitation", func(emails []string, _ usersFlags) (usersCall, error) {
+			return usersCall{method: http.MethodPost, path: "/invitations/" + first(emails) + "/accept"}, one("accept", emails)
+		}, nil},
+		{"register", "EMAIL", "join an enterprise account (email in a claimed domain)", func(emails []string, _ usersFlags) (usersCall, error) {
+			return usersCall{method: http.MethodPost, path: "/registrations", body: map[string]string{"email": firstRaw(emails)}}, one("register", emails)
+		}, nil},
+		{"assign", "EMAIL... --permission pro|basic", "assign a permission", func(emails []string, f usersFlags) (usersCall, error) {
+			if len(emails) == 1 {
+				return usersCall{method: http.MethodPut, path: "/users/" + first(emails) + "/permission", body: map[string]string{"permission": f.permission}}, nil
+			}
+			return usersCall{method: http.MethodPost, path: "/bulk/permission", body: map[string]any{"emails": emails, "permission": f.permission}}, many("assign", emails)
+		}, nil},
+		{"remove", "EMAIL...", "remove from a team (or revoke a pending invitation)", perUserOrBulk("remove", http.MethodDelete, ""), nil},
+		{"suspend", "EMAIL...", "suspend in an enterprise account", perUserOrBulk("suspend", http.MethodPost, "/suspend"), nil},
+		{"unsuspend", "EMAIL...", "unsuspend in an enterprise account", perUserOrBulk("unsuspend", http.MethodPost, "/unsuspend"), nil},
+		{"list", "[--state member|invited]", "the member list, page by page", func(_ []string, f usersFlags) (usersCall, error) {
+			q := url.Values{}
+			for k, v := range map[string]string{"state": f.state, "after": f.after} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if f.limit != 0 {
+				q.Set("limit", fmt.Sprint(f.limit))
+			}
+			return usersCall{method: http.MethodGet, path: "/users", query: q}, nil
+		}, printMembers},
+		{"audit", "[--limit N]", "who changed what, newest first", func(_ []string, f usersFlags) (usersCall, error) {
+			q := url.Values{}
+			if f.limit != 0 {
+				q.Set("limit", fmt.Sprint(f.limit))
+			}
+			return usersCall{method: http.MethodGet, path: "/audit", query: q}, nil
+		}, printAudit},
+	}
+}
+
+// perUserOrBulk is an action on one user's route, or on the bulk route for
+// several.
+func perUserOrBulk(name, method, suffix string) func([]string, usersFlags) (usersCall, error) {
+	return func(emails []string, _ usersFlags) (usersCall, error) {
+		if len(emails) == 1 {
+			return usersCall{method: method, path: "/users/" + first(emails) + suffix}, nil
+		}
+		return usersCall{method: http.MethodPost, path: "/bulk/" + name, body: map[string]any{"emails": emails}}, many(name, emails)
+	}
+}
+
+func one(action string, emails []string) error {
+	if len(emails) != 1 {
+		return usagef("%s takes exactly one EMAIL", action)
+	}
+	return nil
+}
+
+func many(action string, emails []string) error {
+	if len(emails) == 0 {
+		return usagef("%s needs at least one EMAIL", action)
+	}
+	return nil
+}
+
+// first is the first email, escaped for a path ("" when there is none).
+func first(emails []string) string { return url.PathEscape(firstRaw(emails)) }
+
+func firstRaw(emails []string) string {
+	if len(emails) == 0 {
+		return ""
+	}
+	return emails[0]
+}
+
+func usersUsage(actions []usersAction) string {
+	names := make([]string, len(actions))
+	var b strings.Builder
+	for i, a := range actions {
+		names[i] = a.name
+		fmt.Fprintf(&b, "  %-40s %s\n", a.name+" "+a.args, a.summary)
+	}
+	return "<" + strings.Join(names, "|") + "> --account ID [flags] [EMAIL...]\n\n" + b.String() + `
 The commands call the running daemon's admin API (--server, default the
-config's api.listen, with its admin token). Exit code 1 when anything was
-rejected.`
+config's api.listen, with its admin token: the config's, else
+$DIRSYNC_ADMIN_TOKEN, else a loopback daemon's per-start token). Exit code 1
+when anything was rejected.`
+}
 
 func cmdUsers(ctx context.Context, e env, args []string) error {
+	actions := usersActions()
+	usage := usersUsage(actions)
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(e.stderr, "usage: dirsync users %s\n", usersUsage)
+		fmt.Fprintf(e.stderr, "usage: dirsync users %s\n", usage)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
-		return usagef("name a users command: invite, accept, register, assign, remove, suspend, unsuspend, list or audit")
+		return usagef("name a users command: %s", actionNames(actions))
 	}
-	sub, args := args[0], args[1:]
-	fs := newFlags(e, "users "+sub, usersUsage)
+	i := slices.IndexFunc(actions, func(a usersAction) bool { return a.name == args[0] })
+	if i < 0 {
+		return usagef("unknown users command %q: use %s", args[0], actionNames(actions))
+	}
+	act := actions[i]
+	fs := newFlags(e, "users "+act.name, usage)
 	cfgPath := configFlag(fs, e)
 	server := fs.String("server", "", "daemon URL (default http://<api.listen> from the config)")
 	account := fs.String("account", "", "account id (required)")
-	permission := fs.String("permission", "", "pro or basic (invite, assign)")
+	var f usersFlags
+	fs.StringVar(&f.permission, "permission", "", "pro or basic (invite, assign)")
 	actor := fs.String("actor", firstNonEmpty(e.getenv("DIRSYNC_ACTOR"), e.getenv("USER")), "who acts, for the audit trail (default $DIRSYNC_ACTOR or $USER)")
 	output := fs.String("output", "text", "text or json")
-	state := fs.String("state", "", "list: member or invited (default both)")
-	limit := fs.Int("limit", 0, "list, audit: page size (1..1000)")
-	after := fs.String("after", "", "list: start after this email (the previous page's next)")
-	pos, err := parse(fs, args)
+	fs.StringVar(&f.state, "state", "", "list: member or invited (default both)")
+	fs.IntVar(&f.limit, "limit", 0, "list, audit: page size (1..1000)")
+	fs.StringVar(&f.after, "after", "", "list: start after this email (the previous page's next)")
+	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -65,116 +172,34 @@ func cmdUsers(ctx context.Context, e env, args []string) error {
 	for _, p := range pos {
 		emails = append(emails, console.SplitEmails(p)...)
 	}
-	base, token, err := usersServer(*server, *cfgPath, e)
+	call, err := act.call(emails, f)
 	if err != nil {
 		return err
 	}
-	acct := base + "/v1/accounts/" + url.PathEscape(*account)
-	c := apiClient{token: token, actor: *actor}
-
-	var method, u string
-	var body any
-	one := func() (string, error) {
-		if len(emails) != 1 {
-			return "", usagef("%s takes exactly one EMAIL", sub)
-		}
-		return url.PathEscape(emails[0]), nil
+	api, err := usersServer(*server, *cfgPath, e)
+	if err != nil {
+		return err
 	}
-	many := func() error {
-		if len(emails) == 0 {
-			return usagef("%s needs at least one EMAIL", sub)
-		}
-		return nil
+	u := api.base + "/v1/accounts/" + url.PathEscape(*account) + call.path
+	if len(call.query) > 0 || call.method == http.MethodGet {
+		u += "?" + call.query.Encode()
 	}
-	switch sub {
-	case "invite":
-		if err := many(); err != nil {
-			return err
-		}
-		method, u, body = http.MethodPost, acct+"/invitations", map[string]any{"emails": emails, "permission": *permission}
-	case "accept":
-		email, err := one()
-		if err != nil {
-			return err
-		}
-		method, u = http.MethodPost, acct+"/invitations/"+email+"/accept"
-	case "register":
-		if _, err := one(); err != nil {
-			return err
-		}
-		method, u, body = http.MethodPost, acct+"/registrations", map[string]string{"email": emails[0]}
-	case "assign":
-		if err := many(); err != nil {
-			return err
-		}
-		if len(emails) == 1 {
-			method, u, body = http.MethodPut, acct+"/users/"+url.PathEscape(emails[0])+"/permission", map[string]string{"permission": *permission}
-		} else {
-			method, u, body = http.MethodPost, acct+"/bulk/permission", map[string]any{"emails": emails, "permission": *permission}
-		}
-	case "remove", "suspend", "unsuspend":
-		if err := many(); err != nil {
-			return err
-		}
+	raw, err := apiClient{token: api.token, actor: *actor}.do(ctx, call.method, u, call.body)
+	if act.print != nil { // a query: print only an answer
 		switch {
-		case len(emails) > 1:
-			method, u, body = http.MethodPost, acct+"/bulk/"+sub, map[string]any{"emails": emails}
-		case sub == "remove":
-			method, u = http.MethodDelete, acct+"/users/"+url.PathEscape(emails[0])
-		default:
-			method, u = http.MethodPost, acct+"/users/"+url.PathEscape(emails[0])+"/"+sub
-		}
-	case "list":
-		q := url.Values{}
-		for k, v := range map[string]string{"state": *state, "after": *after} {
-			if v != "" {
-				q.Set(k, v)
-			}
-		}
-		if *limit != 0 {
-			q.Set("limit", fmt.Sprint(*limit))
-		}
-		var page console.Page
-		raw, err := c.do(ctx, http.MethodGet, acct+"/users?"+q.Encode(), nil, &page)
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		if *output == "json" {
+		case *output == "json":
 			_, err := e.stdout.Write(raw)
 			return err
 		}
-		printMembers(e.stdout, page)
-		return nil
-	case "audit":
-		q := url.Values{}
-		if *limit != 0 {
-			q.Set("limit", fmt.Sprint(*limit))
-		}
-		var out struct {
-			Entries []console.AuditEntry `json:"entries"`
-		}
-		raw, err := c.do(ctx, http.MethodGet, acct+"/audit?"+q.Encode(), nil, &out)
-		if err != nil {
-			return err
-		}
-		if *output == "json" {
-			_, err := e.stdout.Write(raw)
-			return err
-		}
-		tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-		for _, en := range out.Entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", en.At.UTC().Format(time.RFC3339), en.Actor, en.Action, en.Email, en.Detail)
-		}
-		return tw.Flush()
-	default:
-		return usagef("unknown users command %q: use invite, accept, register, assign, remove, suspend, unsuspend, list or audit", sub)
+		return act.print(e.stdout, raw)
 	}
-
-	var res console.Result
-	raw, err := c.do(ctx, method, u, body, &res)
 	if raw == nil {
 		return err
 	}
+	var res console.Result
+	_ = json.Unmarshal(raw, &res) // do checked it is JSON
 	if *output == "json" {
 		if _, werr := e.stdout.Write(raw); werr != nil {
 			return werr
@@ -191,6 +216,14 @@ func cmdUsers(ctx context.Context, e env, args []string) error {
 	return nil
 }
 
+func actionNames(actions []usersAction) string {
+	names := make([]string, len(actions))
+	for i, a := range actions {
+		names[i] = a.name
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
 func firstNonEmpty(vals ...string) string {
 	for _, v := range vals {
 		if v != "" {
@@ -200,24 +233,18 @@ func firstNonEmpty(vals ...string) string {
 	return ""
 }
 
-// usersServer finds the daemon's URL and admin token: --server with
-// $DIRSYNC_ADMIN_TOKEN, or the config's api.listen and admin token.
-func usersServer(server, cfgPath string, e env) (string, string, error) {
+// usersServer finds the daemon and its admin token: --server (with
+// $DIRSYNC_ADMIN_TOKEN or a loopback daemon's per-start token), or the
+// config's api.listen and admin token.
+func usersServer(server, cfgPath string, e env) (daemonAPI, error) {
 	if server != "" && cfgPath == "" {
-		return strings.TrimSuffix(server, "/"), e.getenv("DIRSYNC_ADMIN_TOKEN"), nil
+		return daemonFor(server, nil, e)
 	}
 	cfg, err := loadConfig(cfgPath, e)
 	if err != nil {
-		return "", "", err
+		return daemonAPI{}, err
 	}
-	token, err := config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv)
-	if err != nil {
-		return "", "", err
-	}
-	if server == "" {
-		server = "http://" + cfg.API.Listen
-	}
-	return strings.TrimSuffix(server, "/"), token, nil
+	return daemonFor(server, cfg, e)
 }
 
 // apiClient calls the console admin API with a JSON body.
@@ -225,10 +252,10 @@ type apiClient struct {
 	token, actor string
 }
 
-// do sends the request and decodes the answer into out. It returns the raw
-// answer whenever one came, and an error for any status but 200 (the
-// answer's "error" message when it has one).
-func (c apiClient) do(ctx context.Context, method, u string, body, out any) ([]byte, error) {
+// do sends the request. It returns the raw JSON answer whenever one came,
+// and an error for any status but 200 (the answer's "error" message when
+// it has one).
+func (c apiClient) do(ctx context.Context, method, u string, body any) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -265,9 +292,6 @@ func (c apiClient) do(ctx context.Context, method, u string, body, out any) ([]b
 	if jerr := json.Unmarshal(raw, &msg); jerr != nil {
 		return nil, fmt.Errorf("daemon answered HTTP %d with %q", resp.StatusCode, truncate(string(raw), 200))
 	}
-	if out != nil {
-		_ = json.Unmarshal(raw, out) // same document, already known to be JSON
-	}
 	if resp.StatusCode != http.StatusOK {
 		if msg.Error == "" {
 			msg.Error = http.StatusText(resp.StatusCode)
@@ -295,7 +319,11 @@ func printResult(w io.Writer, res console.Result) {
 	}
 }
 
-func printMembers(w io.Writer, p console.Page) {
+func printMembers(w io.Writer, raw []byte) error {
+	var p console.Page
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EMAIL\tSTATE\tPERMISSION\tSUSPENDED\tJOINED\tTRIAL ENDED")
 	for _, m := range p.Members {
@@ -305,6 +333,21 @@ func printMembers(w io.Writer, p console.Page) {
 	if p.Next != "" {
 		fmt.Fprintf(w, "more: --after %s\n", p.Next)
 	}
+	return nil
+}
+
+func printAudit(w io.Writer, raw []byte) error {
+	var out struct {
+		Entries []console.AuditEntry `json:"entries"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, en := range out.Entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", en.At.UTC().Format(time.RFC3339), en.Actor, en.Action, en.Email, en.Detail)
+	}
+	return tw.Flush()
 }
 
 func fmtTime(t *time.Time) string {

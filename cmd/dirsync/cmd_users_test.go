@@ -13,6 +13,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
@@ -43,7 +44,11 @@ func TestUsersCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(closeConsole)
-	srv := httptest.NewServer(consoleapi.New(consoleapi.Options{Console: svc, AdminToken: "tok"}))
+	admin, err := apimux.NewToken("test", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(apimux.New(apimux.Options{Credentials: apimux.Credentials{Admin: admin}}, consoleapi.Routes(consoleapi.Options{Console: svc})))
 	t.Cleanup(srv.Close)
 
 	users := func(wantCode int, want string, args ...string) string {

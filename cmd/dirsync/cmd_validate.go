@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/config"
@@ -34,19 +33,19 @@ func cmdStatus(ctx context.Context, e env, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	token := ""
+	var cfg *config.Config
 	if *server == "" {
-		cfg, err := loadConfig(*cfgPath, e)
-		if err != nil {
-			return err
-		}
-		*server = "http://" + cfg.API.Listen
-		if token, err = config.ReadSecret(cfg.API.AdminTokenFile, cfg.API.AdminTokenEnv, e.getenv); err != nil {
+		var err error
+		if cfg, err = loadConfig(*cfgPath, e); err != nil {
 			return err
 		}
 	}
+	api, err := daemonFor(*server, cfg, e)
+	if err != nil {
+		return err
+	}
 	var out map[string]any
-	code, err := callAPI(ctx, http.MethodGet, strings.TrimSuffix(*server, "/")+"/v1/status", token, &out)
+	code, err := callAPI(ctx, http.MethodGet, api.base+"/v1/status", api.token, &out)
 	if err != nil {
 		return err
 	}

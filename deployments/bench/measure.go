@@ -28,6 +28,7 @@ import (
 	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory/ldapdir"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/httpapi"
 )
@@ -208,7 +209,12 @@ func cmdLookup(args []string) error {
 	if err != nil {
 		return err
 	}
-	api, err := httpLoad(ctx, httpapi.New(httpapi.Options{Checker: reader, Log: zap.NewNop()}), *users, *rate, *dur)
+	// httpLoad serves on 127.0.0.1, where the sign-in read may be open.
+	open, err := apimux.LoopbackListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	api, err := httpLoad(ctx, httpapi.New(httpapi.Options{Checker: reader, Auth: apimux.Credentials{OpenSignIn: open}, Log: zap.NewNop()}), *users, *rate, *dur)
 	if err != nil {
 		return err
 	}

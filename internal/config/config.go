@@ -57,14 +57,21 @@ type API struct {
 	// Listen is the address to serve on. Default 127.0.0.1:8080.
 	Listen string `yaml:"listen"`
 	// AdminTokenFile (or AdminTokenEnv) holds the bearer token admin
-	// endpoints require.
+	// endpoints require. Without one (loopback only) the daemon generates
+	// a per-start token for state-changing calls.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	AdminTokenEnv  string `yaml:"admin_token_env"`
 	// ReadTokenFile (or ReadTokenEnv), when set, is a bearer token that
 	// GET /v1/access/{email} requires (the admin token is accepted too).
-	// Default: the sign-in read needs no token (meant for loopback).
+	// Default: the sign-in read needs no token, which only a loopback
+	// address may have.
 	ReadTokenFile string `yaml:"read_token_file"`
 	ReadTokenEnv  string `yaml:"read_token_env"`
+	// AllowedHosts are host names (without port) the API answers in the
+	// Host header besides IP addresses and localhost: a guard against DNS
+	// rebinding. Default: none on a loopback address; any name on another
+	// address while the list is empty.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 	// ReadyMaxStaleness: /readyz fails when an account's last successful
 	// sync is older than this. Default 0: any successful sync will do (a
 	// directory outage then alerts through metrics instead of taking the

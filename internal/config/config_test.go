@@ -108,6 +108,9 @@ func TestParseEdgeCases(t *testing.T) {
 		{"wrong type", "accounts: 5\n", "accounts (line 1): wrong type"},
 		{"duration", "accounts:\n  - id: a\n    directory: {ldap: {timeout: soon}}\n", "accounts[0].directory.ldap.timeout (line 3)"},
 		{"camelCase", "api: {adminTokenFile: x}\n", `did you mean "admin_token_file"`},
+		{"allowed host with port", "api: {allowed_hosts: [\"dirsync.internal:8080\"]}\n", `api.allowed_hosts[0]: "dirsync.internal:8080" is not a host name`},
+		{"allowed host with scheme", "api: {allowed_hosts: [\"http://dirsync.internal\"]}\n", `api.allowed_hosts[0]`},
+		{"open read beyond loopback", "api: {listen: \"10.0.0.5:8080\", admin_token_env: T}\n", `api.read_token_file: required because api.listen "10.0.0.5:8080" is not a loopback address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

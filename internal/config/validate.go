@@ -178,8 +178,18 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	host, _, err := net.SplitHostPort(c.API.Listen)
 	if err != nil {
 		ps.add("api.listen", "%q is not host:port; write for example 127.0.0.1:8080", c.API.Listen)
-	} else if !isLoopback(host) && c.API.AdminTokenFile == "" && c.API.AdminTokenEnv == "" {
-		ps.add("api.listen", "%q is not a loopback address and no admin token is set; set api.admin_token_file or listen on 127.0.0.1", c.API.Listen)
+	} else if !isLoopback(host) {
+		if c.API.AdminTokenFile == "" && c.API.AdminTokenEnv == "" {
+			ps.add("api.listen", "%q is not a loopback address and no admin token is set; set api.admin_token_file or listen on 127.0.0.1", c.API.Listen)
+		}
+		if c.API.ReadTokenFile == "" && c.API.ReadTokenEnv == "" {
+			ps.add("api.read_token_file", "required because api.listen %q is not a loopback address: GET /v1/access/{email} answers user ids and group DNs; set it (the sign-in service sends it as Authorization: Bearer) or listen on 127.0.0.1", c.API.Listen)
+		}
+	}
+	for i, h := range c.API.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, ":/ []@") {
+			ps.add(fmt.Sprintf("api.allowed_hosts[%d]", i), "%q is not a host name; write it without scheme or port, e.g. dirsync.internal.example", h)
+		}
 	}
 	checkSecret(&ps, "api.admin_token", c.API.AdminTokenFile, c.API.AdminTokenEnv, false, getenv)
 	checkSecret(&ps, "api.read_token", c.API.ReadTokenFile, c.API.ReadTokenEnv, false, getenv)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -163,6 +164,9 @@ accounts:
 	d := &daemon{name: name, proc: p, addr: addr}
 	t.Cleanup(func() {
 		p.Kill()
+		// A killed daemon cannot remove its per-start token file.
+		_, port, _ := net.SplitHostPort(addr)
+		os.Remove(apimux.PerStartTokenPath(os.Getenv, port))
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, p.LogTail())
 		}
@@ -207,9 +211,17 @@ func (d *daemon) owned() []string {
 	return out
 }
 
-// syncNow asks the replica's API for a full sync of account.
+// syncNow asks the replica's API for a full sync of account, with the
+// per-start admin token the tokenless replica wrote for its port.
 func (d *daemon) syncNow(account string) (int, string) {
-	resp, err := http.Post("http://"+d.addr+"/v1/sync?account="+account, "", nil)
+	_, port, _ := net.SplitHostPort(d.addr)
+	token, err := apimux.ReadPerStartToken(apimux.PerStartTokenPath(os.Getenv, port))
+	if err != nil || token == "" {
+		return 0, fmt.Sprintf("no per-start token for port %s: %v", port, err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+d.addr+"/v1/sync?account="+account, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

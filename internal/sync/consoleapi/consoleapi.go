@@ -1,25 +1,21 @@
-// Package consoleapi serves the admin API of console-managed accounts
-// (Team accounts and Enterprise accounts without a directory) under
+// Package consoleapi has the routes of console-managed accounts (Team
+// accounts and Enterprise accounts without a directory) under
 // /v1/accounts/{id}/…: invitations, registrations, permissions, removal,
 // suspension, their bulk variants, the member list and the audit trail.
-// Every route requires the admin token. Mount the handler for the
-// /v1/accounts/ prefix next to the httpapi handler.
+// httpapi registers them on the API's one apimux.Mux, which authenticates
+// every call (account scopes: the admin token today).
 package consoleapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
-
-	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/internal/entitlement/console"
-	"github.com/dirsync/dirsync/internal/sync/httpapi"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 )
 
 // Console is the console service (console.Service).
@@ -35,13 +31,9 @@ type Console interface {
 	Audit(ctx context.Context, account string, before int64, limit int) ([]console.AuditEntry, error)
 }
 
-// Options configures the handler.
+// Options configures the routes.
 type Options struct {
 	Console Console
-	// AdminToken is required as a bearer token when not empty (as in
-	// httpapi: empty only on a loopback listener).
-	AdminToken string
-	Log        *zap.Logger
 }
 
 // ActorHeader names who acts, for the audit trail (the admin token is
@@ -51,51 +43,36 @@ const ActorHeader = "X-Dirsync-Actor"
 // maxBody bounds request bodies (1000 addresses fit easily).
 const maxBody = 256 << 10
 
-// New returns the handler.
-func New(o Options) http.Handler {
-	if o.Log == nil {
-		o.Log = zap.NewNop()
-	}
+// Routes returns the console routes.
+func Routes(o Options) []apimux.Route {
 	s := &server{o: o}
-	mux := http.NewServeMux()
-	route := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.admin(h)) }
-	route("POST /v1/accounts/{id}/invitations", s.invite)
-	route("POST /v1/accounts/{id}/invitations/{email}/accept", s.accept)
-	route("POST /v1/accounts/{id}/registrations", s.register)
-	route("GET /v1/accounts/{id}/users", s.members)
-	route("PUT /v1/accounts/{id}/users/{email}/permission", s.setPermission)
-	route("DELETE /v1/accounts/{id}/users/{email}", s.remove)
-	route("POST /v1/accounts/{id}/users/{email}/suspend", s.suspend(true))
-	route("POST /v1/accounts/{id}/users/{email}/unsuspend", s.suspend(false))
-	route("POST /v1/accounts/{id}/bulk/permission", s.bulkPermission)
-	route("POST /v1/accounts/{id}/bulk/remove", s.bulk(func(ctx context.Context, actor, id string, emails []string) (console.Result, error) {
-		return o.Console.Remove(ctx, actor, id, emails)
-	}))
-	route("POST /v1/accounts/{id}/bulk/suspend", s.bulk(func(ctx context.Context, actor, id string, emails []string) (console.Result, error) {
-		return o.Console.Suspend(ctx, actor, id, emails)
-	}))
-	route("POST /v1/accounts/{id}/bulk/unsuspend", s.bulk(func(ctx context.Context, actor, id string, emails []string) (console.Result, error) {
-		return o.Console.Unsuspend(ctx, actor, id, emails)
-	}))
-	route("GET /v1/accounts/{id}/audit", s.audit)
-	return mux
+	read := func(path string, h apimux.Handler) apimux.Route {
+		return apimux.Route{Method: "GET", Path: path, Scope: apimux.AccountRead, Handle: h}
+	}
+	write := func(method, path string, h apimux.Handler) apimux.Route {
+		return apimux.Route{Method: method, Path: path, Scope: apimux.AccountWrite, Handle: h, MaxBody: maxBody}
+	}
+	bulk := func(f func(ctx context.Context, actor, id string, emails []string) (console.Result, error)) apimux.Handler {
+		return s.bulk(f)
+	}
+	return []apimux.Route{
+		write("POST", "/v1/accounts/{id}/invitations", s.invite),
+		write("POST", "/v1/accounts/{id}/invitations/{email}/accept", s.accept),
+		write("POST", "/v1/accounts/{id}/registrations", s.register),
+		read("/v1/accounts/{id}/users", s.members),
+		write("PUT", "/v1/accounts/{id}/users/{email}/permission", s.setPermission),
+		write("DELETE", "/v1/accounts/{id}/users/{email}", s.remove),
+		write("POST", "/v1/accounts/{id}/users/{email}/suspend", s.suspend(true)),
+		write("POST", "/v1/accounts/{id}/users/{email}/unsuspend", s.suspend(false)),
+		write("POST", "/v1/accounts/{id}/bulk/permission", s.bulkPermission),
+		write("POST", "/v1/accounts/{id}/bulk/remove", bulk(o.Console.Remove)),
+		write("POST", "/v1/accounts/{id}/bulk/suspend", bulk(o.Console.Suspend)),
+		write("POST", "/v1/accounts/{id}/bulk/unsuspend", bulk(o.Console.Unsuspend)),
+		read("/v1/accounts/{id}/audit", s.audit),
+	}
 }
 
 type server struct{ o Options }
-
-func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.o.AdminToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) != 1 {
-				httpapi.WriteError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
-				return
-			}
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		h(w, r)
-	}
-}
 
 func actor(r *http.Request) string { return r.Header.Get(ActorHeader) }
 
@@ -122,182 +99,163 @@ func (e *Emails) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// decode reads a JSON body strictly; it writes the 4xx and returns false
-// on a bad one.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+// decode reads a JSON body strictly; a bad one is a 4xx.
+func decode(r *http.Request, v any) *apimux.Error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the request", tooBig.Limit))
-			return false
+			return apimux.Errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes: split the request", tooBig.Limit)
 		}
-		httpapi.WriteError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
-		return false
+		return apimux.Errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
 	}
 	if dec.More() {
-		httpapi.WriteError(w, http.StatusBadRequest, "malformed JSON body: one JSON object expected")
-		return false
+		return apimux.Errorf(http.StatusBadRequest, "malformed JSON body: one JSON object expected")
 	}
-	return true
+	return nil
 }
 
-func (s *server) invite(w http.ResponseWriter, r *http.Request) {
+func (s *server) invite(r *http.Request) (any, *apimux.Error) {
 	var body struct {
 		Emails     Emails `json:"emails"`
 		Permission string `json:"permission"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if e := decode(r, &body); e != nil {
+		return nil, e
 	}
-	res, err := s.o.Console.Invite(r.Context(), actor(r), r.PathValue("id"), body.Emails, body.Permission)
-	s.writeResult(w, res, err)
+	return result(s.o.Console.Invite(r.Context(), actor(r), r.PathValue("id"), body.Emails, body.Permission))
 }
 
-func (s *server) accept(w http.ResponseWriter, r *http.Request) {
-	res, err := s.o.Console.Accept(r.Context(), actor(r), r.PathValue("id"), r.PathValue("email"))
-	s.writeResult(w, res, err)
+func (s *server) accept(r *http.Request) (any, *apimux.Error) {
+	return result(s.o.Console.Accept(r.Context(), actor(r), r.PathValue("id"), r.PathValue("email")))
 }
 
-func (s *server) register(w http.ResponseWriter, r *http.Request) {
+func (s *server) register(r *http.Request) (any, *apimux.Error) {
 	var body struct {
 		Email string `json:"email"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if e := decode(r, &body); e != nil {
+		return nil, e
 	}
-	res, err := s.o.Console.Register(r.Context(), actor(r), r.PathValue("id"), body.Email)
-	s.writeResult(w, res, err)
+	return result(s.o.Console.Register(r.Context(), actor(r), r.PathValue("id"), body.Email))
 }
 
-func (s *server) setPermission(w http.ResponseWriter, r *http.Request) {
+func (s *server) setPermission(r *http.Request) (any, *apimux.Error) {
 	var body struct {
 		Permission string `json:"permission"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if e := decode(r, &body); e != nil {
+		return nil, e
 	}
-	res, err := s.o.Console.SetPermission(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")}, body.Permission)
-	s.writeResult(w, res, err)
+	return result(s.o.Console.SetPermission(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")}, body.Permission))
 }
 
-func (s *server) remove(w http.ResponseWriter, r *http.Request) {
-	res, err := s.o.Console.Remove(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")})
-	s.writeResult(w, res, err)
+func (s *server) remove(r *http.Request) (any, *apimux.Error) {
+	return result(s.o.Console.Remove(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")}))
 }
 
-func (s *server) suspend(on bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *server) suspend(on bool) apimux.Handler {
+	return func(r *http.Request) (any, *apimux.Error) {
 		f := s.o.Console.Unsuspend
 		if on {
 			f = s.o.Console.Suspend
 		}
-		res, err := f(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")})
-		s.writeResult(w, res, err)
+		return result(f(r.Context(), actor(r), r.PathValue("id"), []string{r.PathValue("email")}))
 	}
 }
 
-func (s *server) bulkPermission(w http.ResponseWriter, r *http.Request) {
+func (s *server) bulkPermission(r *http.Request) (any, *apimux.Error) {
 	var body struct {
 		Emails     Emails `json:"emails"`
 		Permission string `json:"permission"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if e := decode(r, &body); e != nil {
+		return nil, e
 	}
-	res, err := s.o.Console.SetPermission(r.Context(), actor(r), r.PathValue("id"), body.Emails, body.Permission)
-	s.writeResult(w, res, err)
+	return result(s.o.Console.SetPermission(r.Context(), actor(r), r.PathValue("id"), body.Emails, body.Permission))
 }
 
-func (s *server) bulk(f func(ctx context.Context, actor, id string, emails []string) (console.Result, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *server) bulk(f func(ctx context.Context, actor, id string, emails []string) (console.Result, error)) apimux.Handler {
+	return func(r *http.Request) (any, *apimux.Error) {
 		var body struct {
 			Emails Emails `json:"emails"`
 		}
-		if !decode(w, r, &body) {
-			return
+		if e := decode(r, &body); e != nil {
+			return nil, e
 		}
-		res, err := f(r.Context(), actor(r), r.PathValue("id"), body.Emails)
-		s.writeResult(w, res, err)
+		return result(f(r.Context(), actor(r), r.PathValue("id"), body.Emails))
 	}
 }
 
-func (s *server) members(w http.ResponseWriter, r *http.Request) {
+func (s *server) members(r *http.Request) (any, *apimux.Error) {
 	q := r.URL.Query()
 	o := console.ListOptions{State: q.Get("state"), After: q.Get("after")}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
-			return
+			return nil, apimux.Errorf(http.StatusBadRequest, "limit must be a number from 1 to 1000")
 		}
 		o.Limit = n
 	}
 	page, err := s.o.Console.Members(r.Context(), r.PathValue("id"), o)
 	if err != nil {
-		s.writeFailure(w, err)
-		return
+		return nil, failure(err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, page)
+	return page, nil
 }
 
-func (s *server) audit(w http.ResponseWriter, r *http.Request) {
+func (s *server) audit(r *http.Request) (any, *apimux.Error) {
 	q := r.URL.Query()
 	limit, before := 100, int64(0)
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
-			return
+			return nil, apimux.Errorf(http.StatusBadRequest, "limit must be a number from 1 to 1000")
 		}
 		limit = n
 	}
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "before must be an audit entry id")
-			return
+			return nil, apimux.Errorf(http.StatusBadRequest, "before must be an audit entry id")
 		}
 		before = n
 	}
 	entries, err := s.o.Console.Audit(r.Context(), r.PathValue("id"), before, limit)
 	if err != nil {
-		s.writeFailure(w, err)
-		return
+		return nil, failure(err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"account": r.PathValue("id"), "entries": entries})
+	return map[string]any{"account": r.PathValue("id"), "entries": entries}, nil
 }
 
-// writeResult answers an action: 200 when something was applied or
-// nothing needed to change; otherwise (every item rejected) the status of
-// the first rejection, with its message as "error" and every item's
-// outcome.
-func (s *server) writeResult(w http.ResponseWriter, res console.Result, err error) {
+// result answers an action: 200 when something was applied or nothing
+// needed to change; otherwise (every item rejected) the status of the
+// first rejection, with its message as "error" and every item's outcome.
+func result(res console.Result, err error) (any, *apimux.Error) {
 	if err != nil {
-		s.writeFailure(w, err)
-		return
+		return nil, failure(err)
 	}
 	if res.Applied == 0 && res.Unchanged == 0 {
 		if e := res.FirstRejection(); e != nil {
-			httpapi.WriteJSON(w, statusOf(e.Code), struct {
+			return nil, &apimux.Error{Status: statusOf(e.Code), Message: e.Message, Body: struct {
 				Error string `json:"error"`
 				Code  string `json:"code"`
 				console.Result
-			}{e.Message, string(e.Code), res})
-			return
+			}{e.Message, string(e.Code), res}}
 		}
 	}
-	httpapi.WriteJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
-func (s *server) writeFailure(w http.ResponseWriter, err error) {
+// failure answers a console error: its code's status, or 503 (logged)
+// when PostgreSQL or the cache failed.
+func failure(err error) *apimux.Error {
 	if code := console.CodeOf(err); code != "" {
-		httpapi.WriteJSON(w, statusOf(code), map[string]string{"error": err.Error(), "code": string(code)})
-		return
+		return &apimux.Error{Status: statusOf(code), Message: err.Error(), Body: map[string]string{"error": err.Error(), "code": string(code)}}
 	}
-	s.o.Log.Error("console action failed", zap.Error(err))
-	httpapi.WriteError(w, http.StatusServiceUnavailable, "the console store (PostgreSQL) or the access cache failed; see the daemon log. Retrying is safe: an action already applied is answered with a conflict or as unchanged")
+	return &apimux.Error{Status: http.StatusServiceUnavailable, Cause: fmt.Errorf("console action: %w", err),
+		Message: "the console store (PostgreSQL) or the access cache failed; see the daemon log. Retrying is safe: an action already applied is answered with a conflict or as unchanged"}
 }
 
 func statusOf(c console.Code) int {

@@ -19,6 +19,7 @@ import (
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/internal/entitlement/console"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
@@ -62,7 +63,11 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { f.client.Close() })
 	f.cache = store.NewRedis(f.client, "dirsync")
 	f.svc = f.open()
-	f.srv = httptest.NewServer(consoleapi.New(consoleapi.Options{Console: f.svc, AdminToken: token}))
+	admin, err := apimux.NewToken("test", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = httptest.NewServer(apimux.New(apimux.Options{Credentials: apimux.Credentials{Admin: admin}}, consoleapi.Routes(consoleapi.Options{Console: f.svc})))
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -92,6 +97,9 @@ func (f *fixture) call(method, path, body string) reply {
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, f.srv.URL+path, rd)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json") // JSON bodies must say so (a browser guard)
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set(consoleapi.ActorHeader, "ops@team1.example")
 	resp, err := http.DefaultClient.Do(req)

@@ -1,42 +1,32 @@
 package httpapi
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
-	"strings"
+
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 )
 
 // oktaVerify answers Okta's one-time event hook verification: it echoes
 // the x-okta-verification-challenge header as {"verification": …}. Okta
-// sends the hook's configured authorization header with it too.
-func (s *server) oktaVerify(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.hookAccounts(r); !ok {
-		s.hookOutcome("unauthorized")
-		WriteError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
-		return
-	}
+// sends the hook's configured authorization header with it too (the Mux
+// admitted the request only with a known hook secret).
+func (s *server) oktaVerify(r *http.Request) (any, *apimux.Error) {
 	challenge := r.Header.Get("X-Okta-Verification-Challenge")
 	if challenge == "" {
 		s.hookOutcome("bad_request")
-		WriteError(w, http.StatusBadRequest, "missing x-okta-verification-challenge header")
-		return
+		return nil, apimux.Errorf(http.StatusBadRequest, "missing x-okta-verification-challenge header")
 	}
 	s.hookOutcome("verified")
-	WriteJSON(w, http.StatusOK, map[string]string{"verification": challenge})
+	return map[string]string{"verification": challenge}, nil
 }
 
 // oktaEvent receives event deliveries. Events are at-least-once and
 // unordered, so they are only triggers: each delivery starts an immediate
 // incremental pass of the accounts the secret belongs to, which re-reads
 // the directory; the payload is parsed only to reject garbage.
-func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
-	accounts, ok := s.hookAccounts(r)
-	if !ok {
-		s.hookOutcome("unauthorized")
-		WriteError(w, http.StatusUnauthorized, "unknown or missing event hook secret")
-		return
-	}
+func (s *server) oktaEvent(r *http.Request) (any, *apimux.Error) {
+	accounts := apimux.PrincipalOf(r.Context()).Accounts
 	var body struct {
 		EventType string `json:"eventType"`
 		Data      struct {
@@ -47,8 +37,7 @@ func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		s.hookOutcome("bad_request")
-		WriteError(w, http.StatusBadRequest, "body is not an Okta event hook JSON document")
-		return
+		return nil, apimux.Errorf(http.StatusBadRequest, "body is not an Okta event hook JSON document")
 	}
 	queued := 0
 	for _, a := range accounts {
@@ -58,21 +47,11 @@ func (s *server) oktaEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.hookOutcome("triggered")
 	// Okta wants a quick 200 (it times out after 3 s and retries once).
-	WriteJSON(w, http.StatusOK, map[string]any{"accounts": accounts, "queued": queued, "events": len(body.Data.Events)})
+	return map[string]any{"accounts": accounts, "queued": queued, "events": len(body.Data.Events)}, nil
 }
 
-// hookAccounts returns the accounts whose hook secret the request carries.
-// Every configured secret is compared in constant time.
-func (s *server) hookAccounts(r *http.Request) ([]string, bool) {
-	var out []string
-	for _, h := range s.o.OktaHooks {
-		got := r.Header.Get(h.Header)
-		if h.Secret != "" && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.Secret)) == 1 {
-			out = append(out, h.Account)
-		}
-	}
-	return out, len(out) > 0
-}
+// hookRefused counts a hook request without a known secret.
+func (s *server) hookRefused() { s.hookOutcome("unauthorized") }
 
 func (s *server) hookOutcome(outcome string) {
 	if s.o.Recorder != nil {

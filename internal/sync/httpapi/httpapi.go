@@ -1,25 +1,27 @@
-// Package httpapi serves dirsync's HTTP API: the sign-in read
-// (GET /v1/access/{email}), explanations, status, one-off syncs and health.
-// It depends on the engine and the cache only through the small interfaces
+// Package httpapi builds dirsync's HTTP API in one place: its own routes
+// (the sign-in read GET /v1/access/{email}, explanations, status, one-off
+// syncs, releases, reloads, Okta event hooks, health and metrics) and, when
+// console accounts exist, consoleapi's routes, all on one apimux.Mux. It
+// depends on the engine and the cache only through the small interfaces
 // below.
 package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/dirsync/dirsync/internal/entitlement/store"
 
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
+	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 )
 
@@ -46,13 +48,14 @@ type Options struct {
 	Checker Checker
 	Status  StatusReader
 	Syncer  Syncer
-	// AdminToken, when not empty, is required as a bearer token by admin
-	// endpoints. Empty means admin endpoints are open (loopback only; the
-	// config refuses a non-loopback listen address without a token).
-	AdminToken string
-	// ReadToken, when not empty, is required as a bearer token (or the
-	// admin token) by GET /v1/access/{email}.
-	ReadToken string
+	// Console, when set, serves the console accounts' routes
+	// (/v1/accounts/{id}/invitations, …) on the same Mux.
+	Console consoleapi.Console
+	// Auth are the credentials callers may present; their zero value
+	// admits no one to any route but health, readiness and metrics.
+	Auth apimux.Credentials
+	// Hosts are the Host header values the API answers.
+	Hosts apimux.Hosts
 	// Staleness is how old an account's last successful sync may be before
 	// /readyz reports not ready. Zero disables the check.
 	Staleness time.Duration
@@ -65,11 +68,11 @@ type Options struct {
 	// Reload, when set, serves POST /v1/reload: it reloads the config and
 	// returns its problems when the new config is rejected.
 	Reload func(ctx context.Context) error
-	// OktaHooks authenticate Okta event hook requests; Trigger starts an
-	// immediate incremental pass for an account (without waiting for it)
-	// and reports whether it was queued.
-	OktaHooks []OktaHook
-	Trigger   func(account string) bool
+	// Trigger starts an immediate incremental pass for an account (without
+	// waiting for it) and reports whether it was queued: what an Okta
+	// event hook delivery does for the accounts whose secret it carries
+	// (Auth.OktaHooks).
+	Trigger func(account string) bool
 	// Ownership, when set (several replicas share the cache), reports which
 	// replica owns an account; shown in /v1/status.
 	Ownership func(ctx context.Context, account string) any
@@ -86,94 +89,77 @@ type Recorder interface {
 	HookEvent(outcome string)
 }
 
-// OktaHook is one account's Okta event hook credential: Okta sends Secret
-// in the Header it was configured with.
-type OktaHook struct {
-	Account string
-	Header  string
-	Secret  string
-}
-
-// maxBody bounds request bodies.
-const maxBody = 1 << 20
-
-// New returns the API handler.
-func New(o Options) http.Handler {
+// New returns the whole API on one Mux.
+func New(o Options) *apimux.Mux {
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
 	}
 	if o.SyncTimeout == 0 {
 		o.SyncTimeout = 10 * time.Minute
 	}
 	s := &server{o: o}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /v1/access/{email}", s.reader(s.access))
-	mux.HandleFunc("GET /v1/access/{email}/explain", s.admin(s.explain))
-	mux.HandleFunc("GET /v1/status", s.admin(s.status))
-	mux.HandleFunc("POST /v1/sync", s.admin(s.sync))
-	mux.HandleFunc("POST /v1/accounts/{id}/release", s.admin(s.release))
-	if o.Reload != nil {
-		mux.HandleFunc("POST /v1/reload", s.admin(s.reload))
+	groups := [][]apimux.Route{s.routes()}
+	if o.Console != nil {
+		groups = append(groups, consoleapi.Routes(consoleapi.Options{Console: o.Console}))
 	}
-	if o.Metrics != nil {
-		mux.Handle("GET /metrics", o.Metrics)
+	return apimux.New(apimux.Options{Credentials: o.Auth, Hosts: o.Hosts, Log: o.Log}, groups...)
+}
+
+// routes are dirsync's own routes.
+func (s *server) routes() []apimux.Route {
+	out := []apimux.Route{
+		{Method: "GET", Path: "/healthz", Scope: apimux.Public, Handle: s.healthz},
+		{Method: "GET", Path: "/readyz", Scope: apimux.Public, Handle: s.readyz},
+		{Method: "GET", Path: "/v1/access/{email}", Scope: apimux.SignInRead, Handle: s.access},
+		{Method: "GET", Path: "/v1/access/{email}/explain", Scope: apimux.AdminRead, Handle: s.explain},
+		{Method: "GET", Path: "/v1/status", Scope: apimux.AdminRead, Handle: s.status},
+		{Method: "POST", Path: "/v1/sync", Scope: apimux.AdminWrite, Handle: s.sync},
+		{Method: "POST", Path: "/v1/accounts/{id}/release", Scope: apimux.AccountWrite, Handle: s.release},
+		{Method: "GET", Path: "/v1/hooks/okta", Scope: apimux.OktaHook, Handle: s.oktaVerify, Refused: s.hookRefused},
+		{Method: "POST", Path: "/v1/hooks/okta", Scope: apimux.OktaHook, Handle: s.oktaEvent, Refused: s.hookRefused, ForeignBody: true},
 	}
-	mux.HandleFunc("GET /v1/hooks/okta", s.oktaVerify)
-	mux.HandleFunc("POST /v1/hooks/okta", s.oktaEvent)
-	return http.MaxBytesHandler(mux, maxBody)
+	if s.o.Reload != nil {
+		out = append(out, apimux.Route{Method: "POST", Path: "/v1/reload", Scope: apimux.AdminWrite, Handle: s.reload})
+	}
+	if s.o.Metrics != nil {
+		out = append(out, apimux.Route{Method: "GET", Path: "/metrics", Scope: apimux.Public, Raw: s.o.Metrics})
+	}
+	return out
 }
 
 type server struct{ o Options }
 
-func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.o.AdminToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) != 1 {
-				WriteError(w, http.StatusUnauthorized, "admin endpoint: send Authorization: Bearer <token from api.admin_token_file>")
-				return
-			}
-		}
-		h(w, r)
-	}
-}
-
-// reader guards the sign-in read when a read token is configured.
-func (s *server) reader(h http.HandlerFunc) http.HandlerFunc {
-	if s.o.ReadToken == "" {
-		return h
-	}
-	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		readOK := subtle.ConstantTimeCompare([]byte(got), []byte(s.o.ReadToken)) == 1
-		adminOK := s.o.AdminToken != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.o.AdminToken)) == 1
-		if !ok || !(readOK || adminOK) {
-			WriteError(w, http.StatusUnauthorized, "send Authorization: Bearer <token from api.read_token_file>")
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+func (s *server) healthz(*http.Request) (any, *apimux.Error) {
+	return map[string]string{"status": "ok"}, nil
 }
 
 // readyz is ready when the cache answers and every account has a successful
-// sync no older than the staleness bound.
-func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+// sync no older than the staleness bound. Backend errors are logged, and
+// shown only to an admin: an unauthenticated caller learns which check
+// failed, not what the backend said.
+func (s *server) readyz(r *http.Request) (any, *apimux.Error) {
+	admin := apimux.PrincipalOf(r.Context()).Kind == apimux.GlobalAdmin
 	var problems []string
+	var causes []error
+	backend := func(what string, err error) {
+		causes = append(causes, err)
+		if admin {
+			what += ": " + err.Error()
+		}
+		problems = append(problems, what)
+	}
 	if err := s.o.Status.Ping(r.Context()); err != nil {
-		problems = append(problems, err.Error())
+		backend("access cache unreachable", err)
 	}
 	if len(problems) == 0 {
 		for _, id := range s.o.Syncer.Accounts() {
 			st, ok, err := s.o.Status.Status(r.Context(), id)
 			switch {
 			case err != nil:
-				problems = append(problems, id+": "+err.Error())
+				backend(id+": status record unreadable", err)
 			case !ok || st.LastSyncAt.IsZero():
 				problems = append(problems, id+": no successful sync yet")
 			case s.o.Staleness > 0 && s.o.Now().Sub(st.LastSyncAt) > s.o.Staleness:
@@ -182,46 +168,45 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(problems) > 0 {
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
-		return
+		return nil, &apimux.Error{Status: http.StatusServiceUnavailable, Body: map[string]any{"status": "not ready", "problems": problems},
+			Cause: errors.Join(causes...)}
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return map[string]string{"status": "ready"}, nil
 }
 
-func (s *server) access(w http.ResponseWriter, r *http.Request) {
+// access is the sign-in read: the decision without its detail, as compact
+// JSON (the hot path: one allocation-light encode). Any cache error is 503,
+// which callers treat as deny.
+func (s *server) access(r *http.Request) (any, *apimux.Error) {
 	start := time.Now()
-	d, ok := s.lookup(w, r)
+	d, apiErr := s.lookup(r)
 	outcome := "error"
 	switch {
-	case ok && d.Allowed:
+	case apiErr == nil && d.Allowed:
 		outcome = "allowed"
-	case ok:
+	case apiErr == nil:
 		outcome = "denied"
 	}
 	if s.o.Recorder != nil {
 		s.o.Recorder.Lookup(outcome, time.Since(start))
 	}
-	if !ok {
-		return
+	if apiErr != nil {
+		return nil, apiErr
 	}
 	d.Detail = nil
-	// The sign-in hot path: compact JSON, one allocation-light encode.
 	b, err := json.Marshal(&d)
 	if err != nil {
-		WriteError(w, http.StatusInternalServerError, "encode decision")
-		return
+		return nil, &apimux.Error{Status: http.StatusInternalServerError, Message: "encode decision", Cause: err}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(append(b, '\n')) //nolint:errcheck // the client went away
+	return apimux.RawJSON(append(b, '\n')), nil
 }
 
-func (s *server) reload(w http.ResponseWriter, r *http.Request) {
+func (s *server) reload(r *http.Request) (any, *apimux.Error) {
 	if err := s.o.Reload(r.Context()); err != nil {
-		WriteJSON(w, http.StatusBadRequest, map[string]string{"status": "rejected; the running config is kept", "error": err.Error()})
-		return
+		return nil, &apimux.Error{Status: http.StatusBadRequest,
+			Body: map[string]string{"status": "rejected; the running config is kept", "error": err.Error()}}
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+	return map[string]string{"status": "reloaded"}, nil
 }
 
 // Explanation is the answer of /v1/access/{email}/explain.
@@ -230,10 +215,10 @@ type Explanation struct {
 	AccountStatus *accesscache.AccountStatus `json:"account_status,omitempty"`
 }
 
-func (s *server) explain(w http.ResponseWriter, r *http.Request) {
-	d, ok := s.lookup(w, r)
-	if !ok {
-		return
+func (s *server) explain(r *http.Request) (any, *apimux.Error) {
+	d, apiErr := s.lookup(r)
+	if apiErr != nil {
+		return nil, apiErr
 	}
 	out := Explanation{Decision: d}
 	if d.Account != "" {
@@ -241,17 +226,16 @@ func (s *server) explain(w http.ResponseWriter, r *http.Request) {
 			out.AccountStatus = &st
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (s *server) lookup(w http.ResponseWriter, r *http.Request) (entitlement.Decision, bool) {
+func (s *server) lookup(r *http.Request) (entitlement.Decision, *apimux.Error) {
 	d, err := s.o.Checker.Check(r.Context(), r.PathValue("email"))
 	if err != nil {
-		s.o.Log.Warn("access lookup failed", zap.Error(err))
-		WriteError(w, http.StatusServiceUnavailable, "access cache unavailable; deny sign-in (fail closed)")
-		return entitlement.Decision{}, false
+		return entitlement.Decision{}, &apimux.Error{Status: http.StatusServiceUnavailable,
+			Message: "access cache unavailable; deny sign-in (fail closed)", Cause: fmt.Errorf("access lookup: %w", err)}
 	}
-	return d, true
+	return d, nil
 }
 
 // AccountState is one account in /v1/status.
@@ -266,7 +250,7 @@ type AccountState struct {
 	Ownership any `json:"ownership,omitempty"`
 }
 
-func (s *server) status(w http.ResponseWriter, r *http.Request) {
+func (s *server) status(r *http.Request) (any, *apimux.Error) {
 	var out []AccountState
 	for _, id := range s.o.Syncer.Accounts() {
 		st := AccountState{Account: id, Runs: s.o.Syncer.LastReports(id)}
@@ -287,25 +271,23 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, st)
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"accounts": out})
+	return map[string]any{"accounts": out}, nil
 }
 
-func (s *server) sync(w http.ResponseWriter, r *http.Request) {
+func (s *server) sync(r *http.Request) (any, *apimux.Error) {
 	q := r.URL.Query()
 	opts := engine.Options{Mode: engine.Mode(q.Get("mode"))}
 	if opts.Mode == "" {
 		opts.Mode = engine.ModeFull
 	}
 	if opts.Mode != engine.ModeFull && opts.Mode != engine.ModeIncremental {
-		WriteError(w, http.StatusBadRequest, "mode must be full or incremental")
-		return
+		return nil, apimux.Errorf(http.StatusBadRequest, "mode must be full or incremental")
 	}
 	for name, dst := range map[string]*bool{"dry_run": &opts.DryRun, "force": &opts.Force} {
 		if v := q.Get(name); v != "" {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				WriteError(w, http.StatusBadRequest, name+" must be true or false")
-				return
+				return nil, apimux.Errorf(http.StatusBadRequest, "%s must be true or false", name)
 			}
 			*dst = b
 		}
@@ -320,60 +302,59 @@ func (s *server) sync(w http.ResponseWriter, r *http.Request) {
 	code := http.StatusOK
 	for _, id := range accounts {
 		rep, err := s.o.Syncer.Run(ctx, id, opts)
-		switch {
-		case errors.Is(err, engine.ErrUnknownAccount):
-			WriteError(w, http.StatusNotFound, err.Error())
-			return
-		case err != nil:
-			code = http.StatusBadGateway
-			if errors.Is(err, engine.ErrHeld) || errors.Is(err, store.ErrNotOwner) {
-				code = http.StatusConflict
-			}
+		if errors.Is(err, engine.ErrUnknownAccount) {
+			return nil, apimux.Errorf(http.StatusNotFound, "%s", err)
+		}
+		if err != nil {
+			code = syncFailureStatus(err)
 		}
 		reports = append(reports, rep)
 	}
-	WriteJSON(w, code, map[string]any{"reports": reports})
+	return reportsAnswer(code, reports)
 }
 
 // release publishes a held sync: a forced full pass of the account. It
 // refuses when no hold is pending, so it cannot be used by mistake to push
 // a read the fail-safe checks would refuse.
-func (s *server) release(w http.ResponseWriter, r *http.Request) {
+func (s *server) release(r *http.Request) (any, *apimux.Error) {
 	id := r.PathValue("id")
 	st, found, err := s.o.Status.Status(r.Context(), id)
 	if err != nil {
-		WriteError(w, http.StatusServiceUnavailable, err.Error())
-		return
+		return nil, &apimux.Error{Status: http.StatusServiceUnavailable, Message: err.Error(), Cause: err}
 	}
 	if !found || st.Hold == nil {
-		WriteError(w, http.StatusConflict, "no safeguard hold is pending for account "+id+"; to force a sync anyway use POST /v1/sync?force=true")
-		return
+		return nil, apimux.Errorf(http.StatusConflict, "no safeguard hold is pending for account %s; to force a sync anyway use POST /v1/sync?force=true", id)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
 	defer cancel()
 	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true})
-	code := http.StatusOK
-	switch {
-	case errors.Is(err, engine.ErrUnknownAccount):
-		WriteError(w, http.StatusNotFound, err.Error())
-		return
-	case err != nil:
-		code = http.StatusBadGateway
+	if errors.Is(err, engine.ErrUnknownAccount) {
+		return nil, apimux.Errorf(http.StatusNotFound, "%s", err)
 	}
-	WriteJSON(w, code, map[string]any{"reports": []engine.Report{rep}})
+	code := http.StatusOK
+	if err != nil {
+		code = syncFailureStatus(err)
+	}
+	return reportsAnswer(code, []engine.Report{rep})
 }
 
-// WriteJSON writes v as the JSON answer of every dirsync endpoint.
-func WriteJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+// syncFailureStatus is the one mapping of a failed pass to a status: 409
+// when it was held by the safeguard or the account belongs to another
+// replica (nothing is wrong; someone must act or ask elsewhere), 502 when
+// the directory or the cache failed.
+func syncFailureStatus(err error) int {
+	if errors.Is(err, engine.ErrHeld) || errors.Is(err, store.ErrNotOwner) {
+		return http.StatusConflict
+	}
+	return http.StatusBadGateway
 }
 
-// WriteError writes {"error": msg}.
-func WriteError(w http.ResponseWriter, code int, msg string) {
-	WriteJSON(w, code, map[string]string{"error": msg})
+// reportsAnswer is {"reports": […]} with code: the reports are the answer
+// whether the passes succeeded or not.
+func reportsAnswer(code int, reports []engine.Report) (any, *apimux.Error) {
+	body := map[string]any{"reports": reports}
+	if code != http.StatusOK {
+		return nil, &apimux.Error{Status: code, Body: body}
+	}
+	return body, nil
 }

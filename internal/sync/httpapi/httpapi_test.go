@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 )
 
@@ -31,6 +33,29 @@ func (f *fakeSyncer) Run(_ context.Context, account string, opts engine.Options)
 func (f *fakeSyncer) Accounts() []string                               { return []string{"acme"} }
 func (f *fakeSyncer) LastReports(string) map[engine.Mode]engine.Report { return nil }
 
+// testHosts answers httptest.NewRequest's Host, example.com.
+var testHosts = apimux.HostsFor(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, []string{"example.com"})
+
+func mustToken(t testing.TB, secret string) apimux.Token {
+	t.Helper()
+	tok, err := apimux.NewToken("test", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// loopback proves a loopback listener (the test requests never reach a
+// socket).
+func loopback(t testing.TB) apimux.Loopback {
+	t.Helper()
+	l, err := apimux.LoopbackListener(&net.TCPAddr{IP: net.IPv6loopback, Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func newTestServer(t *testing.T) (http.Handler, *store.Memory, *fakeSyncer, *[]string) {
 	mem := store.NewMemory()
 	d := entitlement.Decision{Email: "a@acme.example", Account: "acme", Allowed: true, Permission: entitlement.PermissionPro,
@@ -41,9 +66,11 @@ func newTestServer(t *testing.T) (http.Handler, *store.Memory, *fakeSyncer, *[]s
 	syncer := &fakeSyncer{}
 	var triggered []string
 	h := New(Options{
-		Checker: mem, Status: mem, Syncer: syncer, AdminToken: "tok", Log: zap.NewNop(),
-		OktaHooks: []OktaHook{{Account: "acme", Header: "Authorization", Secret: "hooksecret"}},
-		Trigger:   func(a string) bool { triggered = append(triggered, a); return true },
+		Checker: mem, Status: mem, Syncer: syncer, Log: zap.NewNop(),
+		Auth: apimux.Credentials{Admin: mustToken(t, "tok"), OpenSignIn: loopback(t),
+			OktaHooks: []apimux.OktaHookSecret{{Account: "acme", Header: "Authorization", Secret: mustToken(t, "hooksecret")}}},
+		Hosts:   testHosts,
+		Trigger: func(a string) bool { triggered = append(triggered, a); return true },
 	})
 	return h, mem, syncer, &triggered
 }
@@ -81,7 +108,7 @@ func TestAPI(t *testing.T) {
 	if last := syncer.runs[len(syncer.runs)-1]; last.Mode != engine.ModeIncremental || !last.DryRun {
 		t.Errorf("sync options = %+v", last)
 	}
-	big := strings.Repeat("x", maxBody+10)
+	big := strings.Repeat("x", apimux.DefaultMaxBody+10)
 	if rec := do(h, "POST", "/v1/hooks/okta", `{"a":"`+big+`"}`, "Authorization", "hooksecret"); rec.Code != 400 {
 		t.Errorf("oversized hook body: %d", rec.Code)
 	}
@@ -95,7 +122,8 @@ func TestAPI(t *testing.T) {
 
 func TestReadToken(t *testing.T) {
 	mem := store.NewMemory()
-	h := New(Options{Checker: mem, Status: mem, Syncer: &fakeSyncer{}, AdminToken: "admin", ReadToken: "reader", Log: zap.NewNop()})
+	h := New(Options{Checker: mem, Status: mem, Syncer: &fakeSyncer{}, Log: zap.NewNop(), Hosts: testHosts,
+		Auth: apimux.Credentials{Admin: mustToken(t, "admin"), Reader: mustToken(t, "reader")}})
 	for _, tt := range []struct {
 		header string
 		want   int

@@ -1,0 +1,186 @@
+package apimux
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTokensAreNeverEmpty(t *testing.T) {
+	for _, s := range []string{"", " ", "\n\t \r\n"} {
+		if _, err := NewToken("api.admin_token_file", s); err == nil || !strings.Contains(err.Error(), "api.admin_token_file") {
+			t.Errorf("NewToken(%q) = %v; want an error naming the field", s, err)
+		}
+	}
+	var zero Token
+	for _, got := range []string{"", " "} {
+		if zero.matches(got) {
+			t.Errorf("the zero Token matches %q", got)
+		}
+	}
+	a, err := GenerateToken("per-start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := GenerateToken("per-start")
+	if a.IsZero() || len(a.secret) < 32 || string(a.secret) == string(b.secret) {
+		t.Errorf("generated tokens %q, %q", a.secret, b.secret)
+	}
+}
+
+func TestOnlyALoopbackListenerIsProof(t *testing.T) {
+	for _, addr := range []net.Addr{
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
+		&net.TCPAddr{IP: net.IPv4(127, 9, 9, 9), Port: 1},
+		&net.TCPAddr{IP: net.IPv6loopback, Port: 8080},
+	} {
+		if l, err := LoopbackListener(addr); err != nil || !l.proven() {
+			t.Errorf("%v: %v", addr, err)
+		}
+	}
+	for _, addr := range []net.Addr{
+		&net.TCPAddr{IP: net.IPv4zero, Port: 8080}, // 0.0.0.0
+		&net.TCPAddr{IP: net.IPv6unspecified, Port: 8080},
+		&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8080},
+		&net.UnixAddr{Name: "/run/dirsync.sock", Net: "unix"},
+		nil,
+	} {
+		if l, err := LoopbackListener(addr); err == nil || l.proven() {
+			t.Errorf("%v was accepted as loopback", addr)
+		}
+	}
+	if (Loopback{}).proven() {
+		t.Error("the zero Loopback proves something")
+	}
+}
+
+func TestHostsFor(t *testing.T) {
+	loop := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	all := &net.TCPAddr{IP: net.IPv4zero, Port: 8080}
+	for _, tt := range []struct {
+		addr    net.Addr
+		allowed []string
+		host    string
+		want    bool
+	}{
+		{loop, nil, "127.0.0.1:8080", true},
+		{loop, nil, "[::1]:8080", true},
+		{loop, nil, "localhost:8080", true},
+		{loop, nil, "LOCALHOST.", true},
+		{loop, nil, "rebind.evil.example:8080", false},
+		{loop, nil, "localhost.evil.example", false},
+		{loop, []string{"dirsync.internal"}, "Dirsync.Internal:8080", true},
+		{loop, []string{"dirsync.internal"}, "other.internal", false},
+		{all, nil, "dirsync.default.svc:8080", true},
+		{all, []string{"dirsync.internal"}, "dirsync.default.svc:8080", false},
+		{all, []string{"dirsync.internal"}, "10.1.2.3:8080", true},
+	} {
+		if got := HostsFor(tt.addr, tt.allowed).admits(tt.host); got != tt.want {
+			t.Errorf("listener %v, allowed %v: Host %q admitted %t; want %t", tt.addr, tt.allowed, tt.host, got, tt.want)
+		}
+	}
+}
+
+func TestPerStartTokenFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	path := PerStartTokenPath(func(k string) string { return map[string]string{"DIRSYNC_RUNTIME_DIR": dir}[k] }, "8080")
+	if path != filepath.Join(dir, "admin-token-8080") {
+		t.Fatalf("path %s", path)
+	}
+	tok, _ := GenerateToken("per-start")
+	remove, err := WritePerStartToken(path, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v mode %v; want %04o", p, err, fi.Mode().Perm(), want)
+		}
+	}
+	if got, err := ReadPerStartToken(path); err != nil || got != string(tok.secret) {
+		t.Errorf("read back %q, %v", got, err)
+	}
+	remove()
+	if got, err := ReadPerStartToken(path); err != nil || got != "" {
+		t.Errorf("after remove: %q, %v", got, err)
+	}
+
+	// A directory others can enter, or a symbolic link to one, is refused.
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WritePerStartToken(filepath.Join(open, "admin-token-1"), tok); err == nil {
+		t.Error("wrote the token into a world-writable directory")
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WritePerStartToken(filepath.Join(link, "admin-token-1"), tok); err == nil {
+		t.Error("wrote the token through a symbolic link")
+	}
+	if _, err := WritePerStartToken(filepath.Join(dir, "x"), Token{}); err == nil {
+		t.Error("wrote the zero token")
+	}
+}
+
+// TestRoutesGoThroughOneMiddleware: a route's scope decides who may call
+// it, its *Error becomes the JSON answer, and the principal reaches the
+// handler.
+func TestRoutesGoThroughOneMiddleware(t *testing.T) {
+	admin, _ := NewToken("api.admin_token_file", "adm")
+	reader, _ := NewToken("api.read_token_file", "rd")
+	var seen Principal
+	h := func(r *http.Request) (any, *Error) {
+		seen = PrincipalOf(r.Context())
+		if r.URL.Query().Get("fail") != "" {
+			return nil, Errorf(http.StatusConflict, "no %s", "way")
+		}
+		return map[string]string{"ok": "yes"}, nil
+	}
+	m := New(Options{Credentials: Credentials{Admin: admin, Reader: reader}},
+		[]Route{
+			{Method: "GET", Path: "/read", Scope: SignInRead, Handle: h},
+			{Method: "POST", Path: "/write", Scope: AdminWrite, Handle: h},
+		})
+	send := func(method, path, auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, nil)
+		req.Host = "127.0.0.1"
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		rec := httptest.NewRecorder()
+		m.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, tt := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"GET", "/read", "", 401}, {"GET", "/read", "rd", 200}, {"GET", "/read", "adm", 200}, {"GET", "/read", "x", 401},
+		{"POST", "/write", "rd", 401}, {"POST", "/write", "adm", 200}, {"POST", "/write", "", 401},
+	} {
+		if rec := send(tt.method, tt.path, tt.auth); rec.Code != tt.want {
+			t.Errorf("%s %s with %q: HTTP %d %s; want %d", tt.method, tt.path, tt.auth, rec.Code, rec.Body, tt.want)
+		}
+	}
+	send("GET", "/read", "rd")
+	if seen.Kind != SignInReader || seen.Credential != "api.read_token_file" {
+		t.Errorf("principal %+v", seen)
+	}
+	if rec := send("POST", "/write?fail=1", "adm"); rec.Code != 409 || !strings.Contains(rec.Body.String(), `"error": "no way"`) ||
+		rec.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("error answer: %d %s", rec.Code, rec.Body)
+	}
+	if got := m.Routes(); len(got) != 2 || got[0].Path != "/read" || got[1].Scope != AdminWrite {
+		t.Errorf("routes %+v", got)
+	}
+}
