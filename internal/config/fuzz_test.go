@@ -14,6 +14,11 @@ func FuzzParse(f *testing.F) {
 		"api: {listen: \"0.0.0.0:1\"}\nschedule: {full: \"@every 1s\"}\n",
 		"accounts:\n  - directory: {ldap: {timeout: x, urls: [\"ldap://h\"]}}\n",
 		"&a [*a]", "{",
+		// robfig/cron panics on a bare time zone prefix.
+		"schedule: {incremental: \"TZ=UTC\"}\n",
+		"schedule: {full: \"CRON_TZ=\"}\n",
+		"accounts: [{id: a, schedule: {incremental: \"TZ=Europe/Paris\"}}]\n",
+		"schedule: {full: \"0 0 30 2 *\", incremental: \"@every -1s\"}\n",
 	} {
 		f.Add(seed)
 	}

@@ -9,8 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/robfig/cron/v3"
 )
 
 // Defaults, also documented in docs/configuration.md.
@@ -421,7 +419,7 @@ func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv 
 }
 
 func checkSchedule(ps *problems, path, spec string) {
-	if _, err := cron.ParseStandard(spec); err != nil {
+	if _, err := ParseSchedule(spec); err != nil {
 		ps.add(path, "%q is not a cron spec (%v); write for example \"@every 5s\" or \"0 * * * *\"", spec, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,6 +232,28 @@ func TestOktaEventHookAndOps(t *testing.T) {
 		var out map[string]string
 		if code := d.admin(http.MethodPost, "/v1/reload", nil, &out); code != http.StatusBadRequest || !strings.Contains(out["error"], "platinum") {
 			t.Errorf("POST /v1/reload with a broken config: HTTP %d %v", code, out)
+		}
+		// A schedule robfig/cron panics on ("TZ=UTC": slice bounds out of
+		// range) is a config problem too, through SIGHUP and the API: the
+		// daemon keeps serving on the old config.
+		panicking := regexp.MustCompile(`incremental: "[^"]*"`).ReplaceAllString(string(good), `incremental: "TZ=UTC"`)
+		if panicking == string(good) {
+			t.Fatal("the test config has no incremental schedule to break")
+		}
+		if err := os.WriteFile(cfg, []byte(panicking), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.proc.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if code := d.admin(http.MethodPost, "/v1/reload", nil, &out); code != http.StatusBadRequest || !strings.Contains(out["error"], `schedule.incremental: "TZ=UTC" is not a cron spec`) {
+			t.Errorf("POST /v1/reload with schedule TZ=UTC: HTTP %d %v", code, out)
+		}
+		if dec, err := d.decision("alice@globex.example"); err != nil || !dec.Allowed {
+			t.Errorf("daemon not serving after a reload with a panicking cron spec: %+v %v", dec, err)
+		}
+		if strings.Contains(d.log(), "panic") {
+			t.Errorf("the daemon log mentions a panic:\n%s", d.log())
 		}
 		// A good config is applied: drop the basic binding, carol's group.
 		// The Okta poller reads only bound groups, so carol leaves the

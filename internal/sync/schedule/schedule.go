@@ -12,6 +12,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
+
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 // Job is one scheduled task.
@@ -60,11 +62,12 @@ func New(log *zap.Logger, jobs []Job) (*Scheduler, error) {
 			defer jcancel()
 			j.Func(jctx)
 		}
-		id, err := s.c.AddFunc(j.Spec, run)
+		spec, err := config.ParseSchedule(j.Spec)
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("schedule %s %q: %w", j.Name, j.Spec, err)
 		}
+		id := s.c.Schedule(spec, cron.FuncJob(run))
 		s.entries[j.Name] = id
 		if j.RunAtStart {
 			s.startup = append(s.startup, cron.NewChain(cron.Recover(logger)).Then(cron.FuncJob(run)))
