@@ -256,6 +256,46 @@ func TestValidateReportsEveryMistake(t *testing.T) {
 	}
 }
 
+// TestValidateRefusesEmptyTokenFile: an admin token file that is empty or
+// white space fails `dirsync validate` (exit 2) naming the field, and the
+// daemon does not start on it: it used to pass and serve the admin API
+// with no auth, even on 0.0.0.0.
+func TestValidateRefusesEmptyTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	ldif, err := filepath.Abs("../../deployments/local/directory.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"empty": "", "white space": " \n\t\n"} {
+		token := filepath.Join(dir, "admin-token")
+		if err := os.WriteFile(token, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(dir, "config.yaml")
+		body := fmt.Sprintf(`cache: {backend: memory}
+api: {listen: "0.0.0.0:0", admin_token_file: %q}
+accounts:
+  - id: acme
+    claimed_domains: [acme.example]
+    directory: {type: ldif, ldif: {path: %q}}
+    bindings: [{group: "CN=Chime Pro,OU=Groups,DC=acme,DC=example", permission: pro}]
+`, token, ldif)
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runCLI(t, context.Background(), nil, "validate", "--config", cfg)
+		if code != exitUsage || !strings.Contains(errOut, "api.admin_token_file: "+token+" is empty") {
+			t.Errorf("%s token file: validate exit %d\n%s", name, code, errOut)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		code, _, errOut = runCLI(t, ctx, nil, "run", "--config", cfg)
+		cancel()
+		if code != exitUsage || !strings.Contains(errOut, "api.admin_token_file") {
+			t.Errorf("%s token file: run exit %d (want %d, refused at start)\n%s", name, code, exitUsage, errOut)
+		}
+	}
+}
+
 // TestRunServesQuickStart runs the daemon on the quick-start config (on a
 // free port) and reads decisions over HTTP, as the README shows.
 func TestRunServesQuickStart(t *testing.T) {

@@ -452,10 +452,16 @@ func checkSecret(ps *problems, path, file, env string, required bool, getenv fun
 	case file != "" && env != "":
 		ps.add(path+"_file", "both %s_file and %s_env are set; keep one", path, path)
 	case file != "":
-		checkFile(ps, path+"_file", file)
+		b, err := os.ReadFile(file)
+		switch {
+		case err != nil:
+			ps.add(path+"_file", "cannot read %s: %v", file, unwrapPathError(err))
+		case strings.TrimSpace(string(b)) == "":
+			ps.add(path+"_file", "%s is empty or only white space; an empty secret never means \"no secret\": write the secret into it, or remove %s_file", file, path)
+		}
 	case env != "":
-		if getenv == nil || getenv(env) == "" {
-			ps.add(path+"_env", "environment variable %s is empty or unset", env)
+		if getenv == nil || strings.TrimSpace(getenv(env)) == "" {
+			ps.add(path+"_env", "environment variable %s is empty, white space or unset; an empty secret never means \"no secret\"", env)
 		}
 	case required:
 		ps.add(path+"_file", "required: a file holding the secret (or %s_env naming an environment variable); secrets are never written inline", path)
@@ -487,8 +493,11 @@ func isLoopback(host string) bool {
 }
 
 // ReadSecret returns the secret held in file or, when file is empty, in the
-// environment variable env. Surrounding white space is trimmed. Errors name
-// the file or variable, never the value.
+// environment variable env. Surrounding white space is trimmed. A file or
+// variable that holds nothing else is an error, never an empty secret (a
+// token file emptied after validation must not turn into "no auth"); ""
+// with a nil error means no secret is configured at all. Errors name the
+// file or variable, never the value.
 func ReadSecret(file, env string, getenv func(string) string) (string, error) {
 	switch {
 	case file != "":
@@ -496,7 +505,11 @@ func ReadSecret(file, env string, getenv func(string) string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("read secret: %w", err)
 		}
-		return strings.TrimSpace(string(b)), nil
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("read secret: %s is empty or only white space", file)
+		}
+		return v, nil
 	case env != "":
 		v := strings.TrimSpace(getenv(env))
 		if v == "" {
