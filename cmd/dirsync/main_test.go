@@ -419,3 +419,63 @@ func TestWrongBindingIsHeldThenReleased(t *testing.T) {
 		t.Errorf("after release both = %+v", d)
 	}
 }
+
+// TestEmptiedGroupIsHeldButSuspensionsPublish: the Basic group empties in
+// the same change that disables a user. The read is held (visible in the
+// status record, releasable), the disabled user is suspended at once, the
+// Basic members keep access until `dirsync release`. This used to fail
+// every sync with "a bound group ... is missing or empty" while the
+// disabled user kept Pro, and release refused for want of a hold.
+func TestEmptiedGroupIsHeldButSuspensionsPublish(t *testing.T) {
+	srv := servertest.StartRedis(t)
+	cfg := writeRulesConfig(t, srv.Addr)
+	ctx := context.Background()
+	if code, out, errOut := runCLI(t, ctx, nil, "sync", "--config", cfg); code != exitOK {
+		t.Fatalf("first sync: %d %s %s", code, out, errOut)
+	}
+	ldifPath := filepath.Join(filepath.Dir(cfg), "dir.ldif")
+	body, err := os.ReadFile(ldifPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(body), "cn: Basic\nmember: CN=basic,OU=P,DC=acme,DC=example\nmember: CN=both,OU=P,DC=acme,DC=example\n", "cn: Basic\n", 1)
+	changed = strings.Replace(changed, "mail: nested@acme.example\nuserAccountControl: 512", "mail: nested@acme.example\nuserAccountControl: 514", 1)
+	if strings.Count(changed, "\n") == strings.Count(string(body), "\n") || !strings.Contains(changed, "nested@acme.example\nuserAccountControl: 514") {
+		t.Fatal("the test could not edit the LDIF")
+	}
+	if err := os.WriteFile(ldifPath, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCLI(t, ctx, nil, "sync", "--config", cfg)
+	if code != exitRuntime || !strings.Contains(out, "HELD") {
+		t.Fatalf("emptied bound group: exit %d\n%s", code, out)
+	}
+	check := func(email string) entitlement.Decision {
+		_, out, _ := runCLI(t, ctx, nil, "check", "--config", cfg, email, "--output", "json")
+		var d entitlement.Decision
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := check("nested@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("disabled user during the hold: %+v; want suspended at once", d)
+	}
+	if d := check("basic@acme.example"); !d.Allowed || d.Permission != entitlement.PermissionBasic {
+		t.Errorf("held loss published: basic = %+v", d)
+	}
+	_, statusOut, _ := runCLI(t, ctx, nil, "check", "--config", cfg, "basic@acme.example", "--explain")
+	if !strings.Contains(statusOut, "HOLD pending") {
+		t.Errorf("explain does not show the hold:\n%s", statusOut)
+	}
+	code, out, errOut := runCLI(t, ctx, nil, "release", "--config", cfg, "--account", "acme")
+	if code != exitOK || !strings.Contains(out, "published") {
+		t.Fatalf("release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if d := check("basic@acme.example"); d.Allowed || d.Reason != entitlement.ReasonNoPermission {
+		t.Errorf("after release basic = %+v", d)
+	}
+	if d := check("both@acme.example"); d.Permission != entitlement.PermissionPro {
+		t.Errorf("after release both = %+v", d)
+	}
+}

@@ -79,8 +79,27 @@ type AccountStatus struct {
 	Extra        map[string]json.RawMessage     `json:"extra,omitempty"`
 }
 
-// Hold records a sync the safeguard refused to publish.
+// Hold kinds: why a sync was held.
+const (
+	// HoldSafeguard: the sync would take access away from more users than
+	// the account's safeguard allows.
+	HoldSafeguard = "safeguard"
+	// HoldLostGroup: a bound group that had members is gone or empty in
+	// the read (a rename, a wrong binding, a partial read).
+	HoldLostGroup = "lost_group"
+	// HoldEmptyRead: the directory returned no users at all while users
+	// are published.
+	HoldEmptyRead = "empty_read"
+)
+
+// Hold records a sync that was not published whole. Account-state denials
+// (suspended, inactive, locked out) found by the same read are published
+// anyway; the rest waits for a release or for a later sync that no longer
+// trips the check.
 type Hold struct {
+	// Kind is HoldSafeguard, HoldLostGroup or HoldEmptyRead (records
+	// written before kinds existed have none: a safeguard hold).
+	Kind       string    `json:"kind,omitempty"`
 	Since      time.Time `json:"since"`
 	LostAccess int       `json:"lost_access"`
 	Allowed    int       `json:"previously_allowed"`

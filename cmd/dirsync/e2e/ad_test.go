@@ -123,3 +123,60 @@ func TestADPropagation(t *testing.T) {
 	}
 	assertNoSecrets(t, "daemon log", d.log(), servertest.SambaAdminPassword)
 }
+
+// TestADExpiryWhileDCUnreachable: an account expiry read while the DC was
+// up takes effect on time while the DC cannot be reached: the user turns
+// inactive from the last published state, every failing pass keeps the
+// rest. Before, accountExpires was re-evaluated only after a successful
+// read, so an expired user kept access for the whole outage.
+func TestADExpiryWhileDCUnreachable(t *testing.T) {
+	dc := samba.Get(t)
+	proxy := newFaultProxy(t, strings.TrimPrefix(dc.URL, "ldap://"))
+	rs := servertest.StartRedis(t)
+	dir := t.TempDir()
+	cfg, addr := writeConfig(t, dir, adConfig(t, dir, rs.Addr, proxy.URL()))
+	d := startDaemon(t, dir, cfg, addr)
+
+	judy, mallory := "judy@"+servertest.ADEmailDomain, "mallory@"+servertest.ADEmailDomain
+	if err := dc.Modify(fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: accountExpires\naccountExpires: 0\n", servertest.ADUserDN("judy"))); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor(judy, 60*time.Second, isAllowed)
+	expiry := time.Now().Add(8 * time.Second)
+	changed := time.Now()
+	if err := dc.Modify(fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: accountExpires\naccountExpires: %d\n",
+		servertest.ADUserDN("judy"), ldapentry.FileTime(expiry))); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon reads the new expiry in a pass that starts after it.
+	d.waitState(t, "corp", "a successful incremental pass after the expiry was set", func(a faultAccount) bool {
+		r, ok := a.Runs["incremental"]
+		return ok && r.StartedAt.After(changed) && r.Error == ""
+	})
+	proxy.Down()
+	down := time.Now()
+	d.waitState(t, "corp", "a pass failing while the DC is unreachable", func(a faultAccount) bool {
+		r, ok := a.Runs["incremental"]
+		return ok && r.StartedAt.After(down) && r.ReadFailed
+	})
+	if time.Now().After(expiry) {
+		t.Fatalf("the DC went down only after the expiry; the test proves nothing (raise the margin)")
+	}
+	if dec, err := d.decision(judy); err != nil || !dec.Allowed {
+		t.Fatalf("judy before her expiry: %+v %v", dec, err)
+	}
+	_, dec := d.waitFor(judy, 20*time.Second, func(d entitlement.Decision) bool { return d.Reason == entitlement.ReasonInactive })
+	if at := time.Now(); at.Before(expiry) {
+		t.Errorf("judy denied %v before her expiry", expiry.Sub(at))
+	}
+	if dec.Allowed || dec.Permission != entitlement.PermissionNone {
+		t.Errorf("judy after her expiry with the DC down: %+v", dec)
+	}
+	if st := d.accountState(t, "corp"); st.Runs["incremental"].Error == "" {
+		t.Errorf("the DC is down but the last pass did not fail: %+v", st.Runs["incremental"])
+	}
+	if dec, err := d.decision(mallory); err != nil || !dec.Allowed {
+		t.Errorf("mallory lost access during the outage: %+v %v", dec, err)
+	}
+	proxy.Up(t)
+}

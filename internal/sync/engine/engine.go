@@ -4,13 +4,18 @@
 // a pass is a synchronous call.
 //
 // Safety rules every pass applies, whatever the source:
-//   - a source error publishes nothing and keeps the last good decisions;
+//   - a source error publishes nothing and keeps the last good decisions,
+//     except account expiries: a user whose accountExpires passes is denied
+//     on time from the last published state, whether or not the directory
+//     can be read;
 //   - a read with no users, or in which a bound group that had members is
-//     gone or empty, is treated as a failed read (unless forced);
+//     gone or empty, is held (unless forced): a hold is recorded in the
+//     status record and released with `dirsync release`;
 //   - the safeguard holds a pass that would take access away from too many
-//     users for reasons other than their account state, but decisions that
-//     deny a user because of account state (suspended, inactive, locked
-//     out) are published even then.
+//     users for reasons other than their account state;
+//   - whatever holds a pass, decisions that deny a user because of account
+//     state (suspended, inactive, locked out) found by the same read are
+//     published even then: a suspension never waits.
 package engine
 
 import (
@@ -98,7 +103,9 @@ var (
 	ErrUnknownAccount = errors.New("unknown account")
 	ErrEmptyRead      = errors.New("directory returned no users but users are published; keeping the last good state")
 	ErrLostGroup      = errors.New("a bound group that had members is missing or empty; keeping the last good state")
-	ErrHeld           = errors.New("safeguard hold: this sync would take access away from too many users")
+	// ErrHeld is returned by a held pass; it wraps ErrEmptyRead or
+	// ErrLostGroup when the read check held it.
+	ErrHeld = errors.New("sync held: only account-state denials were published")
 )
 
 // Report describes one pass. Its JSON form is printed by `dirsync sync
@@ -169,6 +176,10 @@ type accountState struct {
 	read       bool
 	published  map[string]mapper.Published
 	nextExpiry time.Time
+	// expiring holds the published, allowed decisions of users whose
+	// account expires in the future, soonest first: enough to deny them on
+	// time when the directory cannot be read (not a second snapshot).
+	expiring []expiringUser
 	// unpublished: a snapshot was read but the pass that read it did not
 	// complete (cache error, refused publish, failed check or dry run).
 	unpublished bool
@@ -267,6 +278,15 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 // pass does the work of Run under the account's run lock. It reports
 // whether the pass did anything worth a log line.
 func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *Report) (bool, error) {
+	expired := false
+	if !opts.DryRun {
+		n, err := e.publishExpiries(ctx, a, e.now())
+		if err != nil {
+			return true, err
+		}
+		rep.Changes.Published += n
+		expired = n > 0
+	}
 	snap, changed, err := e.read(ctx, a, opts.Mode)
 	if err != nil {
 		rep.ReadFailed = true
@@ -275,8 +295,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	now := e.now()
 	if !changed && !a.unpublished && (a.nextExpiry.IsZero() || now.Before(a.nextExpiry)) && !opts.DryRun {
 		rep.Result = ResultUnchanged
+		if expired {
+			rep.Result = ResultPublished
+		}
 		rep.Source = snap.Source
-		return false, nil
+		return expired, nil
 	}
 	rep.Source = snap.Source
 	// The source has moved on to snap: until a pass publishes it, the next
@@ -305,23 +328,27 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.Diff = DiffEntries(delta.Changes)
 	}
 
+	// A read that looks broken (no users, a bound group lost) is held like
+	// a safeguard hold: the users' own account states it carries are
+	// trustworthy and published; the rest waits for a release.
+	var readErr error
+	hold := (*accesscache.Hold)(nil)
 	if !opts.Force {
-		if err := checkRead(&res, snap, published, status); err != nil {
-			return true, err
+		if readErr = checkRead(&res, snap, published, status); readErr != nil {
+			hold = readHold(readErr, &delta, now)
+		} else {
+			hold = e.hold(a.cfg.Safeguard, &delta, now)
 		}
 	}
 	toPublish := delta.Changes
-	if hold := e.hold(a.cfg.Safeguard, &delta, now); hold != nil && !opts.Force {
+	status.Hold = hold
+	if hold != nil {
 		rep.Hold = hold
 		rep.Result = ResultHeld
 		rep.Diff = DiffEntries(delta.Changes)
 		// Account-state denials are never held back.
 		toPublish = statusDenials(delta.Changes)
-		status.Hold = hold
-	} else {
-		status.Hold = nil
 	}
-
 	if opts.DryRun {
 		rep.Result = ResultDryRun
 		return true, nil
@@ -336,10 +363,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		}
 		status.Generation++
 	}
-	rep.Changes.Published = len(toPublish)
+	rep.Changes.Published += len(toPublish)
 	a.published = applyToIndex(published, toPublish)
 	a.read = true
 	a.nextExpiry = res.NextExpiry
+	a.expiring = expiringOf(res.Decisions, a.published, now)
 
 	status.Account = a.cfg.Policy.Account
 	status.LastSyncAt = now.UTC()
@@ -349,21 +377,28 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	status.Users = res.Stats.Decisions
 	status.ByPermission = res.Stats.ByPermission
 	status.ByReason = res.Stats.ByReason
-	status.Bindings = res.Bindings
+	if readErr == nil {
+		// A held read keeps the bindings' last good reach, so the next
+		// pass still sees the lost group and holds again until released.
+		status.Bindings = res.Bindings
+	}
 	status.Source = snap.Source
 	if err := e.cache.PutStatus(ctx, status); err != nil {
 		return true, err
 	}
 	a.unpublished = false
 	if rep.Result == ResultHeld {
+		if readErr != nil {
+			return true, fmt.Errorf("%w: %w", ErrHeld, readErr)
+		}
 		return true, ErrHeld
 	}
-	if len(toPublish) > 0 {
+	if rep.Changes.Published > 0 {
 		rep.Result = ResultPublished
 	} else {
 		rep.Result = ResultUnchanged
 	}
-	return len(toPublish) > 0, nil
+	return rep.Changes.Published > 0, nil
 }
 
 // read gets a snapshot: an incremental update when asked for and the
@@ -409,12 +444,30 @@ func (e *Engine) hold(sg Safeguard, d *mapper.Delta, now time.Time) *accesscache
 		return nil
 	}
 	return &accesscache.Hold{
+		Kind:       accesscache.HoldSafeguard,
 		Since:      now.UTC(),
 		LostAccess: unexplained,
 		Allowed:    d.PreviouslyAllowed,
 		Downgrades: d.Downgrades,
-		Reason: fmt.Sprintf("%d of %d allowed users would lose access (limit %d: %.0f%% or %d users); release with `dirsync sync --force --account ID` once the change is confirmed",
+		Reason: fmt.Sprintf("%d of %d allowed users would lose access (limit %d: %.0f%% or %d users); release with `dirsync release --account ID` once the change is confirmed",
 			unexplained, d.PreviouslyAllowed, limit, sg.MaxLostAccessPercent, sg.MaxLostAccessUsers),
+	}
+}
+
+// readHold is the hold of a read checkRead refused.
+func readHold(err error, d *mapper.Delta, now time.Time) *accesscache.Hold {
+	kind := accesscache.HoldLostGroup
+	if errors.Is(err, ErrEmptyRead) {
+		kind = accesscache.HoldEmptyRead
+	}
+	return &accesscache.Hold{
+		Kind:       kind,
+		Since:      now.UTC(),
+		LostAccess: d.LostAccess - d.LostAccessByStatus,
+		Allowed:    d.PreviouslyAllowed,
+		Downgrades: d.Downgrades,
+		Reason: err.Error() + "; account-state denials were published; release with `dirsync release --account ID` " +
+			"once the change is confirmed, or fix the binding or the directory",
 	}
 }
 
@@ -508,7 +561,7 @@ func (e *Engine) logReport(r *Report) {
 	case ResultFailed:
 		e.log.Error("sync failed; last good decisions kept", append(fields, zap.String("error", r.Error))...)
 	case ResultHeld:
-		e.log.Error("sync held by safeguard; only account-state denials published", append(fields, zap.String("hold", r.Hold.Reason))...)
+		e.log.Error("sync held; only account-state denials published", append(fields, zap.String("kind", r.Hold.Kind), zap.String("hold", r.Hold.Reason))...)
 	default:
 		e.log.Info("sync", fields...)
 	}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/internal/directory"
 )
 
@@ -108,17 +109,23 @@ func TestFailedReadKeepsLastGood(t *testing.T) {
 		snap *directory.Snapshot
 		err  error
 		want error
+		// result: a source error fails; a read that looks broken is held
+		// (releasable), publishing only account-state denials.
+		result string
 	}{
-		{"source error", nil, errors.New("ldap: connection reset"), nil},
-		{"no users", &directory.Snapshot{Source: "fake", Groups: []directory.Group{{Ref: "pro", Name: "Pro"}}}, nil, ErrEmptyRead},
-		{"bound group gone", &directory.Snapshot{Source: "fake", Users: org(10, nil).Users}, nil, ErrLostGroup},
+		{"source error", nil, errors.New("ldap: connection reset"), nil, ResultFailed},
+		{"no users", &directory.Snapshot{Source: "fake", Groups: []directory.Group{{Ref: "pro", Name: "Pro"}}}, nil, ErrEmptyRead, ResultHeld},
+		{"bound group gone", &directory.Snapshot{Source: "fake", Users: org(10, nil).Users}, nil, ErrLostGroup, ResultHeld},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src.set(tt.snap, tt.err)
 			rep, err := e.Run(ctx, "acme", Options{})
-			if err == nil || rep.Result != ResultFailed || rep.Error == "" {
-				t.Fatalf("report %+v, err %v; want a failed sync", rep, err)
+			if err == nil || rep.Result != tt.result || rep.Error == "" {
+				t.Fatalf("report %+v, err %v; want result %s", rep, err, tt.result)
+			}
+			if tt.result == ResultHeld && (!errors.Is(err, ErrHeld) || rep.Hold == nil) {
+				t.Errorf("err = %v, hold %+v; want ErrHeld with a hold", err, rep.Hold)
 			}
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("err = %v; want %v", err, tt.want)
@@ -174,6 +181,92 @@ func TestSafeguardHoldsButPublishesSuspensions(t *testing.T) {
 	}
 	if st, _, _ := cache.Status(ctx, "acme"); st.Hold != nil {
 		t.Error("hold not cleared after release")
+	}
+}
+
+// TestLostGroupHoldPublishesSuspensions: a read in which a bound group
+// vanished (here a rename) used to fail every pass until someone forced a
+// sync, and `release` refused for want of a hold, while users disabled in
+// the directory kept access. It is a hold now: the suspension found by the
+// same read is published, the rest waits for a release.
+func TestLostGroupHoldPublishesSuspensions(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	renamed := org(10, map[int]func(*directory.User){7: func(u *directory.User) { u.Status = directory.StatusSuspended }})
+	renamed.Groups[0].Name, renamed.Groups[0].Ref = "Pro (old)", "pro-old"
+	src.set(renamed, nil)
+	for pass := range 2 { // the next pass holds again: the group is still lost
+		rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull})
+		if !errors.Is(err, ErrHeld) || !errors.Is(err, ErrLostGroup) || rep.Result != ResultHeld {
+			t.Fatalf("pass %d: %+v, %v; want a lost-group hold", pass, rep, err)
+		}
+		if d := allowed(t, cache, "u007@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+			t.Errorf("pass %d: suspended u007 = %+v; want suspended despite the hold", pass, d)
+		}
+		if d := allowed(t, cache, "u000@acme.example"); !d.Allowed {
+			t.Errorf("pass %d: held change published: u000 = %+v", pass, d)
+		}
+		st, _, _ := cache.Status(ctx, "acme")
+		if st.Hold == nil || st.Hold.Kind != accesscache.HoldLostGroup || st.Hold.LostAccess != 9 {
+			t.Errorf("pass %d: status hold %+v; want a lost_group hold of 9", pass, st.Hold)
+		}
+	}
+	// A release (forced full pass) publishes the rest and clears the hold.
+	if rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull, Force: true}); err != nil || rep.Result != ResultPublished {
+		t.Fatalf("release: %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); d.Allowed || d.Reason != entitlement.ReasonNoPermission {
+		t.Errorf("after release u000 = %+v", d)
+	}
+	if st, _, _ := cache.Status(ctx, "acme"); st.Hold != nil {
+		t.Errorf("hold not cleared by the release: %+v", st.Hold)
+	}
+}
+
+// TestExpiryWhileDirectoryDown: an account whose accountExpires passes
+// while every read fails is denied on time, from the last published state;
+// nothing else moves.
+func TestExpiryWhileDirectoryDown(t *testing.T) {
+	e, src, cache, clk := setup(t)
+	ctx := context.Background()
+	expiry := clk.t.Add(time.Minute)
+	src.set(org(3, map[int]func(*directory.User){1: func(u *directory.User) { u.ExpiresAt = expiry }}), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	src.set(nil, errors.New("ldap: connection refused"))
+	clk.t = expiry.Add(-time.Second)
+	if _, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental}); err == nil {
+		t.Fatal("a failing read succeeded")
+	}
+	if d := allowed(t, cache, "u001@acme.example"); !d.Allowed {
+		t.Fatalf("denied before the expiry: %+v", d)
+	}
+	clk.t = expiry.Add(time.Second)
+	rep, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental})
+	if err == nil || !rep.ReadFailed || rep.Changes.Published != 1 {
+		t.Errorf("pass after the expiry: %+v, %v; want a failed read that published the expiry", rep, err)
+	}
+	d := allowed(t, cache, "u001@acme.example")
+	if d.Allowed || d.Reason != entitlement.ReasonInactive || d.Permission != entitlement.PermissionNone || len(d.Via) != 0 {
+		t.Errorf("after the expiry with the directory down: %+v; want inactive", d)
+	}
+	if d.Detail == nil || d.Detail.ExpiresAt == nil || !d.Detail.ExpiresAt.Equal(expiry) {
+		t.Errorf("detail %+v does not say when it expired", d.Detail)
+	}
+	for _, other := range []string{"u000@acme.example", "u002@acme.example"} {
+		if d := allowed(t, cache, other); !d.Allowed {
+			t.Errorf("%s lost access during the outage: %+v", other, d)
+		}
+	}
+	// The directory comes back with the same data: nothing more to publish.
+	src.set(org(3, map[int]func(*directory.User){1: func(u *directory.User) { u.ExpiresAt = expiry }}), nil)
+	if rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull}); err != nil || rep.Changes.Published != 0 {
+		t.Errorf("first good read after the outage: %+v, %v; want nothing to publish", rep, err)
 	}
 }
 
