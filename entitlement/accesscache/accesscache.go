@@ -141,3 +141,18 @@ func (k Keys) Replicas() string { return k.prefix + "replicas" }
 func (k Keys) UserFence(email string) string {
 	return k.prefix + "userfence:{" + k.User(email) + "}"
 }
+
+// DecodeDecisionFor decodes the value cached under the key of email (a
+// normalised address) and refuses a value whose own email is not that
+// address: a decision must never answer for another user's key, whatever
+// wrote it there.
+func DecodeDecisionFor(b []byte, email string) (entitlement.Decision, error) {
+	d, err := DecodeDecision(b)
+	if err != nil {
+		return d, err
+	}
+	if d.Email != email {
+		return entitlement.Decision{}, fmt.Errorf("decode cached decision: the value under the key of %q is %q's", email, d.Email)
+	}
+	return d, nil
+}

@@ -24,9 +24,12 @@ func NewReader(c redis.UniversalClient, prefix string) *Reader {
 	return &Reader{c: c, keys: NewKeys(prefix)}
 }
 
-// Check returns the decision for email in one round trip. An email no
-// account holds gives a denied decision with reason unknown_user and a nil
-// error. Any error (wrapping ErrUnavailable) means the caller must deny.
+// Check returns the decision for email in one round trip. The address is
+// normalised first (internal/mailaddr: ASCII trimming and lower-casing
+// only); one that does not normalise, like an email no account holds, gives
+// a denied decision with reason unknown_user and a nil error. A cached
+// value whose email is not the normalised address is refused. Any error
+// (wrapping ErrUnavailable) means the caller must deny.
 func (r *Reader) Check(ctx context.Context, email string) (entitlement.Decision, error) {
 	norm := mailaddr.Normalize(email)
 	if norm == "" {
@@ -39,7 +42,7 @@ func (r *Reader) Check(ctx context.Context, email string) (entitlement.Decision,
 	if err != nil {
 		return entitlement.Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	d, err := DecodeDecision(b)
+	d, err := DecodeDecisionFor(b, norm)
 	if err != nil {
 		return entitlement.Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

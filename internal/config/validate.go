@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/dirsync/dirsync/internal/mailaddr"
 )
 
 // Defaults, also documented in docs/configuration.md.
@@ -73,7 +75,11 @@ func (c *Config) applyDefaults() {
 			a.Console.AutoJoinPermission = "basic"
 		}
 		for j, d := range a.ClaimedDomains {
-			a.ClaimedDomains[j] = strings.ToLower(strings.TrimSpace(d))
+			// ASCII folding only, as for emails; anything else stays as
+			// written and fails validation below.
+			if n := mailaddr.NormalizeDomain(d); n != "" {
+				a.ClaimedDomains[j] = n
+			}
 		}
 		if a.Schedule.Full == "" {
 			a.Schedule.Full = c.Schedule.Full

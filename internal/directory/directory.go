@@ -9,7 +9,6 @@ package directory
 import (
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Status is a user's account state as the directory reports it.
@@ -103,21 +102,24 @@ func (s *Snapshot) Skip(reason string, n int) {
 	s.Skipped[reason] += n
 }
 
-// NormalizeDN returns the canonical form of a DN for comparison: attribute
-// types and values lower-cased and spaces around RDN separators removed.
-// Escaped separators ("\,") are kept. It is not a full RFC 4514 parser; it is
-// the comparison LDAP servers apply to the DNs they return.
+// NormalizeDN returns the canonical form of a DN for comparison: ASCII
+// letters of attribute types and values lower-cased and spaces around RDN
+// separators removed. Escaped separators ("\,") are kept. It is not a full
+// RFC 4514 parser; it is the comparison LDAP servers apply to the DNs they
+// return.
+//
+// Only ASCII is folded (and only ASCII white space trimmed), as for emails
+// (internal/mailaddr): Unicode case folding would let a group named with a
+// look-alike letter (the Kelvin sign K folds to k, İ to i̇) take the binding
+// of another group's DN. Non-ASCII characters compare exactly, so a binding
+// must spell them as the directory does; a mismatch shows as a
+// binding_not_found problem, never as another group's binding.
 func NormalizeDN(dn string) string {
-	for i := 0; i < len(dn); i++ {
-		if dn[i] >= utf8.RuneSelf {
-			return normalizeDNRunes(dn)
-		}
-	}
-	// ASCII (nearly every DN): one pass over the bytes, no allocation when
-	// dn is already normal; the same steps as normalizeDNRunes.
-	s := strings.TrimSpace(dn)
+	s := strings.Trim(dn, " \t\n\r\v\f")
 	var stack [256]byte
 	b := stack[:0]
+	// Multi-byte UTF-8 sequences hold no ASCII bytes, so a byte loop is
+	// correct for any input: non-ASCII bytes are copied as they are.
 	escaped, pendingSpace, atStart := false, false, true
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -151,52 +153,4 @@ func NormalizeDN(dn string) string {
 		return dn
 	}
 	return string(b)
-}
-
-// normalizeDNRunes is NormalizeDN for any UTF-8 input.
-func normalizeDNRunes(dn string) string {
-	var b strings.Builder
-	b.Grow(len(dn))
-	escaped := false
-	pendingSpace := false
-	atStart := true // at the start of an attribute type or value
-	for _, r := range strings.ToLower(strings.TrimSpace(dn)) {
-		switch {
-		case escaped:
-			escaped = false
-			if pendingSpace {
-				b.WriteByte(' ')
-				pendingSpace = false
-			}
-			b.WriteRune(r)
-			atStart = false
-			continue
-		case r == '\\':
-			escaped = true
-			if pendingSpace {
-				b.WriteByte(' ')
-				pendingSpace = false
-			}
-			b.WriteRune(r)
-			atStart = false
-			continue
-		case r == ',' || r == '=' || r == '+':
-			pendingSpace = false
-			b.WriteRune(r)
-			atStart = true
-			continue
-		case r == ' ':
-			if !atStart {
-				pendingSpace = true
-			}
-			continue
-		}
-		if pendingSpace {
-			b.WriteByte(' ')
-			pendingSpace = false
-		}
-		b.WriteRune(r)
-		atStart = false
-	}
-	return b.String()
 }

@@ -258,3 +258,52 @@ func TestSlapdNoUsersIsAnError(t *testing.T) {
 		t.Fatalf("read with no users: %v, want ErrNoUsers", err)
 	}
 }
+
+// TestSlapdAmbiguousMemberUID: a posixGroup memberUid that two user
+// entries carry (here under different RDNs) resolves to neither and is
+// counted; it used to be given to whichever of the two was read last.
+func TestSlapdAmbiguousMemberUID(t *testing.T) {
+	ldif := `dn: cn=twin one,ou=people,dc=example,dc=test
+objectClass: inetOrgPerson
+cn: twin one
+sn: one
+uid: twin
+mail: twin.one@example.test
+
+dn: cn=twin two,ou=people,dc=example,dc=test
+objectClass: inetOrgPerson
+cn: twin two
+sn: two
+uid: twin
+mail: twin.two@example.test
+
+dn: uid=carol,ou=people,dc=example,dc=test
+objectClass: inetOrgPerson
+uid: carol
+cn: carol
+sn: carol
+mail: carol@example.test
+
+dn: cn=posix,ou=groups,dc=example,dc=test
+objectClass: posixGroup
+cn: posix
+gidNumber: 5000
+memberUid: twin
+memberUid: carol
+`
+	s := servertest.StartSlapd(t, servertest.SlapdOptions{LDIF: ldif})
+	p := newPoller(t, slapdOptions(s))
+	snap, err := p.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Skipped["ambiguous_member"] != 1 {
+		t.Errorf("skipped %v; want ambiguous_member 1", snap.Skipped)
+	}
+	got := decisions(t, snap, "example.test", map[string]string{"cn=posix,ou=groups,dc=example,dc=test": "basic"}, time.Now())
+	checkDecisions(t, got, map[string]want{
+		"carol@example.test":    {entitlement.PermissionBasic, entitlement.ReasonGranted},
+		"twin.one@example.test": {entitlement.PermissionNone, entitlement.ReasonNoPermission},
+		"twin.two@example.test": {entitlement.PermissionNone, entitlement.ReasonNoPermission},
+	})
+}

@@ -56,6 +56,9 @@ const (
 	SkipForeignPrincipal = "foreign_principal"
 	SkipUnresolvedMember = "unresolved_member"
 	SkipComputer         = "computer"
+	// SkipAmbiguousMember: a posixGroup memberUid that two user entries
+	// carry; it is given to neither.
+	SkipAmbiguousMember = "ambiguous_member"
 )
 
 // AD userAccountControl and accountExpires constants (MS-ADTS).
@@ -475,17 +478,26 @@ func (b *Builder) Snapshot(fetchedAt time.Time) *directory.Snapshot {
 		if len(b.memberUIDs[gi]) > 0 && byUID == nil {
 			byUID = make(map[string]int32, len(b.uids))
 			for u, uid := range b.uids {
-				if uid != "" {
-					byUID[uid] = int32(u)
+				if uid == "" {
+					continue
 				}
+				if _, dup := byUID[uid]; dup {
+					byUID[uid] = -1 // two entries share the uid: it names neither
+					continue
+				}
+				byUID[uid] = int32(u)
 			}
 		}
 		for _, uid := range b.memberUIDs[gi] {
-			if u, ok := byUID[uid]; ok {
+			u, ok := byUID[uid]
+			switch {
+			case ok && u >= 0:
 				g.Members = append(g.Members, u)
-				continue
+			case ok:
+				s.Skip(SkipAmbiguousMember, 1)
+			default:
+				s.Skip(SkipUnresolvedMember, 1)
 			}
-			s.Skip(SkipUnresolvedMember, 1)
 		}
 	}
 	for u, g := range primaryOf {

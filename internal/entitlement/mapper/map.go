@@ -3,6 +3,7 @@ package mapper
 import (
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/mailaddr"
+	"regexp"
 
 	"fmt"
 	"slices"
@@ -116,7 +117,7 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 
 	claimed := make(map[string]bool, len(p.ClaimedDomains))
 	for _, d := range p.ClaimedDomains {
-		claimed[strings.ToLower(d)] = true
+		claimed[mailaddr.NormalizeDomain(d)] = true
 	}
 
 	byEmail := make(map[string]int, len(snap.Users))
@@ -350,7 +351,10 @@ func newGroupResolver(groups []directory.Group) *groupResolver {
 }
 
 // resolve matches a binding by reference (a DN compared in normalised form,
-// or an id) and then by exact name.
+// or an id) and then by exact name. A binding shaped like a reference (a DN,
+// an Okta group id, a UUID) is matched by reference only: when that group
+// is gone, a group whose *name* happens to be the same string must not take
+// over its binding.
 func (r *groupResolver) resolve(ref string) (int, *Problem) {
 	if g, ok := r.byRef[ref]; ok {
 		return g, nil
@@ -360,6 +364,9 @@ func (r *groupResolver) resolve(ref string) (int, *Problem) {
 			return g, nil
 		}
 	}
+	if refShaped(ref) {
+		return -1, &Problem{Code: ProblemBindingNotFound, Message: fmt.Sprintf("group %q is not in the directory", ref)}
+	}
 	switch byName := r.byName[ref]; len(byName) {
 	case 0:
 		return -1, &Problem{Code: ProblemBindingNotFound, Message: fmt.Sprintf("group %q is not in the directory", ref)}
@@ -368,6 +375,18 @@ func (r *groupResolver) resolve(ref string) (int, *Problem) {
 	default:
 		return -1, &Problem{Code: ProblemBindingAmbiguous, Message: fmt.Sprintf("%d groups are named %q; bind it by DN or id", len(byName), ref)}
 	}
+}
+
+var (
+	// oktaGroupID is the shape of an Okta group id (00g + 17 characters).
+	oktaGroupID = regexp.MustCompile(`^00g[0-9A-Za-z]{17}$`)
+	uuidShape   = regexp.MustCompile(`^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$`)
+)
+
+// refShaped reports whether a binding names a group by reference: a DN, an
+// Okta group id or a UUID (SCIM ids, entryUUID).
+func refShaped(ref string) bool {
+	return strings.Contains(ref, "=") || oktaGroupID.MatchString(ref) || uuidShape.MatchString(ref)
 }
 
 // rank orders permissions: a higher rank wins (pro beats basic).

@@ -214,13 +214,26 @@ func TestMapBindingResolution(t *testing.T) {
 		user("b@acme.example").
 		group("Pro", []string{"a@acme.example"}).
 		group("Dup", []string{"b@acme.example"}).
-		group("Dup", nil)
+		group("Dup", nil).
+		// Groups whose names are another group's reference, or whose DN
+		// folds onto one only with Unicode case folding.
+		group("CN=Gone,OU=Groups,DC=acme,DC=example", []string{"b@acme.example"}).
+		group("00g1a2b3c4d5e6f7g8h9", []string{"b@acme.example"}).
+		group("0b6c1b6e-1f2a-4c3d-9e8f-0a1b2c3d4e5f", []string{"b@acme.example"}).
+		group("\u212Aitchen", []string{"b@acme.example"})
 	tests := []struct {
 		name        string
 		give        string
 		wantAllowed bool
 		wantProblem string
 	}{
+		// A DN- or id-bound group that is gone is not found, even though a
+		// group is *named* that string; a DN differing only by a look-alike
+		// letter is another DN.
+		{"gone dn, group named like it", "CN=Gone,OU=Groups,DC=acme,DC=example", false, ProblemBindingNotFound},
+		{"gone okta id, group named like it", "00g1a2b3c4d5e6f7g8h9", false, ProblemBindingNotFound},
+		{"gone uuid, group named like it", "0b6c1b6e-1f2a-4c3d-9e8f-0a1b2c3d4e5f", false, ProblemBindingNotFound},
+		{"kelvin sign look-alike dn", "CN=Kitchen,OU=Groups,DC=acme,DC=example", false, ProblemBindingNotFound},
 		{"dn exact", "CN=Pro,OU=Groups,DC=acme,DC=example", true, ""},
 		{"dn other case and spacing", "cn=PRO , ou=Groups,dc=ACME, dc=example", true, ""},
 		{"name", "Pro", true, ""},
@@ -237,7 +250,7 @@ func TestMapBindingResolution(t *testing.T) {
 					a = d
 				}
 			}
-			if tt.name == "ambiguous name" {
+			if tt.wantProblem != "" {
 				for _, d := range res.Decisions {
 					if d.Allowed {
 						t.Errorf("%s allowed through an ambiguous binding", d.Email)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
 
 	"context"
@@ -51,7 +52,11 @@ func (m *Memory) Check(_ context.Context, email string) (entitlement.Decision, e
 		}
 		return entitlement.Denied(norm, entitlement.ReasonUnknownUser), nil
 	}
-	return accesscache.DecodeDecision(b)
+	d, err := accesscache.DecodeDecisionFor(b, norm)
+	if err != nil {
+		return entitlement.Decision{}, fmt.Errorf("%w: %w", accesscache.ErrUnavailable, err)
+	}
+	return d, nil
 }
 
 // Published returns a copy of an account's index.

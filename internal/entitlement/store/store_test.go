@@ -266,3 +266,55 @@ func changeStream(t *testing.T, w *store.Redis, c redis.UniversalClient) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestLookAlikeAddressesReadNobodysDecision: addresses that Unicode case
+// folding or white-space trimming would land on alice's, kate's or bob's
+// key read nothing (unknown_user), through the public Reader on real
+// Redis and through the memory backend; and a value found under one
+// user's key that is another user's decision is refused (deny), not
+// served. Before the ASCII-only normalisation, "alİce" and "\u212Aate"
+// read alice's and kate's decisions.
+func TestLookAlikeAddressesReadNobodysDecision(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			publish(t, s, "acme",
+				decision("acme", "alice@acme.example", entitlement.PermissionPro),
+				decision("acme", "kate@acme.example", entitlement.PermissionPro),
+				decision("acme", "bob@acme.example", entitlement.PermissionBasic))
+			for _, probe := range []string{
+				"alİce@acme.example",              // U+0130
+				"\u212Aate@acme.example",          // KELVIN SIGN
+				"\u00a0alice@acme.example",        // NBSP
+				"alice@acme.example\u2003",        // EM SPACE
+				"\u0085bob@acme.example",          // NEL
+				"bob@acme.example\u200b",          // ZERO WIDTH SPACE
+				"alice@acme.example@evil.example", // two '@'
+				"ALİCE@ACME.EXAMPLE",
+			} {
+				d, err := s.Check(ctx, probe)
+				if err != nil || d.Allowed || d.Reason != entitlement.ReasonUnknownUser || d.Account != "" {
+					t.Errorf("Check(%q) = %+v, %v; want unknown_user", probe, d, err)
+				}
+			}
+			if d, err := s.Check(ctx, " KATE@Acme.Example\t"); err != nil || !d.Allowed || d.Email != "kate@acme.example" {
+				t.Errorf("ASCII case and white space: %+v, %v", d, err)
+			}
+		})
+	}
+	// A foreign value under alice's key (a bug, a bad restore, another
+	// writer) is not served as alice's decision.
+	r, c, _ := newRedis(t)
+	publish(t, r, "acme", decision("acme", "bob@acme.example", entitlement.PermissionPro))
+	v, err := c.Get(ctx, accesscache.NewKeys("test").User("bob@acme.example")).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, accesscache.NewKeys("test").User("alice@acme.example"), v, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reader := accesscache.NewReader(c, "test")
+	if d, err := reader.Check(ctx, "alice@acme.example"); err == nil || !errors.Is(err, accesscache.ErrUnavailable) {
+		t.Errorf("Check(alice) with bob's value under her key = %+v, %v; want an error (deny)", d, err)
+	}
+}

@@ -120,6 +120,19 @@ func TestAPI(t *testing.T) {
 	}
 }
 
+// TestAccessLookAlikes: GET /v1/access/{email} with an address that
+// Unicode folding or trimming would map onto a@acme.example answers
+// unknown_user, never a's decision.
+func TestAccessLookAlikes(t *testing.T) {
+	h, _, _, _ := newTestServer(t)
+	for _, probe := range []string{"%C4%B0@acme.example", "%C2%A0a@acme.example", "a@acme.example%E2%80%83", "A@acme.example%C2%85", "a@acme.example%E2%80%8B"} {
+		rec := do(h, "GET", "/v1/access/"+probe, "")
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"reason":"unknown_user"`) || strings.Contains(rec.Body.String(), `"allowed":true`) {
+			t.Errorf("GET /v1/access/%s: %d %s; want unknown_user", probe, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestReadToken(t *testing.T) {
 	mem := store.NewMemory()
 	h := New(Options{Checker: mem, Status: mem, Syncer: &fakeSyncer{}, Log: zap.NewNop(), Hosts: testHosts,
