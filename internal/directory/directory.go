@@ -89,6 +89,21 @@ type Snapshot struct {
 	// (for example "no_email", "foreign_principal", "unresolved_member").
 	// Skipping is reported, never fatal.
 	Skipped map[string]int
+	// Unreadable counts users denied because an attribute deciding their
+	// account state could not be read (missing or unparseable), by
+	// attribute. They are in Users, with a denying Status.
+	Unreadable map[string]int
+}
+
+// Doubt records n users denied because attribute could not be read.
+func (s *Snapshot) Doubt(attribute string, n int) {
+	if n == 0 {
+		return
+	}
+	if s.Unreadable == nil {
+		s.Unreadable = make(map[string]int)
+	}
+	s.Unreadable[attribute] += n
 }
 
 // Skip records n skipped objects under reason.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/directory/ldapentry"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
@@ -437,4 +439,107 @@ func TestSambaRangeRetrieval(t *testing.T) {
 			}
 		})
 	}
+}
+
+// userAccountControlGUID is the schemaIDGUID of the userAccountControl
+// attribute (MS-ADA3), the object type of an ACE about reading it.
+const userAccountControlGUID = "bf967a68-0de6-11d0-a285-00aa003049e2"
+
+// TestSambaHiddenUserAccountControl: an ACL on one user that hides
+// userAccountControl from the service account (a real AD hardening that
+// breaks syncs) denies that user, counted as unreadable state, over both
+// LDAP clients; it used to read as an enabled account.
+func TestSambaHiddenUserAccountControl(t *testing.T) {
+	dc := sharedDC.Get(t)
+	ctx := context.Background()
+	const pw = "Passw0rd!Hidden8"
+	ou := "OU=HiddenUAC," + servertest.SambaBaseDN
+	if err := dc.Modify(fmt.Sprintf(`dn: CN=svc-hidden,CN=Users,%[1]s
+changetype: add
+objectClass: user
+sAMAccountName: svc-hidden
+unicodePwd:: %[2]s
+userAccountControl: 512
+
+dn: %[3]s
+changetype: add
+objectClass: organizationalUnit
+
+dn: CN=hu-seen,%[3]s
+changetype: add
+objectClass: user
+sAMAccountName: hu-seen
+mail: hu-seen@example.test
+userAccountControl: 512
+
+dn: CN=hu-hidden,%[3]s
+changetype: add
+objectClass: user
+sAMAccountName: hu-hidden
+mail: hu-hidden@example.test
+userAccountControl: 512
+`, servertest.SambaBaseDN, unicodePwd(pw), ou)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := dc.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.Search(ldap.NewSearchRequest("CN=svc-hidden,CN=Users,"+servertest.SambaBaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"objectSid"}, nil))
+	conn.Close()
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("svc-hidden's SID: %v", err)
+	}
+	sid := ldapentry.DecodeSID(res.Entries[0].GetRawAttributeValue("objectSid"))
+	if err := dc.AddACE("CN=hu-hidden,"+ou, fmt.Sprintf("(OD;;RP;%s;;%s)", userAccountControlGUID, sid)); err != nil {
+		t.Fatal(err)
+	}
+	// The premise: the service account reads hu-hidden without its UAC.
+	seen, err := ldap.DialURL(dc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seen.Close()
+	if err := seen.Bind("svc-hidden@example.test", pw); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := seen.Search(ldap.NewSearchRequest("CN=hu-hidden,"+ou, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"userAccountControl", "mail"}, nil))
+	if err != nil || len(r2.Entries) != 1 || r2.Entries[0].GetAttributeValue("mail") == "" || r2.Entries[0].GetAttributeValue("userAccountControl") != "" {
+		t.Fatalf("the ACE does not hide userAccountControl from the service account: %v %+v", err, r2)
+	}
+
+	// Full reads decode with ldapwire, incremental ones with go-ldap.
+	o := sambaOptions(dc)
+	o.BindDN, o.BindPassword, o.UserBaseDN = "svc-hidden@example.test", pw, ou
+	p := newPoller(t, o)
+	check := func(what string, snap *directory.Snapshot) {
+		t.Helper()
+		if snap.Unreadable[ldapentry.UnreadableUserAccountControl] != 1 {
+			t.Errorf("%s: unreadable %v; want userAccountControl 1", what, snap.Unreadable)
+		}
+		for _, u := range snap.Users {
+			want := directory.StatusActive
+			if strings.HasPrefix(u.Email, "hu-hidden") {
+				want = directory.StatusSuspended
+			}
+			if u.Status != want {
+				t.Errorf("%s: %s status %v; want %v", what, u.Email, u.Status, want)
+			}
+		}
+	}
+	snap, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("full read", snap)
+	if err := dc.Modify(fmt.Sprintf("dn: CN=hu-hidden,%s\nchangetype: modify\nreplace: mail\nmail: hu-hidden-2@example.test\n", ou)); err != nil {
+		t.Fatal(err)
+	}
+	snap, changed, err := p.Incremental(ctx)
+	if err != nil || !changed {
+		t.Fatalf("incremental: changed=%v err=%v", changed, err)
+	}
+	check("incremental read", snap)
 }

@@ -61,6 +61,12 @@ const (
 	SkipAmbiguousMember = "ambiguous_member"
 )
 
+// Attributes whose unreadable value denies a user (Snapshot.Unreadable).
+const (
+	UnreadableUserAccountControl = "userAccountControl"
+	UnreadableAccountExpires     = "accountExpires"
+)
+
 // AD userAccountControl and accountExpires constants (MS-ADTS).
 const (
 	uacAccountDisable = 0x2
@@ -164,6 +170,9 @@ type Record struct {
 	Email      string
 	Status     directory.Status
 	ExpiresAt  time.Time
+	// Unreadable names the attribute whose value could not be read when
+	// Status is a denial for that reason ("" otherwise).
+	Unreadable string
 	UID        string
 	PrimarySID string
 	// Group is set for groups.
@@ -183,7 +192,8 @@ type GroupRecord struct {
 // Equal reports whether two records would build the same snapshot entry.
 func Equal(a, b *Record) bool {
 	if a.Kind != b.Kind || a.Self != b.Self || a.ID != b.ID || a.DN != b.DN || a.Email != b.Email ||
-		a.Status != b.Status || !a.ExpiresAt.Equal(b.ExpiresAt) || a.UID != b.UID || a.PrimarySID != b.PrimarySID {
+		a.Status != b.Status || !a.ExpiresAt.Equal(b.ExpiresAt) || a.UID != b.UID || a.PrimarySID != b.PrimarySID ||
+		a.Unreadable != b.Unreadable {
 		return false
 	}
 	if (a.Group == nil) != (b.Group == nil) {
@@ -218,9 +228,13 @@ func (r *Reader) Record(e *Entry, dns *DNTable) Record {
 		if rec.Email == "" {
 			break
 		}
-		rec.Status = r.status(e)
+		rec.Status, rec.Unreadable = r.status(e)
 		if v := e.First("accountexpires"); v != "" {
-			rec.ExpiresAt = ParseAccountExpires(v)
+			var ok bool
+			if rec.ExpiresAt, ok = ParseAccountExpires(v); !ok && rec.Unreadable == "" {
+				// An expiry that cannot be read may have passed.
+				rec.Status, rec.Unreadable = directory.StatusInactive, UnreadableAccountExpires
+			}
 		}
 		if uid := e.First("uid"); uid != "" {
 			rec.UID = strings.ToLower(uid)
@@ -265,20 +279,43 @@ func (r *Reader) email(e *Entry) string {
 	return ""
 }
 
-func (r *Reader) status(e *Entry) directory.Status {
-	if v := e.First("useraccountcontrol"); v != "" {
-		if uac, err := strconv.ParseInt(v, 10, 64); err == nil && uac&uacAccountDisable != 0 {
-			return directory.StatusSuspended
+// status reads a user's account state. On an AD user object (objectClass
+// user) userAccountControl decides, and one that is missing (an ACL hiding
+// it from the service account) or unparseable denies the user: the second
+// result names it (UnreadableUserAccountControl). Generic LDAP uses the
+// configured disabled marker.
+func (r *Reader) status(e *Entry) (directory.Status, string) {
+	if v, ok := e.Attrs["useraccountcontrol"]; ok || isADUser(e) {
+		if len(v) == 0 {
+			return directory.StatusSuspended, UnreadableUserAccountControl
+		}
+		uac, err := strconv.ParseInt(strings.TrimSpace(v[0]), 10, 64)
+		if err != nil || uac < 0 {
+			return directory.StatusSuspended, UnreadableUserAccountControl
+		}
+		if uac&uacAccountDisable != 0 {
+			return directory.StatusSuspended, ""
 		}
 	}
 	if attr := r.opts.DisabledAttribute; attr != "" {
 		for _, v := range e.Attrs[attr] {
-			if r.opts.DisabledValue == "" || strings.EqualFold(v, r.opts.DisabledValue) {
-				return directory.StatusSuspended
+			if r.opts.DisabledValue == "" || strings.EqualFold(strings.TrimSpace(v), r.opts.DisabledValue) {
+				return directory.StatusSuspended, ""
 			}
 		}
 	}
-	return directory.StatusActive
+	return directory.StatusActive, ""
+}
+
+// isADUser reports whether e is an Active Directory user object, whose
+// state userAccountControl always carries.
+func isADUser(e *Entry) bool {
+	for _, oc := range e.Attrs["objectclass"] {
+		if strings.EqualFold(strings.TrimSpace(oc), "user") {
+			return true
+		}
+	}
+	return false
 }
 
 // Builder accumulates records (or entries) and resolves memberships in
@@ -385,6 +422,9 @@ func (b *Builder) AddRecord(r *Record) {
 		}
 		idx := int32(len(b.snap.Users))
 		b.snap.Users = append(b.snap.Users, directory.User{ID: r.ID, DN: r.DN, Email: r.Email, Status: r.Status, ExpiresAt: r.ExpiresAt})
+		if r.Unreadable != "" {
+			b.snap.Doubt(r.Unreadable, 1)
+		}
 		b.userOf[r.Self] = idx
 		if r.UID != "" || b.uids != nil {
 			for len(b.uids) < int(idx) {
@@ -570,15 +610,19 @@ func domainSID(sid string) (string, bool) {
 }
 
 // ParseAccountExpires reads AD accountExpires (100 ns intervals since
-// 1601-01-01 UTC); 0 and 0x7FFFFFFFFFFFFFFF mean never (zero time).
-func ParseAccountExpires(v string) time.Time {
+// 1601-01-01 UTC); 0 and 0x7FFFFFFFFFFFFFFF mean never (zero time). ok is
+// false for a value that is not such a number: the caller must deny.
+func ParseAccountExpires(v string) (time.Time, bool) {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n == accountNeverA || n == accountNeverB || n < 0 {
-		return time.Time{}
+	if err != nil || n < 0 {
+		return time.Time{}, false
+	}
+	if n == accountNeverA || n == accountNeverB {
+		return time.Time{}, true
 	}
 	const epochDiff = 116444736000000000 // 1601-01-01 → 1970-01-01 in 100 ns
 	n -= epochDiff
-	return time.Unix(n/1e7, (n%1e7)*100).UTC()
+	return time.Unix(n/1e7, (n%1e7)*100).UTC(), true
 }
 
 // FileTime converts a time to AD's accountExpires form.

@@ -28,13 +28,19 @@ func TestDecoders(t *testing.T) {
 	if DecodeSID([]byte{1, 5, 0}) != "" {
 		t.Error("malformed SID decoded")
 	}
-	for _, never := range []string{"0", "9223372036854775807", "", "junk"} {
-		if !ParseAccountExpires(never).IsZero() {
+	for _, never := range []string{"0", "9223372036854775807", " 0 "} {
+		if at, ok := ParseAccountExpires(never); !ok || !at.IsZero() {
 			t.Errorf("accountExpires %q should mean never", never)
 		}
 	}
+	// A value that is not a FILETIME may hide a passed expiry: not "never".
+	for _, bad := range []string{"", "junk", "-5", "12x", "1e18"} {
+		if _, ok := ParseAccountExpires(bad); ok {
+			t.Errorf("accountExpires %q read as valid", bad)
+		}
+	}
 	when := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	if got := ParseAccountExpires(strconv.FormatInt(FileTime(when), 10)); !got.Equal(when) {
+	if got, ok := ParseAccountExpires(strconv.FormatInt(FileTime(when), 10) + " "); !ok || !got.Equal(when) {
 		t.Errorf("FILETIME round trip = %v; want %v", got, when)
 	}
 }
@@ -45,6 +51,50 @@ func entry(dn string, attrs ...string) *Entry {
 		e.Attrs[attrs[i]] = append(e.Attrs[attrs[i]], attrs[i+1])
 	}
 	return e
+}
+
+// TestUnreadableStateDenies: on an AD user object, a userAccountControl
+// that is missing (hidden by an ACL) or unparseable, and an accountExpires
+// that is not a number, deny the user and are counted; a trailing space is
+// trimmed, not an error. They used to read as an enabled, never-expiring
+// account.
+func TestUnreadableStateDenies(t *testing.T) {
+	tests := []struct {
+		name       string
+		attrs      []string
+		want       directory.Status
+		unreadable string
+	}{
+		{"enabled", []string{"useraccountcontrol", "512"}, directory.StatusActive, ""},
+		{"disabled with trailing space", []string{"useraccountcontrol", "514 "}, directory.StatusSuspended, ""},
+		{"enabled with spaces", []string{"useraccountcontrol", " 512\t"}, directory.StatusActive, ""},
+		{"uac hidden by an ACL", nil, directory.StatusSuspended, UnreadableUserAccountControl},
+		{"uac empty", []string{"useraccountcontrol", ""}, directory.StatusSuspended, UnreadableUserAccountControl},
+		{"uac not a number", []string{"useraccountcontrol", "enabled"}, directory.StatusSuspended, UnreadableUserAccountControl},
+		{"uac negative", []string{"useraccountcontrol", "-1"}, directory.StatusSuspended, UnreadableUserAccountControl},
+		{"expiry not a number", []string{"useraccountcontrol", "512", "accountexpires", "soon"}, directory.StatusInactive, UnreadableAccountExpires},
+		{"expiry never", []string{"useraccountcontrol", "512", "accountexpires", "0"}, directory.StatusActive, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBuilder("test", Options{EmailAttributes: []string{"mail"}})
+			attrs := append([]string{"objectclass", "top", "objectclass", "user", "mail", "u@x.example"}, tt.attrs...)
+			b.Add(entry("CN=U,DC=x", attrs...))
+			snap := b.Snapshot(time.Now())
+			if len(snap.Users) != 1 || snap.Users[0].Status != tt.want {
+				t.Fatalf("users %+v; want one with status %v", snap.Users, tt.want)
+			}
+			if got := snap.Unreadable[tt.unreadable]; (tt.unreadable == "" && len(snap.Unreadable) != 0) || (tt.unreadable != "" && got != 1) {
+				t.Errorf("unreadable %v; want %q counted once", snap.Unreadable, tt.unreadable)
+			}
+		})
+	}
+	// A generic LDAP person has no userAccountControl: nothing to doubt.
+	b := NewBuilder("test", Options{EmailAttributes: []string{"mail"}})
+	b.Add(entry("uid=p,dc=x", "objectclass", "inetOrgPerson", "mail", "p@x.example"))
+	if snap := b.Snapshot(time.Now()); snap.Users[0].Status != directory.StatusActive || len(snap.Unreadable) != 0 {
+		t.Errorf("inetOrgPerson without UAC: %+v %v", snap.Users, snap.Unreadable)
+	}
 }
 
 func TestBuilder(t *testing.T) {

@@ -3,6 +3,7 @@ package mapper
 import (
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/mailaddr"
+	"maps"
 	"regexp"
 
 	"fmt"
@@ -45,6 +46,9 @@ type Stats struct {
 	DuplicateEmails int `json:"duplicate_emails"`
 	// Skipped is the snapshot's own count of objects it left out.
 	Skipped map[string]int `json:"skipped,omitempty"`
+	// UnreadableState counts users denied because an attribute deciding
+	// their account state could not be read, by attribute.
+	UnreadableState map[string]int `json:"unreadable_state,omitempty"`
 }
 
 // Problem is something about the policy or the data an operator should see;
@@ -60,6 +64,10 @@ const (
 	ProblemBindingAmbiguous    = "binding_ambiguous"
 	ProblemAccessGroupNotFound = "access_group_not_found"
 	ProblemDuplicateEmail      = "duplicate_email"
+	// ProblemUnreadableState: users whose account state could not be
+	// read (an ACL hiding userAccountControl, an unparseable value) were
+	// denied.
+	ProblemUnreadableState = "unreadable_account_state"
 )
 
 // Result is a mapping's output.
@@ -82,11 +90,16 @@ type Result struct {
 // access group; pro; basic; no permission group.
 func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 	res := Result{Stats: Stats{
-		Users:        len(snap.Users),
-		ByPermission: map[entitlement.Permission]int{},
-		ByReason:     map[entitlement.Reason]int{},
-		Skipped:      snap.Skipped,
+		Users:           len(snap.Users),
+		ByPermission:    map[entitlement.Permission]int{},
+		ByReason:        map[entitlement.Reason]int{},
+		Skipped:         snap.Skipped,
+		UnreadableState: snap.Unreadable,
 	}}
+	for _, attr := range slices.Sorted(maps.Keys(snap.Unreadable)) {
+		res.Problems = append(res.Problems, Problem{Code: ProblemUnreadableState,
+			Message: fmt.Sprintf("%d users denied: their %s could not be read (missing, hidden from the service account, or not a number)", snap.Unreadable[attr], attr)})
+	}
 	resolver := newGroupResolver(snap.Groups)
 
 	reach := make([]*closure, len(p.Bindings))

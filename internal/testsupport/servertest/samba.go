@@ -268,6 +268,27 @@ func (s *Samba) Modify(ldif string) error {
 	return nil
 }
 
+// AddACE adds one access control entry, in SDDL form (for example
+// "(OD;;RP;<attribute schemaIDGUID>;;<trustee SID>)" to deny reading an
+// attribute), to the security descriptor of objectDN, with samba-tool
+// dsacl on the DC's own database.
+func (s *Samba) AddACE(objectDN, ace string) error {
+	unshare, err := LookBinary("unshare")
+	if err != nil {
+		return err
+	}
+	tool, err := LookBinary("samba-tool")
+	if err != nil {
+		return err
+	}
+	out, err := s.isolated(unshare, tool, "dsacl", "set", "--configfile="+filepath.Join(s.Dir, "etc", "smb.conf"),
+		"-H", filepath.Join(s.Dir, "private", "sam.ldb"), "--objectdn="+objectDN, "--sddl="+ace).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("samba-tool dsacl set: %w: %s", err, tail(out))
+	}
+	return nil
+}
+
 // SetUserAccountControl replaces a user's userAccountControl, e.g. 514
 // (NORMAL_ACCOUNT|ACCOUNTDISABLE) to disable or 512 to enable.
 func (s *Samba) SetUserAccountControl(dn string, uac int) error {
