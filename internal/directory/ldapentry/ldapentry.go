@@ -167,9 +167,9 @@ type Record struct {
 	// Users: the normalised email ("" when none: skipped as no_email),
 	// account state and expiry, the lower-cased uid (posixGroup
 	// memberUid) and the SID of the primary group (AD).
-	Email      string
-	Status     directory.Status
-	ExpiresAt  time.Time
+	Email     string
+	Status    directory.Status
+	ExpiresAt time.Time
 	// Unreadable names the attribute whose value could not be read when
 	// Status is a denial for that reason ("" otherwise).
 	Unreadable string
