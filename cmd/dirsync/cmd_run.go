@@ -25,6 +25,7 @@ import (
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/httpapi"
 	"github.com/dirsync/dirsync/internal/sync/metrics"
+	"github.com/dirsync/dirsync/internal/sync/notify"
 	"github.com/dirsync/dirsync/internal/sync/schedule"
 )
 
@@ -92,6 +93,7 @@ type generation struct {
 	kicks        map[string]chan struct{}
 	sched        atomic.Pointer[schedule.Scheduler] // set by start
 	ha           *replicaHA                         // nil unless the cache is Redis
+	notifier     *notify.Notifier
 	cancel       context.CancelFunc
 	done         chan struct{}
 }
@@ -255,7 +257,10 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	}
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
-	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha}
+	if gen.notifier, err = newNotifier(cfg.Notify, d.env, d.log); err != nil {
+		return fail(err)
+	}
+	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha, notifier: gen.notifier}
 	if prev != nil {
 		gen.engine.KeepReports(prev.engine.Engine)
 	}
@@ -330,6 +335,11 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		)
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gen.notifier.Run(ctx)
+	}()
 	if gen.ha != nil {
 		wg.Add(2)
 		go func() {
@@ -420,14 +430,16 @@ func (d *daemon) stop(gen *generation) {
 // observedEngine records every pass in the metrics.
 type observedEngine struct {
 	*engine.Engine
-	metrics *metrics.Metrics
-	ha      *replicaHA // runs only passes of accounts this replica owns
+	metrics  *metrics.Metrics
+	ha       *replicaHA // runs only passes of accounts this replica owns
+	notifier *notify.Notifier
 }
 
 func (o *observedEngine) Run(ctx context.Context, account string, opts engine.Options) (engine.Report, error) {
 	rep, err := o.ha.gate(ctx, account, opts, o.Engine.Run)
 	if !errors.Is(err, engine.ErrBusy) && !errors.Is(err, errNotOwned) {
 		o.metrics.ObserveRun(rep)
+		o.notifier.Observe(rep, opts.Force)
 	}
 	return rep, err
 }

@@ -6,10 +6,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/sync/lease"
+	"github.com/dirsync/dirsync/internal/sync/notify"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -477,5 +481,124 @@ func TestEmptiedGroupIsHeldButSuspensionsPublish(t *testing.T) {
 	}
 	if d := check("both@acme.example"); d.Permission != entitlement.PermissionPro {
 		t.Errorf("after release both = %+v", d)
+	}
+}
+
+// TestWebhookHoldAndRelease: `dirsync run` with a webhook tells a real
+// receiver, with a valid signature, when a sync is held (once, however
+// many passes see the hold) and when an operator releases it.
+func TestWebhookHoldAndRelease(t *testing.T) {
+	srv := servertest.StartRedis(t)
+	cfg := writeRulesConfig(t, srv.Addr)
+	dir := filepath.Dir(cfg)
+	type delivery struct {
+		event, id string
+	}
+	var mu sync.Mutex
+	var got []delivery
+	badSignatures := 0
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get(notify.HeaderSignature) != notify.Sign("hook-key", r.Header.Get(notify.HeaderTimestamp), body) {
+			badSignatures++
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		got = append(got, delivery{r.Header.Get(notify.HeaderEvent), r.Header.Get(notify.HeaderID)})
+	}))
+	defer receiver.Close()
+	for name, value := range map[string]string{"hook-key": "hook-key\n", "admin-token": "admin-secret\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	body, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("api: {listen: %q, admin_token_file: admin-token}\nschedule: {full: \"@every 1h\", incremental: \"@every 1s\"}\nnotify:\n  webhooks:\n    - {url: %q, secret_file: hook-key}\n", addr, receiver.URL+"/dirsync")
+	if err := os.WriteFile(cfg, append([]byte(extra), body...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		code, _, _ := runCLI(t, ctx, nil, "run", "--config", cfg)
+		done <- code
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("%s: deliveries so far %+v", what, got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	checkBasic := func() bool {
+		resp, err := http.Get("http://" + addr + "/v1/access/basic@acme.example")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var d entitlement.Decision
+		return json.NewDecoder(resp.Body).Decode(&d) == nil && d.Allowed
+	}
+	waitFor("the first sync", checkBasic)
+
+	// Empty the bound Basic group: every pass from now on is held.
+	ldifPath := filepath.Join(dir, "dir.ldif")
+	ldif, _ := os.ReadFile(ldifPath)
+	emptied := strings.Replace(string(ldif), "cn: Basic\nmember: CN=basic,OU=P,DC=acme,DC=example\nmember: CN=both,OU=P,DC=acme,DC=example\n", "cn: Basic\n", 1)
+	if err := os.WriteFile(ldifPath, []byte(emptied), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	count := func(event string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, d := range got {
+			if d.event == event {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor("a hold event", func() bool { return count(notify.EventHold) == 1 })
+	time.Sleep(3 * time.Second) // three more held passes: still one event
+	if n := count(notify.EventHold); n != 1 {
+		t.Errorf("%d hold events for one hold", n)
+	}
+	if !checkBasic() {
+		t.Error("the held change was published")
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/accounts/acme/release", nil)
+	req.Header.Set("Authorization", "Bearer admin-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("release: HTTP %d", resp.StatusCode)
+	}
+	waitFor("a release event", func() bool { return count(notify.EventRelease) == 1 })
+	if checkBasic() {
+		t.Error("basic still allowed after the release")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if badSignatures != 0 {
+		t.Errorf("%d deliveries with a bad signature", badSignatures)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/dirsync/dirsync/internal/directory/ldif"
 	"github.com/dirsync/dirsync/internal/directory/okta"
 	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/notify"
 )
 
 // loadConfig reads and validates the config named by a --config flag.
@@ -174,4 +175,19 @@ func newSource(a config.Account, e env, log *zap.Logger) (engine.Source, error) 
 		}, time.Now), nil
 	}
 	return nil, fmt.Errorf("%w: %s", errUnsupportedDirectory, d.Type)
+}
+
+// newNotifier builds the webhook notifier of notify.webhooks (one with no
+// receivers when none are configured).
+func newNotifier(n config.Notify, e env, log *zap.Logger) (*notify.Notifier, error) {
+	var hooks []notify.Webhook
+	for i, w := range n.Webhooks {
+		secret, err := config.ReadSecret(w.SecretFile, w.SecretEnv, e.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("notify.webhooks[%d].secret: %w", i, err)
+		}
+		hooks = append(hooks, notify.Webhook{URL: w.URL, Secret: secret, Events: w.Events, Slack: w.Format == "slack",
+			SyncFailedAfter: w.SyncFailedAfter, Timeout: w.Timeout})
+	}
+	return notify.New(hooks, notify.Options{Log: log.Named("notify")}), nil
 }

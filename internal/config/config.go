@@ -18,6 +18,9 @@ type Config struct {
 	Log      Log      `yaml:"log"`
 	// HA configures replicas sharing one Redis cache (lease per account).
 	HA HA `yaml:"ha"`
+	// Notify configures webhooks told about holds, failing and recovered
+	// accounts and releases.
+	Notify Notify `yaml:"notify"`
 	// Console configures the store of console-managed accounts (directory
 	// type console); required when any account uses it.
 	Console  Console   `yaml:"console"`

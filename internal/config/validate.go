@@ -60,6 +60,7 @@ func (c *Config) applyDefaults() {
 		c.Schedule.Incremental = DefaultIncrementalSchedule
 	}
 	c.HA.applyDefaults()
+	c.Notify.applyDefaults(c)
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -215,6 +216,7 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	}
 
 	c.HA.validate(&ps)
+	c.Notify.validate(&ps, getenv)
 	if len(c.Accounts) == 0 {
 		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
 	}

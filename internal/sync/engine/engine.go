@@ -183,6 +183,9 @@ type accountState struct {
 	// unpublished: a snapshot was read but the pass that read it did not
 	// complete (cache error, refused publish, failed check or dry run).
 	unpublished bool
+	// hold is the hold the last completed pass recorded (nil: none), shown
+	// in the reports of passes that find nothing to evaluate.
+	hold *accesscache.Hold
 
 	mu   sync.Mutex // guards last
 	last map[Mode]Report
@@ -298,6 +301,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		if expired {
 			rep.Result = ResultPublished
 		}
+		rep.Hold = a.hold // still pending: nothing was evaluated
 		rep.Source = snap.Source
 		return expired, nil
 	}
@@ -341,6 +345,10 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		}
 	}
 	toPublish := delta.Changes
+	if prev := status.Hold; hold != nil && prev != nil && holdKind(prev) == hold.Kind {
+		// The same hold, still pending: it is held since it began.
+		hold.Since = prev.Since
+	}
 	status.Hold = hold
 	if hold != nil {
 		rep.Hold = hold
@@ -387,6 +395,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		return true, err
 	}
 	a.unpublished = false
+	a.hold = status.Hold
 	if rep.Result == ResultHeld {
 		if readErr != nil {
 			return true, fmt.Errorf("%w: %w", ErrHeld, readErr)
@@ -452,6 +461,15 @@ func (e *Engine) hold(sg Safeguard, d *mapper.Delta, now time.Time) *accesscache
 		Reason: fmt.Sprintf("%d of %d allowed users would lose access (limit %d: %.0f%% or %d users); release with `dirsync release --account ID` once the change is confirmed",
 			unexplained, d.PreviouslyAllowed, limit, sg.MaxLostAccessPercent, sg.MaxLostAccessUsers),
 	}
+}
+
+// holdKind is h's kind; records from before kinds existed are safeguard
+// holds.
+func holdKind(h *accesscache.Hold) string {
+	if h.Kind == "" {
+		return accesscache.HoldSafeguard
+	}
+	return h.Kind
 }
 
 // readHold is the hold of a read checkRead refused.
