@@ -90,12 +90,12 @@ type generation struct {
 	// engine, console accounts as resyncs from PostgreSQL.
 	syncer       *consoleapi.Syncer
 	closeConsole func()
-	kicks        map[string]chan struct{}
-	sched        atomic.Pointer[schedule.Scheduler] // set by start
-	ha           *replicaHA                         // nil unless the cache is Redis
-	notifier     *notify.Notifier
-	cancel       context.CancelFunc
-	done         chan struct{}
+	// sched runs every account's passes on a bounded worker pool.
+	sched    *schedule.Scheduler
+	ha       *replicaHA // nil unless the cache is Redis
+	notifier *notify.Notifier
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
@@ -192,7 +192,7 @@ func (d *daemon) reload(ctx context.Context, old *generation) (*generation, erro
 // previous generation's cache is reused (the memory cache keeps its data)
 // and closeCache is left nil.
 func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error) {
-	gen := &generation{cfg: cfg, kicks: map[string]chan struct{}{}}
+	gen := &generation{cfg: cfg}
 	if prev != nil && reflect.DeepEqual(prev.cfg.Cache, cfg.Cache) {
 		gen.cache = prev.cache
 	} else {
@@ -222,7 +222,6 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		Stats metrics.StatsFunc
 	}{}
 	for _, a := range cfg.Accounts {
-		gen.kicks[a.ID] = make(chan struct{}, 1)
 		switch p := sourceOf[a.ID].(type) {
 		case *okta.Poller:
 			sources[a.ID] = struct {
@@ -260,6 +259,9 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if gen.notifier, err = newNotifier(cfg.Notify, d.env, d.log); err != nil {
 		return fail(err)
 	}
+	if gen.sched, err = d.newScheduler(gen); err != nil {
+		return fail(err)
+	}
 	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha, notifier: gen.notifier}
 	if prev != nil {
 		gen.engine.KeepReports(prev.engine.Engine)
@@ -282,7 +284,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes,
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
-		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
+		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})
 	d.handler.Store(&h)
 	return gen, nil
@@ -304,41 +306,48 @@ func (d *daemon) requestReload(ctx context.Context) error {
 	}
 }
 
-// trigger queues an immediate incremental pass; a pass already queued
-// absorbs it.
+// trigger queues an immediate incremental pass ahead of scheduled ones; a
+// pass already queued absorbs it.
 func (g *generation) trigger(account string) bool {
-	ch, ok := g.kicks[account]
-	if !ok {
-		return false
+	return g.sched.Trigger(account, string(engine.ModeIncremental))
+}
+
+// newScheduler builds the generation's scheduler with every account's jobs
+// (a full pass at start and on schedule.full, incremental passes on
+// schedule.incremental).
+func (d *daemon) newScheduler(gen *generation) (*schedule.Scheduler, error) {
+	sched := schedule.New(func(ctx context.Context, account, mode string, triggered bool) {
+		opts := engine.Options{Mode: engine.Mode(mode)}
+		// A scheduled incremental pass finding the account busy has
+		// nothing to add; a triggered one (an event hook) waits its turn.
+		opts.SkipIfBusy = opts.Mode == engine.ModeIncremental && !triggered
+		_, _ = gen.syncer.Run(ctx, account, opts)
+	}, schedule.Options{Workers: gen.cfg.Schedule.MaxConcurrentPasses, Log: d.log.Named("schedule")})
+	for _, a := range gen.cfg.Accounts {
+		err := sched.Put(a.ID, []schedule.Job{
+			{Mode: string(engine.ModeFull), Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true},
+			{Mode: string(engine.ModeIncremental), Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", a.ID, err)
+		}
 	}
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-	return true
+	return sched, nil
 }
 
 // start runs the generation's schedules and triggered passes until stop.
 func (d *daemon) start(ctx context.Context, gen *generation) {
 	ctx, gen.cancel = context.WithCancel(ctx)
 	gen.done = make(chan struct{})
-	var jobs []schedule.Job
-	for _, a := range gen.cfg.Accounts {
-		id := a.ID
-		jobs = append(jobs,
-			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true,
-				Func: func(ctx context.Context) { _, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
-			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout,
-				Func: func(ctx context.Context) {
-					_, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
-				}},
-		)
-	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		gen.notifier.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		gen.sched.Run(ctx)
 	}()
 	if gen.ha != nil {
 		wg.Add(2)
@@ -351,33 +360,6 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 			gen.passOnAcquire(ctx)
 		}()
 	}
-	sched, err := schedule.New(d.log.Named("schedule"), jobs)
-	if err != nil { // specs were validated with the config; this is a bug
-		d.log.Error("schedule not started", zap.Error(err))
-	} else {
-		gen.sched.Store(sched)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sched.Run(ctx)
-		}()
-	}
-	for id, kick := range gen.kicks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-kick:
-					rctx, cancel := context.WithTimeout(ctx, incrementalRunTimeout)
-					_, _ = gen.syncer.Run(rctx, id, engine.Options{Mode: engine.ModeIncremental})
-					cancel()
-				}
-			}
-		}()
-	}
 	go func() {
 		wg.Wait()
 		close(gen.done)
@@ -386,11 +368,7 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 
 // nextRun tells when an account's scheduled pass of a mode runs next.
 func (g *generation) nextRun(account string, mode engine.Mode) time.Time {
-	s := g.sched.Load()
-	if s == nil {
-		return time.Time{}
-	}
-	return s.Next(account + "/" + string(mode))
+	return g.sched.Next(account, string(mode))
 }
 
 // passOnAcquire starts a pass as soon as this replica acquires an account
@@ -401,7 +379,8 @@ func (g *generation) passOnAcquire(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		for id := range g.kicks {
+		for _, a := range g.cfg.Accounts {
+			id := a.ID
 			if token, ok := g.ha.Token(id); ok && token != seen[id] {
 				seen[id] = token
 				g.trigger(id)

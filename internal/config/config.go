@@ -88,6 +88,10 @@ type Schedule struct {
 	Full string `yaml:"full"`
 	// Incremental is the frequent change-detection pass. Default "@every 5s".
 	Incremental string `yaml:"incremental"`
+	// MaxConcurrentPasses bounds the passes (of all accounts) running at
+	// once; the others queue. Top level only. Default 0: twice the number
+	// of CPUs, at least 4.
+	MaxConcurrentPasses int `yaml:"max_concurrent_passes"`
 }
 
 // Log configures the zap logger.

@@ -204,6 +204,9 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 
 	checkSchedule(&ps, "schedule.full", c.Schedule.Full)
 	checkSchedule(&ps, "schedule.incremental", c.Schedule.Incremental)
+	if n := c.Schedule.MaxConcurrentPasses; n < 0 || n > 10000 {
+		ps.add("schedule.max_concurrent_passes", "%d is outside 0..10000; 0 picks twice the number of CPUs", n)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -319,6 +322,9 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 	}
 	if a.Schedule.Incremental != c.Schedule.Incremental {
 		checkSchedule(ps, p+".schedule.incremental", a.Schedule.Incremental)
+	}
+	if a.Schedule.MaxConcurrentPasses != 0 {
+		ps.add(p+".schedule.max_concurrent_passes", "the pass pool is shared by every account: set schedule.max_concurrent_passes at the top level")
 	}
 }
 

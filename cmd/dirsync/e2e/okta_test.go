@@ -287,8 +287,10 @@ func TestOktaEventHookAndOps(t *testing.T) {
 		if a.Runs["full"].Result == "" || a.Cache == nil || a.Cache.Generation == 0 {
 			t.Errorf("status lacks the last full run or the cache record: %+v", a)
 		}
-		if next := a.NextRuns["incremental"]; next.Before(time.Now().Add(50 * time.Minute)) {
-			t.Errorf("next incremental run = %v; want about an hour ahead", next)
+		// "@every 1h": the next pass is within the hour (each account has
+		// a fixed phase within its period, so accounts do not fire together).
+		if next := a.NextRuns["incremental"]; !next.After(time.Now()) || next.After(time.Now().Add(time.Hour)) {
+			t.Errorf("next incremental run = %v; want within the next hour", next)
 		}
 	})
 

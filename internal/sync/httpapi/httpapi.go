@@ -79,6 +79,9 @@ type Options struct {
 	// NextRun, when set, tells when an account's scheduled pass of a mode
 	// runs next.
 	NextRun func(account string, mode engine.Mode) time.Time
+	// Scheduler, when set, describes the pass queue (depth, workers, lag)
+	// for /v1/status.
+	Scheduler func() any
 	Log     *zap.Logger
 	Now     func() time.Time
 }
@@ -271,7 +274,11 @@ func (s *server) status(r *http.Request) (any, *apimux.Error) {
 		}
 		out = append(out, st)
 	}
-	return map[string]any{"accounts": out}, nil
+	resp := map[string]any{"accounts": out}
+	if s.o.Scheduler != nil {
+		resp["scheduler"] = s.o.Scheduler()
+	}
+	return resp, nil
 }
 
 func (s *server) sync(r *http.Request) (any, *apimux.Error) {

@@ -2,64 +2,231 @@ package schedule
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestRunRecoversAndStops: a panicking job does not kill the scheduler, a
-// start-up job runs at once, Run returns only after running jobs ended,
-// and job contexts are cancelled on stop.
-func TestRunRecoversAndStops(t *testing.T) {
-	var panics, starts, cancelled atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(zap.NewNop(), []Job{
-		{Name: "boom", Spec: "@every 1s", Timeout: time.Second, Func: func(context.Context) { panics.Add(1); panic("boom") }},
-		{Name: "start", Spec: "@every 1h", Timeout: time.Minute, RunAtStart: true, Func: func(ctx context.Context) {
-			starts.Add(1)
-			<-ctx.Done() // a long run: stopped by cancellation
-			cancelled.Add(1)
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
+// recorder counts runs per account and the most running at once.
+type recorder struct {
+	mu       sync.Mutex
+	runs     map[string]int
+	starts   []time.Time
+	running  int
+	maxConc  int
+	duration map[string]time.Duration // how long an account's pass takes
+	triggers map[string]int
+}
+
+func newRecorder() *recorder {
+	return &recorder{runs: map[string]int{}, duration: map[string]time.Duration{}, triggers: map[string]int{}}
+}
+
+func (r *recorder) run(ctx context.Context, account, mode string, triggered bool) {
+	r.mu.Lock()
+	r.runs[account+"/"+mode]++
+	if triggered {
+		r.triggers[account+"/"+mode]++
 	}
+	r.starts = append(r.starts, time.Now())
+	r.running++
+	r.maxConc = max(r.maxConc, r.running)
+	d := r.duration[account]
+	r.mu.Unlock()
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[name]
+}
+
+func start(t *testing.T, s *Scheduler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for panics.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if panics.Load() < 2 {
-		t.Fatalf("panicking job ran %d times; want the scheduler to survive and run it again", panics.Load())
-	}
-	if starts.Load() != 1 {
-		t.Errorf("start-up job ran %d times", starts.Load())
-	}
-	if next := s.Next("start"); next.Before(time.Now().Add(50 * time.Minute)) {
-		t.Errorf("Next(start) = %v; want about an hour ahead", next)
-	}
-	if !s.Next("nope").IsZero() {
-		t.Error("Next of an unknown job is not zero")
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancellation")
-	}
-	if cancelled.Load() != 1 {
-		t.Error("running job's context was not cancelled before Run returned")
-	}
+	return func() { cancel(); <-done }
+}
+
+// TestJitterSpreadsPasses: 1,000 accounts on "@every 5s" run once per
+// period each, spread over the period instead of all in one instant.
+func TestJitterSpreadsPasses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		s := New(r.run, Options{Workers: 8})
+		for i := range 1000 {
+			if err := s.Put(fmt.Sprintf("acct-%04d", i), []Job{{Mode: "incremental", Spec: "@every 5s", Timeout: time.Second}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop := start(t, s)
+		time.Sleep(10*time.Second - time.Millisecond)
+		synctest.Wait()
+		stop()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for name, n := range r.runs {
+			if n != 2 {
+				t.Fatalf("%s ran %d times in two periods; want 2", name, n)
+			}
+		}
+		perSecond := map[int64]int{}
+		for _, at := range r.starts {
+			perSecond[at.Unix()]++
+		}
+		for sec, n := range perSecond {
+			if n > 300 { // uniform: 200 per second
+				t.Errorf("%d passes started in second %d; want them spread (about 200)", n, sec)
+			}
+		}
+	})
+}
+
+// TestPoolBoundsAndSlowAccount: at most Workers passes run at once, and an
+// account whose passes hang (until their timeout) does not hold up the
+// others' schedules.
+func TestPoolBoundsAndSlowAccount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		r.duration["slow"] = time.Hour // hangs until its timeout
+		s := New(r.run, Options{Workers: 3})
+		if err := s.Put("slow", []Job{{Mode: "incremental", Spec: "@every 1s", Timeout: 10 * time.Second}}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			a := fmt.Sprintf("fast-%02d", i)
+			r.duration[a] = 50 * time.Millisecond
+			if err := s.Put(a, []Job{{Mode: "incremental", Spec: "@every 1s", Timeout: 10 * time.Second}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop := start(t, s)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		st := s.Stats()
+		stop()
+		if r.maxConc > 3 {
+			t.Errorf("%d passes ran at once; want at most 3 workers", r.maxConc)
+		}
+		if n := r.count("slow/incremental"); n < 2 || n > 4 {
+			t.Errorf("slow ran %d times in 30 s with a 10 s timeout; want its ticks coalesced (about 3)", n)
+		}
+		for i := range 20 {
+			if n := r.count(fmt.Sprintf("fast-%02d/incremental", i)); n < 25 {
+				t.Errorf("fast-%02d ran %d times in 30 s; want about 30 despite the slow account", i, n)
+			}
+		}
+		if st.Coalesced == 0 || st.LagMaxSeconds > 2 {
+			t.Errorf("stats %+v; want coalesced ticks and little lag", st)
+		}
+	})
+}
+
+// TestPutRemoveTrigger: accounts are added, changed and removed while the
+// scheduler runs, touching no other account; Trigger runs a pass at once.
+func TestPutRemoveTrigger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		s := New(r.run, Options{Workers: 2})
+		job := func(spec string) []Job { return []Job{{Mode: "incremental", Spec: spec, Timeout: time.Second}} }
+		if err := s.Put("a", job("@every 1h")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put("b", append(job("@every 1h"), Job{Mode: "full", Spec: "@every 1h", RunAtStart: true, Timeout: time.Second})); err != nil {
+			t.Fatal(err)
+		}
+		stop := start(t, s)
+		defer stop()
+		synctest.Wait()
+		if r.count("b/full") != 1 || r.count("a/incremental") != 0 {
+			t.Fatalf("after start: %v; want b's full pass run at start only", r.runs)
+		}
+		nextA := s.Next("a", "incremental")
+		if err := s.Put("b", job("@every 1s")); err != nil { // b changes; its full job goes
+			t.Fatal(err)
+		}
+		if !s.Next("a", "incremental").Equal(nextA) {
+			t.Error("changing b moved a's schedule")
+		}
+		if !s.Next("b", "full").IsZero() {
+			t.Error("b's full job survived a Put without it")
+		}
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if n := r.count("b/incremental"); n < 2 {
+			t.Errorf("b ran %d times on its new 1 s schedule", n)
+		}
+		s.Remove("b")
+		before := r.count("b/incremental")
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if r.count("b/incremental") != before {
+			t.Error("b ran after Remove")
+		}
+		if !s.Trigger("a", "incremental") {
+			t.Fatal("Trigger of a's job refused")
+		}
+		synctest.Wait()
+		if r.triggers["a/incremental"] != 1 {
+			t.Errorf("triggered runs of a: %d", r.triggers["a/incremental"])
+		}
+		if s.Trigger("b", "incremental") || s.Trigger("nope", "full") {
+			t.Error("Trigger of an unknown job accepted")
+		}
+	})
+}
+
+func TestPanicsAreRecoveredAndStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var runs, cancelled atomic.Int32
+		s := New(func(ctx context.Context, account, mode string, _ bool) {
+			runs.Add(1)
+			if account == "boom" {
+				panic("boom")
+			}
+			<-ctx.Done()
+			cancelled.Add(1)
+		}, Options{Workers: 2})
+		if err := s.Put("boom", []Job{{Mode: "incremental", Spec: "@every 1s", Timeout: time.Second}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put("long", []Job{{Mode: "full", Spec: "@every 1h", Timeout: time.Hour, RunAtStart: true}}); err != nil {
+			t.Fatal(err)
+		}
+		stop := start(t, s)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if runs.Load() < 3 {
+			t.Errorf("runs %d; want the panicking job to keep running", runs.Load())
+		}
+		stop()
+		if cancelled.Load() != 1 {
+			t.Error("the running pass was not cancelled before Run returned")
+		}
+	})
 }
 
 func TestBadSpec(t *testing.T) {
-	if _, err := New(zap.NewNop(), []Job{{Name: "x", Spec: "every day"}}); err == nil {
-		t.Error("bad spec accepted")
+	s := New(func(context.Context, string, string, bool) {}, Options{})
+	for _, spec := range []string{"every day", "TZ=UTC"} {
+		if err := s.Put("x", []Job{{Mode: "full", Spec: spec}}); err == nil {
+			t.Errorf("spec %q accepted", spec)
+		}
 	}
 }
