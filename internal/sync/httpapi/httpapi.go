@@ -82,8 +82,8 @@ type Options struct {
 	// Scheduler, when set, describes the pass queue (depth, workers, lag)
 	// for /v1/status.
 	Scheduler func() any
-	Log     *zap.Logger
-	Now     func() time.Time
+	Log       *zap.Logger
+	Now       func() time.Time
 }
 
 // Recorder counts API traffic (implemented by package metrics).
