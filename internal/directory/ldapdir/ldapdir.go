@@ -74,6 +74,13 @@ type Options struct {
 	// server-side time limit; default 30s. A timed-out connection is
 	// closed, never reused.
 	Timeout time.Duration
+	// MaxEntries and MaxPages are the floors of the caps on one search
+	// (see searchLimits): it may return at most max(MaxEntries, 4 x the
+	// entries of the last good full read) entries in at most max(MaxPages,
+	// 4 x its pages) pages. Defaults config.DefaultLDAPMaxEntries and
+	// config.DefaultLDAPMaxPages.
+	MaxEntries int
+	MaxPages   int
 	// Now is the clock stamped on snapshots; default time.Now. Account
 	// expiry is evaluated by the mapper against its own clock.
 	Now func() time.Time
@@ -92,7 +99,7 @@ func OptionsFromConfig(d config.Directory, bindPassword string, tlsConfig *tls.C
 		UserBaseDN: firstNonEmpty(l.UserBaseDN, l.BaseDN), GroupBaseDN: firstNonEmpty(l.GroupBaseDN, l.BaseDN),
 		UserFilter: l.UserFilter, GroupFilter: l.GroupFilter, EmailAttributes: l.EmailAttributes,
 		DisabledAttribute: l.DisabledAttribute, DisabledValue: l.DisabledValue,
-		PageSize: l.PageSize, Timeout: l.Timeout,
+		PageSize: l.PageSize, Timeout: l.Timeout, MaxEntries: l.MaxEntries, MaxPages: l.MaxPages,
 	}
 }
 
@@ -141,6 +148,9 @@ type Poller struct {
 	last *state
 	// lastUsers and lastGroups size the next full read.
 	lastUsers, lastGroups int
+	// lastGood is what the searches of the last good full read returned:
+	// the caps of later searches grow with it.
+	lastGood searchCount
 
 	// entriesRead counts entries received from the directory; requests
 	// counts the operations sent (binds, StartTLS, search requests: one
@@ -223,6 +233,12 @@ func New(o Options) (*Poller, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = config.DefaultLDAPTimeout
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = config.DefaultLDAPMaxEntries
+	}
+	if o.MaxPages <= 0 {
+		o.MaxPages = config.DefaultLDAPMaxPages
 	}
 	if o.Now == nil {
 		o.Now = time.Now
