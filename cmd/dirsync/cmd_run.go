@@ -28,12 +28,29 @@ import (
 	"github.com/dirsync/dirsync/internal/sync/schedule"
 )
 
-// Run deadlines. A pass that runs longer is cancelled and counts as failed.
+// Pass deadlines, the same in the daemon and in a one-off `dirsync sync`
+// or `release`: a pass that runs longer is cancelled and counts as failed.
 const (
 	fullRunTimeout        = 15 * time.Minute
 	incrementalRunTimeout = 2 * time.Minute
 	shutdownTimeout       = 8 * time.Second
 )
+
+// passDeadlines are how long one pass of each mode may run.
+type passDeadlines struct{ full, incremental time.Duration }
+
+// passDeadline is how long one pass of mode may run: the deadlines env
+// carries (tests), else fullRunTimeout or incrementalRunTimeout.
+func (e env) passDeadline(mode engine.Mode) time.Duration {
+	d := passDeadlines{full: fullRunTimeout, incremental: incrementalRunTimeout}
+	if e.deadlines != nil {
+		d = *e.deadlines
+	}
+	if mode == engine.ModeIncremental {
+		return d.incremental
+	}
+	return d.full
+}
 
 func cmdRun(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "run", "--config FILE")
@@ -321,9 +338,9 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 	for _, a := range gen.cfg.Accounts {
 		id := a.ID
 		jobs = append(jobs,
-			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true,
+			schedule.Job{Name: id + "/full", Spec: a.Schedule.Full, Timeout: d.env.passDeadline(engine.ModeFull), RunAtStart: true,
 				Func: func(ctx context.Context) { _, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull}) }},
-			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout,
+			schedule.Job{Name: id + "/incremental", Spec: a.Schedule.Incremental, Timeout: d.env.passDeadline(engine.ModeIncremental),
 				Func: func(ctx context.Context) {
 					_, _ = gen.syncer.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, SkipIfBusy: true})
 				}},
@@ -361,7 +378,7 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 				case <-ctx.Done():
 					return
 				case <-kick:
-					rctx, cancel := context.WithTimeout(ctx, incrementalRunTimeout)
+					rctx, cancel := context.WithTimeout(ctx, d.env.passDeadline(engine.ModeIncremental))
 					_, _ = gen.syncer.Run(rctx, id, engine.Options{Mode: engine.ModeIncremental})
 					cancel()
 				}
