@@ -12,6 +12,11 @@
 // entries are users and groups, identity, email, account state, member
 // resolution, primary groups, foreign principals) live in package
 // ldapentry, shared with the LDIF source.
+//
+// Errors carry no package prefix: each says what failed (the option, the
+// server URL, the search and page, the DN) and wraps its cause with %w;
+// the caller adds the account. Result codes stay reachable as
+// *ldap.Error (from go-ldap and from package ldapwire alike).
 package ldapdir
 
 import (
@@ -182,34 +187,34 @@ func New(o Options) (*Poller, error) {
 	switch o.Type {
 	case config.DirectoryActiveDirectory, config.DirectoryLDAP:
 	default:
-		return nil, fmt.Errorf("ldapdir: directory type %q is not %s or %s", o.Type, config.DirectoryActiveDirectory, config.DirectoryLDAP)
+		return nil, fmt.Errorf("directory type %q is not %s or %s", o.Type, config.DirectoryActiveDirectory, config.DirectoryLDAP)
 	}
 	if len(o.URLs) == 0 {
-		return nil, errors.New("ldapdir: no URLs")
+		return nil, errors.New("urls: none given; list the directory servers")
 	}
 	for _, raw := range o.URLs {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("ldapdir: %q is not an ldap:// or ldaps:// URL", raw)
+			return nil, fmt.Errorf("urls: %q is not an ldap:// or ldaps:// URL", raw)
 		}
 		switch u.Scheme {
 		case "ldaps":
 			if o.StartTLS {
-				return nil, fmt.Errorf("ldapdir: %s already uses TLS; StartTLS applies to ldap:// only", raw)
+				return nil, fmt.Errorf("urls: %s already uses TLS; start_tls applies to ldap:// only", raw)
 			}
 		case "ldap":
 			if !o.StartTLS && !o.AllowInsecure {
-				return nil, fmt.Errorf("ldapdir: %s would send the bind password in clear; use ldaps://, StartTLS or allow_insecure", raw)
+				return nil, fmt.Errorf("urls: %s would send the bind password in clear; use ldaps://, start_tls or allow_insecure", raw)
 			}
 		default:
-			return nil, fmt.Errorf("ldapdir: %q is not an ldap:// or ldaps:// URL", raw)
+			return nil, fmt.Errorf("urls: %q is not an ldap:// or ldaps:// URL", raw)
 		}
 	}
 	if o.BindDN == "" || o.BindPassword == "" {
-		return nil, errors.New("ldapdir: bind DN and password are required (an empty password is an unauthenticated bind)")
+		return nil, errors.New("bind_dn and the bind password are required (an empty password is an unauthenticated bind)")
 	}
 	if o.UserBaseDN == "" || o.GroupBaseDN == "" {
-		return nil, errors.New("ldapdir: user and group base DNs are required")
+		return nil, errors.New("user_base_dn and group_base_dn (or base_dn) are required")
 	}
 	ad := o.Type == config.DirectoryActiveDirectory
 	if o.UserFilter == "" {

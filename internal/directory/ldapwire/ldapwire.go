@@ -9,8 +9,12 @@
 // spends (docs/performance.md). Here each response message is read into
 // one reused buffer and walked in place; only attribute values become
 // strings. The buffer grows only as a message's bytes arrive, never to a
-// length the server merely announces. Errors are *ldap.Error values (result codes, and
-// ldap.ErrorNetwork for I/O), so callers treat them as go-ldap's.
+// length the server merely announces.
+//
+// Errors are *ldap.Error values (result codes, and ldap.ErrorNetwork for
+// I/O and malformed responses), so callers treat them as go-ldap's; like
+// go-ldap's they carry no package prefix, and a context that ended is
+// returned as the context's error.
 //
 // A Conn is used by one goroutine at a time and runs one request at a time.
 package ldapwire
