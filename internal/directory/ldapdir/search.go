@@ -60,15 +60,22 @@ var ErrLimitExceeded = errors.New("the search passed its cap")
 var ErrPagingLoop = errors.New("the server repeated a page")
 
 func (p *Poller) entryCapError(lim searchLimits) error {
-	return fmt.Errorf("%w: more than %d entries (the larger of directory.ldap.max_entries, %d, and %dx the %d entries of the last good full read); "+
-		"either the server pages without end or the directory outgrew the cap: if it really is this big, raise directory.ldap.max_entries",
-		ErrLimitExceeded, lim.entries, p.o.MaxEntries, capGrowth, p.lastGood.entries)
+	return capError(lim.entries, "entries", "max_entries", p.o.MaxEntries, p.lastGood.entries)
 }
 
 func (p *Poller) pageCapError(lim searchLimits) error {
-	return fmt.Errorf("%w: more than %d pages (the larger of directory.ldap.max_pages, %d, and %dx the %d pages of the last good full read); "+
-		"either the server pages without end or the directory outgrew the cap: if it really is this big, raise directory.ldap.max_pages",
-		ErrLimitExceeded, lim.pages, p.o.MaxPages, capGrowth, p.lastGood.pages)
+	return capError(lim.pages, "pages", "max_pages", p.o.MaxPages, p.lastGood.pages)
+}
+
+// capError says which cap a search passed, how it was derived, and which
+// field raises it.
+func capError(limit int, what, field string, floor, lastGood int) error {
+	derived := fmt.Sprintf("directory.ldap.%s, the cap until a full read succeeds", field)
+	if lastGood > 0 {
+		derived = fmt.Sprintf("the larger of directory.ldap.%s, %d, and %dx the %d %s of the last good full read", field, floor, capGrowth, lastGood, what)
+	}
+	return fmt.Errorf("%w: more than %d %s (%s): either the server pages without end or the directory outgrew the cap; "+
+		"if it really is this big, raise directory.ldap.%s", ErrLimitExceeded, limit, what, derived, field)
 }
 
 // pageLog remembers the pages of one paged search, to stop a server that
