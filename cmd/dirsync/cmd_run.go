@@ -29,12 +29,29 @@ import (
 	"github.com/dirsync/dirsync/internal/sync/schedule"
 )
 
-// Run deadlines. A pass that runs longer is cancelled and counts as failed.
+// Pass deadlines, the same in the daemon and in a one-off `dirsync sync`
+// or `release`: a pass that runs longer is cancelled and counts as failed.
 const (
 	fullRunTimeout        = 15 * time.Minute
 	incrementalRunTimeout = 2 * time.Minute
 	shutdownTimeout       = 8 * time.Second
 )
+
+// passDeadlines are how long one pass of each mode may run.
+type passDeadlines struct{ full, incremental time.Duration }
+
+// passDeadline is how long one pass of mode may run: the deadlines env
+// carries (tests), else fullRunTimeout or incrementalRunTimeout.
+func (e env) passDeadline(mode engine.Mode) time.Duration {
+	d := passDeadlines{full: fullRunTimeout, incremental: incrementalRunTimeout}
+	if e.deadlines != nil {
+		d = *e.deadlines
+	}
+	if mode == engine.ModeIncremental {
+		return d.incremental
+	}
+	return d.full
+}
 
 func cmdRun(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "run", "--config FILE")
@@ -325,8 +342,8 @@ func (d *daemon) newScheduler(gen *generation) (*schedule.Scheduler, error) {
 	}, schedule.Options{Workers: gen.cfg.Schedule.MaxConcurrentPasses, Log: d.log.Named("schedule")})
 	for _, a := range gen.cfg.Accounts {
 		err := sched.Put(a.ID, []schedule.Job{
-			{Mode: string(engine.ModeFull), Spec: a.Schedule.Full, Timeout: fullRunTimeout, RunAtStart: true},
-			{Mode: string(engine.ModeIncremental), Spec: a.Schedule.Incremental, Timeout: incrementalRunTimeout},
+			{Mode: string(engine.ModeFull), Spec: a.Schedule.Full, Timeout: d.env.passDeadline(engine.ModeFull), RunAtStart: true},
+			{Mode: string(engine.ModeIncremental), Spec: a.Schedule.Incremental, Timeout: d.env.passDeadline(engine.ModeIncremental)},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", a.ID, err)

@@ -119,7 +119,7 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	var reports []engine.Report
 	var failed []string
 	for _, id := range ids {
-		rep, err := eng.Run(ctx, id, opts)
+		rep, err := runPass(ctx, eng, id, opts, e.passDeadline(opts.Mode))
 		if errors.Is(err, engine.ErrUnknownAccount) {
 			return nil, usagef("--account %q is not in the config", id)
 		}
@@ -133,6 +133,27 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 		return reports, fmt.Errorf("sync failed for %s (last good decisions kept; see the report)", strings.Join(failed, ", "))
 	}
 	return reports, nil
+}
+
+// passRunner runs one pass of an account (consoleapi.Syncer).
+type passRunner interface {
+	Run(ctx context.Context, account string, opts engine.Options) (engine.Report, error)
+}
+
+// runPass runs one pass of account under the daemon's pass deadline, so a
+// directory that never finishes answering (a stalled or endless server
+// behind a generous ldap.timeout) cannot hold a one-off sync, and the
+// account's lease, for ever. A pass cut by the deadline says so in its
+// report.
+func runPass(ctx context.Context, eng passRunner, account string, opts engine.Options, deadline time.Duration) (engine.Report, error) {
+	pctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	rep, err := eng.Run(pctx, account, opts)
+	if err != nil && ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+		rep.Error = fmt.Sprintf("the %s pass ran past its %s deadline and was cancelled: %s", opts.Mode, deadline, rep.Error)
+		err = fmt.Errorf("the %s pass of %s ran past its %s deadline: %w", opts.Mode, account, deadline, err)
+	}
+	return rep, err
 }
 
 // Batch GC settings for the one-off sync (docs/performance.md): a batch job

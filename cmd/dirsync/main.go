@@ -36,6 +36,8 @@ type env struct {
 	getenv func(string) string
 	stdout io.Writer
 	stderr io.Writer
+	// deadlines, when set, replace the pass deadlines (tests).
+	deadlines *passDeadlines
 }
 
 // usageError marks errors that exit with code 2.

@@ -414,6 +414,7 @@ func newBenchEngine(url, bindDN, password, suffix, redisAddr, prefix string) (*l
 		BindDN: bindDN, BindPassword: strings.TrimSpace(password),
 		UserBaseDN: "ou=people," + suffix, GroupBaseDN: "ou=groups," + suffix,
 		DisabledAttribute: "employeeType", DisabledValue: "disabled", Timeout: 10 * time.Minute,
+		MaxEntries: 4_000_000, // SIZE=1m is exactly the default cap of one search: leave room
 	})
 	if err != nil {
 		return nil, nil, nil, err

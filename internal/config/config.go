@@ -179,6 +179,13 @@ type LDAP struct {
 	PageSize int `yaml:"page_size"`
 	// Timeout bounds each LDAP operation. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxEntries and MaxPages cap one search (a runaway or hostile server
+	// pages without end): it may return at most the larger of MaxEntries
+	// and 4x the entries of the last good full read, in at most the larger
+	// of MaxPages and 4x its pages (requests). A search past a cap fails
+	// the read. Defaults 1000000 and 10000.
+	MaxEntries int `yaml:"max_entries"`
+	MaxPages   int `yaml:"max_pages"`
 	// DisabledAttribute and DisabledValue mark a disabled user on generic
 	// LDAP: the user is suspended when the attribute holds the value (any
 	// value when DisabledValue is empty). AD uses userAccountControl instead.

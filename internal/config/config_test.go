@@ -29,6 +29,9 @@ func TestLoadGood(t *testing.T) {
 	if l.PageSize != DefaultPageSize || l.Timeout != 10*time.Second || l.UserBaseDN != l.BaseDN {
 		t.Errorf("ldap defaults: page %d timeout %v user_base_dn %q", l.PageSize, l.Timeout, l.UserBaseDN)
 	}
+	if l.MaxEntries != DefaultLDAPMaxEntries || l.MaxPages != DefaultLDAPMaxPages {
+		t.Errorf("ldap caps default to %d entries, %d pages", l.MaxEntries, l.MaxPages)
+	}
 	if strings.Join(l.EmailAttributes, ",") != "mail,userPrincipalName" {
 		t.Errorf("email attributes default = %v", l.EmailAttributes)
 	}

@@ -22,6 +22,8 @@ const (
 	DefaultIncrementalSchedule  = "@every 5s"
 	DefaultPageSize             = 1000
 	DefaultLDAPTimeout          = 30 * time.Second
+	DefaultLDAPMaxEntries       = 1_000_000
+	DefaultLDAPMaxPages         = 10_000
 	DefaultMaxLostAccessPercent = 20.0
 	DefaultMaxLostAccessUsers   = 500
 	DefaultOktaPageSize         = 200
@@ -105,6 +107,12 @@ func (c *Config) applyDefaults() {
 		}
 		if l.Timeout == 0 {
 			l.Timeout = DefaultLDAPTimeout
+		}
+		if l.MaxEntries == 0 {
+			l.MaxEntries = DefaultLDAPMaxEntries
+		}
+		if l.MaxPages == 0 {
+			l.MaxPages = DefaultLDAPMaxPages
 		}
 		if l.UserBaseDN == "" {
 			l.UserBaseDN = l.BaseDN
@@ -383,6 +391,12 @@ func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv 
 		}
 		if l.Timeout < 0 {
 			ps.add(lp+".timeout", "must be positive, e.g. 30s")
+		}
+		if l.MaxEntries < 0 {
+			ps.add(lp+".max_entries", "%d is negative; give the most entries one search may return, e.g. %d (leave it out for the default)", l.MaxEntries, DefaultLDAPMaxEntries)
+		}
+		if l.MaxPages < 0 {
+			ps.add(lp+".max_pages", "%d is negative; give the most pages one search may take, e.g. %d (leave it out for the default)", l.MaxPages, DefaultLDAPMaxPages)
 		}
 		checkFilter(ps, lp+".user_filter", l.UserFilter)
 		checkFilter(ps, lp+".group_filter", l.GroupFilter)

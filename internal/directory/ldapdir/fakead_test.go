@@ -42,6 +42,48 @@ type fakeAD struct {
 	deletedCode int
 	// usnBump is added to the highestCommittedUSN the rootDSE reports.
 	usnBump int
+	// paging, when not pagingNormal, changes how user searches page (the
+	// hostile and odd servers of the paging tests); userPages counts the
+	// user search requests received.
+	paging    pagingMode
+	userPages int
+	// endlessRanges answers every range request with a full range that
+	// is never the last, made-up values included.
+	endlessRanges bool
+	rangeRequests int
+	// slotOffset is where a pagingSlotCookie search stands (kept by the
+	// server, as 389-DS keeps it in the connection's paged-results slot).
+	slotOffset int
+}
+
+// pagingMode is how the fake pages user searches.
+type pagingMode int
+
+const (
+	pagingNormal pagingMode = iota
+	// pagingSlotCookie answers every page with cookie "0" and the next
+	// entries, as 389-DS does (the cookie is its slot number): legitimate.
+	pagingSlotCookie
+	// pagingSameCookie answers every page with the first page's entries
+	// and the same cookie, forever.
+	pagingSameCookie
+	// pagingSameCookieEmpty answers every page with no entries and the
+	// same cookie, forever.
+	pagingSameCookieEmpty
+	// pagingEndlessEntries answers every page with a full page of new
+	// users and a new cookie, forever.
+	pagingEndlessEntries
+	// pagingEndlessEmpty answers every page with no entries and a new
+	// cookie, forever.
+	pagingEndlessEmpty
+)
+
+// fakeUser is user i of a fake directory.
+func fakeUser(i int) fakeEntry {
+	return fakeEntry{fmt.Sprintf("CN=u%05d,OU=People,%s", i, fakeBase), map[string][]string{
+		"objectClass": {"top", "person", "organizationalPerson", "user"}, "objectGUID": {guid(i)},
+		"mail": {fmt.Sprintf("u%05d@corp.example", i)}, "userAccountControl": {"512"},
+	}}
 }
 
 type fakeEntry struct {
@@ -61,13 +103,10 @@ func newFakeAD(users, bigMembers int) *fakeAD {
 	f := &fakeAD{maxPage: 1000, maxValRange: 1500}
 	var members []string
 	for i := range users {
-		dn := fmt.Sprintf("CN=u%05d,OU=People,%s", i, fakeBase)
-		f.users = append(f.users, fakeEntry{dn, map[string][]string{
-			"objectClass": {"top", "person", "organizationalPerson", "user"}, "objectGUID": {guid(i)},
-			"mail": {fmt.Sprintf("u%05d@corp.example", i)}, "userAccountControl": {"512"},
-		}})
+		u := fakeUser(i)
+		f.users = append(f.users, u)
 		if i < bigMembers {
-			members = append(members, dn)
+			members = append(members, u.dn)
 		}
 	}
 	f.groups = append(f.groups, fakeEntry{"CN=Big,OU=Groups," + fakeBase, map[string][]string{
@@ -172,8 +211,17 @@ func (f *fakeAD) rangeRequest(entry func(string, map[string][]string), m *gldap.
 	}
 }
 
-// ranged returns at most maxValRange values from lo, named as AD does.
+// ranged returns at most maxValRange values from lo, named as AD does
+// (f.mu held).
 func (f *fakeAD) ranged(attr string, all []string, lo int) (string, []string) {
+	if lo > 0 && f.endlessRanges {
+		f.rangeRequests++
+		vals := make([]string, f.maxValRange)
+		for i := range vals {
+			vals[i] = fmt.Sprintf("CN=made-up-%d,%s", lo+i, fakeBase)
+		}
+		return fmt.Sprintf("%s;range=%d-%d", attr, lo, lo+f.maxValRange-1), vals
+	}
 	lo = min(lo, len(all))
 	hi := min(lo+f.maxValRange, len(all))
 	if hi == len(all) {
@@ -197,7 +245,7 @@ func (f *fakeAD) subtree(w *gldap.ResponseWriter, r *gldap.Request, m *gldap.Sea
 		set = f.groups
 	}
 	if strings.HasPrefix(m.BaseDN, "CN=Deleted Objects") {
-		set = nil
+		set, isUsers = nil, false
 		if code := f.deletedCode; code != 0 {
 			f.mu.Unlock()
 			w.Write(r.NewSearchDoneResponse(gldap.WithResponseCode(code)))
@@ -212,8 +260,20 @@ func (f *fakeAD) subtree(w *gldap.ResponseWriter, r *gldap.Request, m *gldap.Sea
 	}
 	if isUsers {
 		f.cookies = append(f.cookies, cookie)
+		f.userPages++
 	}
 	size = min(size, f.maxPage)
+	if isUsers && f.paging != pagingNormal {
+		page, next := f.hostilePage(cookie, size)
+		f.mu.Unlock()
+		for _, e := range page {
+			entry(e.dn, e.attrs)
+		}
+		done := r.NewSearchDoneResponse(gldap.WithResponseCode(gldap.ResultSuccess))
+		done.SetControls(&gldap.ControlPaging{Cookie: []byte(next)})
+		w.Write(done)
+		return
+	}
 	off, _ := strconv.Atoi(cookie)
 	end := min(off+size, len(set))
 	page := slices.Clone(set[off:end])
@@ -240,6 +300,39 @@ func (f *fakeAD) subtree(w *gldap.ResponseWriter, r *gldap.Request, m *gldap.Sea
 	done := r.NewSearchDoneResponse(gldap.WithResponseCode(gldap.ResultSuccess))
 	done.SetControls(&gldap.ControlPaging{Cookie: []byte(next)})
 	w.Write(done)
+}
+
+// hostilePage answers a user search page in f.paging mode (f.mu held):
+// the entries and the cookie to return.
+func (f *fakeAD) hostilePage(cookie string, size int) ([]fakeEntry, string) {
+	switch f.paging {
+	case pagingSlotCookie:
+		if cookie == "" {
+			f.slotOffset = 0
+		}
+		off := f.slotOffset
+		end := min(off+size, len(f.users))
+		f.slotOffset = end
+		if end == len(f.users) {
+			return slices.Clone(f.users[off:end]), ""
+		}
+		return slices.Clone(f.users[off:end]), "0"
+	case pagingSameCookie:
+		return slices.Clone(f.users[:min(size, len(f.users))]), "again"
+	case pagingSameCookieEmpty:
+		return nil, "again"
+	case pagingEndlessEntries:
+		off, _ := strconv.Atoi(cookie)
+		page := make([]fakeEntry, size)
+		for i := range page {
+			page[i] = fakeUser(off + i)
+		}
+		return page, strconv.Itoa(off + size)
+	case pagingEndlessEmpty:
+		n, _ := strconv.Atoi(cookie)
+		return nil, strconv.Itoa(n + 1)
+	}
+	panic("unknown paging mode")
 }
 
 func fakeOptions(url string) Options {

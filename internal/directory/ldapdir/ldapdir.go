@@ -12,6 +12,11 @@
 // entries are users and groups, identity, email, account state, member
 // resolution, primary groups, foreign principals) live in package
 // ldapentry, shared with the LDIF source.
+//
+// Errors carry no package prefix: each says what failed (the option, the
+// server URL, the search and page, the DN) and wraps its cause with %w;
+// the caller adds the account. Result codes stay reachable as
+// *ldap.Error (from go-ldap and from package ldapwire alike).
 package ldapdir
 
 import (
@@ -74,6 +79,13 @@ type Options struct {
 	// server-side time limit; default 30s. A timed-out connection is
 	// closed, never reused.
 	Timeout time.Duration
+	// MaxEntries and MaxPages are the floors of the caps on one search
+	// (see searchLimits): it may return at most max(MaxEntries, 4 x the
+	// entries of the last good full read) entries in at most max(MaxPages,
+	// 4 x its pages) pages. Defaults config.DefaultLDAPMaxEntries and
+	// config.DefaultLDAPMaxPages.
+	MaxEntries int
+	MaxPages   int
 	// Now is the clock stamped on snapshots; default time.Now. Account
 	// expiry is evaluated by the mapper against its own clock.
 	Now func() time.Time
@@ -92,7 +104,7 @@ func OptionsFromConfig(d config.Directory, bindPassword string, tlsConfig *tls.C
 		UserBaseDN: firstNonEmpty(l.UserBaseDN, l.BaseDN), GroupBaseDN: firstNonEmpty(l.GroupBaseDN, l.BaseDN),
 		UserFilter: l.UserFilter, GroupFilter: l.GroupFilter, EmailAttributes: l.EmailAttributes,
 		DisabledAttribute: l.DisabledAttribute, DisabledValue: l.DisabledValue,
-		PageSize: l.PageSize, Timeout: l.Timeout,
+		PageSize: l.PageSize, Timeout: l.Timeout, MaxEntries: l.MaxEntries, MaxPages: l.MaxPages,
 	}
 }
 
@@ -141,6 +153,9 @@ type Poller struct {
 	last *state
 	// lastUsers and lastGroups size the next full read.
 	lastUsers, lastGroups int
+	// lastGood is what the searches of the last good full read returned:
+	// the caps of later searches grow with it.
+	lastGood searchCount
 
 	// entriesRead counts entries received from the directory; requests
 	// counts the operations sent (binds, StartTLS, search requests: one
@@ -172,34 +187,34 @@ func New(o Options) (*Poller, error) {
 	switch o.Type {
 	case config.DirectoryActiveDirectory, config.DirectoryLDAP:
 	default:
-		return nil, fmt.Errorf("ldapdir: directory type %q is not %s or %s", o.Type, config.DirectoryActiveDirectory, config.DirectoryLDAP)
+		return nil, fmt.Errorf("directory type %q is not %s or %s", o.Type, config.DirectoryActiveDirectory, config.DirectoryLDAP)
 	}
 	if len(o.URLs) == 0 {
-		return nil, errors.New("ldapdir: no URLs")
+		return nil, errors.New("urls: none given; list the directory servers")
 	}
 	for _, raw := range o.URLs {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("ldapdir: %q is not an ldap:// or ldaps:// URL", raw)
+			return nil, fmt.Errorf("urls: %q is not an ldap:// or ldaps:// URL", raw)
 		}
 		switch u.Scheme {
 		case "ldaps":
 			if o.StartTLS {
-				return nil, fmt.Errorf("ldapdir: %s already uses TLS; StartTLS applies to ldap:// only", raw)
+				return nil, fmt.Errorf("urls: %s already uses TLS; start_tls applies to ldap:// only", raw)
 			}
 		case "ldap":
 			if !o.StartTLS && !o.AllowInsecure {
-				return nil, fmt.Errorf("ldapdir: %s would send the bind password in clear; use ldaps://, StartTLS or allow_insecure", raw)
+				return nil, fmt.Errorf("urls: %s would send the bind password in clear; use ldaps://, start_tls or allow_insecure", raw)
 			}
 		default:
-			return nil, fmt.Errorf("ldapdir: %q is not an ldap:// or ldaps:// URL", raw)
+			return nil, fmt.Errorf("urls: %q is not an ldap:// or ldaps:// URL", raw)
 		}
 	}
 	if o.BindDN == "" || o.BindPassword == "" {
-		return nil, errors.New("ldapdir: bind DN and password are required (an empty password is an unauthenticated bind)")
+		return nil, errors.New("bind_dn and the bind password are required (an empty password is an unauthenticated bind)")
 	}
 	if o.UserBaseDN == "" || o.GroupBaseDN == "" {
-		return nil, errors.New("ldapdir: user and group base DNs are required")
+		return nil, errors.New("user_base_dn and group_base_dn (or base_dn) are required")
 	}
 	ad := o.Type == config.DirectoryActiveDirectory
 	if o.UserFilter == "" {
@@ -223,6 +238,12 @@ func New(o Options) (*Poller, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = config.DefaultLDAPTimeout
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = config.DefaultLDAPMaxEntries
+	}
+	if o.MaxPages <= 0 {
+		o.MaxPages = config.DefaultLDAPMaxPages
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -101,6 +101,7 @@ func andFilter(filter, cond string) string {
 type recordSet struct {
 	recs  []ldapentry.Record // sorted by stable ID, one per ID (the last read wins)
 	stamp string             // newest modifyTimestamp (OpenLDAP)
+	read  searchCount        // what the search returned
 }
 
 // readRecords runs one paged search and turns every entry into its record
@@ -115,7 +116,7 @@ func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter 
 		ranged []rangedAttr
 	}
 	var incomplete []partial
-	err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(e *ldapentry.Entry, ranged []rangedAttr) error {
+	read, err := p.search(ctx, conn, query{base: base, scope: ldap.ScopeWholeSubtree, filter: filter, attrs: attrs}, func(e *ldapentry.Entry, ranged []rangedAttr) error {
 		// Only the newest timestamp of the set is the cursor; records
 		// carry none (per entry it would only make unchanged entries
 		// look changed).
@@ -139,6 +140,7 @@ func (p *Poller) readRecords(ctx context.Context, conn searchConn, base, filter 
 		recs.add(p.reader.Record(pe.e, dns))
 	}
 	set.recs = sortRecords(recs.slice())
+	set.read = read
 	return set, nil
 }
 
@@ -278,6 +280,8 @@ func (p *Poller) fullRead(ctx context.Context, prefer string) (*state, error) {
 	if err := p.build(st); err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}
+	p.lastGood = users.read
+	p.lastGood.add(groups.read)
 	return st, nil
 }
 
@@ -451,7 +455,7 @@ func (p *Poller) readDeleted(ctx context.Context, conn searchConn, namingContext
 		attrs:    []string{"objectGUID"},
 		controls: []ldap.Control{ldap.NewControlMicrosoftShowDeleted()},
 	}
-	err := p.search(ctx, conn, q, func(e *ldapentry.Entry, _ []rangedAttr) error {
+	_, err := p.search(ctx, conn, q, func(e *ldapentry.Entry, _ []rangedAttr) error {
 		if id := ldapentry.DecodeGUID([]byte(e.First("objectguid"))); id != "" {
 			ids[id] = true
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"strconv"
 	"strings"
@@ -23,33 +24,147 @@ type query struct {
 	controls []ldap.Control // extra controls (Show Deleted); paging is added per page
 }
 
+// capGrowth is how much more than the last good full read one search may
+// return: the directory may grow between two full reads, a server that
+// pages without end is stopped.
+const capGrowth = 4
+
+// searchCount is what searches returned: entries and pages (requests).
+type searchCount struct{ entries, pages int }
+
+func (c *searchCount) add(o searchCount) {
+	c.entries += o.entries
+	c.pages += o.pages
+}
+
+// searchLimits are the caps on one search: the configured floors
+// (Options.MaxEntries, MaxPages), raised to capGrowth times what the last
+// good full read returned.
+type searchLimits struct{ entries, pages int }
+
+func (p *Poller) limits() searchLimits {
+	return searchLimits{
+		entries: max(p.o.MaxEntries, capGrowth*p.lastGood.entries),
+		pages:   max(p.o.MaxPages, capGrowth*p.lastGood.pages),
+	}
+}
+
+// ErrLimitExceeded is wrapped by the error of a search that passed its
+// entry or page cap (see Options.MaxEntries); the error names the cap and
+// the config field that raises it.
+var ErrLimitExceeded = errors.New("the search passed its cap")
+
+// ErrPagingLoop is wrapped by the error of a paged search whose server
+// repeated a page: the same cookie with no entries, or the same entries
+// again. Such a server would page forever.
+var ErrPagingLoop = errors.New("the server repeated a page")
+
+func (p *Poller) entryCapError(lim searchLimits) error {
+	return capError(lim.entries, "entries", "max_entries", p.o.MaxEntries, p.lastGood.entries)
+}
+
+func (p *Poller) pageCapError(lim searchLimits) error {
+	return capError(lim.pages, "pages", "max_pages", p.o.MaxPages, p.lastGood.pages)
+}
+
+// capError says which cap a search passed, how it was derived, and which
+// field raises it.
+func capError(limit int, what, field string, floor, lastGood int) error {
+	derived := fmt.Sprintf("directory.ldap.%s, the cap until a full read succeeds", field)
+	if lastGood > 0 {
+		derived = fmt.Sprintf("the larger of directory.ldap.%s, %d, and %dx the %d %s of the last good full read", field, floor, capGrowth, lastGood, what)
+	}
+	return fmt.Errorf("%w: more than %d %s (%s): either the server pages without end or the directory outgrew the cap; "+
+		"if it really is this big, raise directory.ldap.%s", ErrLimitExceeded, limit, what, derived, field)
+}
+
+// pageLog remembers the pages of one paged search, to stop a server that
+// repeats one. A cookie alone is no evidence (389-DS answers every page of
+// a search with the same cookie, its slot number, and new entries), so a
+// page is its entries' DNs in order, or, when it has none, its cookie.
+type pageLog struct {
+	h    maphash.Hash
+	seen map[uint64]bool
+}
+
+func newPageLog() *pageLog {
+	l := &pageLog{seen: map[uint64]bool{}}
+	l.h.SetSeed(maphash.MakeSeed())
+	return l
+}
+
+// entry adds an entry of the current page.
+func (l *pageLog) entry(dn string) {
+	l.h.WriteString(dn)
+	l.h.WriteByte(0)
+}
+
+// repeated ends the current page (entries of it were added, cookie is
+// what it returned) and reports whether an earlier page was the same.
+func (l *pageLog) repeated(entries int, cookie []byte) bool {
+	if entries == 0 {
+		l.h.WriteByte(1)
+		l.h.Write(cookie)
+	}
+	sum := l.h.Sum64()
+	l.h.Reset()
+	if l.seen[sum] {
+		return true
+	}
+	l.seen[sum] = true
+	return false
+}
+
 // search runs q page by page (RFC 2696) and calls fn for every entry as it
 // arrives, so memory stays bounded by one page. Every page is a fresh
 // request with a fresh paging control carrying the cookie the previous
 // page returned (go-ldap reuses a stale cookie when a request is reused).
 // Any error — a non-success result such as sizeLimitExceeded or
 // timeLimitExceeded (even after entries arrived), a network error, a
-// timeout, ctx ending — fails the whole search; the caller must discard
-// what fn received. Continuation references are ignored (never chased).
-// Ranged attributes (member;range=0-1499) are merged into the entry under
-// their base name and listed in ranged.
-func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e *ldapentry.Entry, ranged []rangedAttr) error) error {
+// timeout, ctx ending, more entries or pages than p.limits allows
+// (ErrLimitExceeded), a repeated page (ErrPagingLoop) — fails the whole
+// search; the caller must discard what fn received. Continuation
+// references are ignored (never chased). Ranged attributes
+// (member;range=0-1499) are merged into the entry under their base name
+// and listed in ranged. It returns what the search read.
+func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e *ldapentry.Entry, ranged []rangedAttr) error) (searchCount, error) {
+	lim := p.limits()
+	pages := newPageLog()
+	var read searchCount
+	var onPage int
 	count := func(e *ldapentry.Entry, ranged []rangedAttr) error {
+		if read.entries == lim.entries {
+			return p.entryCapError(lim)
+		}
+		read.entries++
+		onPage++
+		pages.entry(e.DN)
 		p.entriesRead.Add(1)
 		return fn(e, ranged)
 	}
 	var cookie []byte
-	for page := 0; ; page++ {
+	for page := 1; ; page++ {
+		fail := func(err error) (searchCount, error) {
+			return read, fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page, describe(err))
+		}
+		if page > lim.pages {
+			return fail(p.pageCapError(lim))
+		}
 		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
 		paging.SetCookie(cookie)
 		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
+		read.pages++
+		onPage = 0
 		next, err := p.page(ctx, conn, req, count)
 		if err != nil {
-			return fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page+1, describe(err))
+			return fail(err)
 		}
 		if len(next) == 0 {
-			return nil
+			return read, nil
+		}
+		if pages.repeated(onPage, next) {
+			return fail(fmt.Errorf("%w (the same cookie with no entries, or the same entries again): it would page forever", ErrPagingLoop))
 		}
 		cookie = next
 	}
@@ -244,11 +359,22 @@ func parseRange(name string) (string, valueRange, bool) {
 // completeRanges fetches the rest of every ranged attribute of e (AD
 // returns at most MaxValRange values per attribute and names the rest
 // "member;range=1500-*"), appending values until a range ends in "*".
+// Each range must start where the last ended; one attribute takes at most
+// as many requests as a search has pages and holds at most as many values
+// as a search has entries (p.limits), so a server answering ranges without
+// end is stopped.
 func (p *Poller) completeRanges(ctx context.Context, conn searchConn, e *ldapentry.Entry, ranged []rangedAttr) error {
+	lim := p.limits()
 	for _, ra := range ranged {
 		r := ra.r
-		for r.high >= 0 {
+		for requests := 1; r.high >= 0; requests++ {
 			want := fmt.Sprintf("%s;range=%d-*", ra.name, r.high+1)
+			if requests > lim.pages {
+				return fmt.Errorf("range retrieval of %s on %q: %w", want, e.DN, p.pageCapError(lim))
+			}
+			if len(e.Attrs[ra.name]) > lim.entries {
+				return fmt.Errorf("range retrieval of %s on %q: %w", want, e.DN, p.entryCapError(lim))
+			}
 			req := ldap.NewSearchRequest(e.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
 				"(objectClass=*)", []string{want}, nil)
 			var got *valueRange

@@ -8,8 +8,13 @@
 // directory of 100k users that way costs several times what ldapsearch
 // spends (docs/performance.md). Here each response message is read into
 // one reused buffer and walked in place; only attribute values become
-// strings. Errors are *ldap.Error values (result codes, and
-// ldap.ErrorNetwork for I/O), so callers treat them as go-ldap's.
+// strings. The buffer grows only as a message's bytes arrive, never to a
+// length the server merely announces.
+//
+// Errors are *ldap.Error values (result codes, and ldap.ErrorNetwork for
+// I/O and malformed responses), so callers treat them as go-ldap's; like
+// go-ldap's they carry no package prefix, and a context that ended is
+// returned as the context's error.
 //
 // A Conn is used by one goroutine at a time and runs one request at a time.
 package ldapwire
@@ -33,6 +38,9 @@ import (
 // maxMessage bounds one response message (a group with a million members
 // is about 60 MB); a longer length is a protocol error, not an allocation.
 const maxMessage = 256 << 20
+
+// minGrowth is the least a message buffer grows by (see readBody).
+const minGrowth = 64 << 10
 
 // BER tags of the messages this client reads and writes (RFC 4511).
 const (
@@ -268,11 +276,7 @@ func (c *Conn) readMessage(ctx context.Context) (id int32, tag byte, body, contr
 	if n > maxMessage {
 		return 0, 0, nil, nil, protocolError("message of %d bytes is longer than %d", n, maxMessage)
 	}
-	if cap(c.msg) < n {
-		c.msg = make([]byte, n)
-	}
-	c.msg = c.msg[:n]
-	if _, err := io.ReadFull(c.r, c.msg); err != nil {
+	if err := c.readBody(int(n)); err != nil {
 		return 0, 0, nil, nil, c.ioError(ctx, err)
 	}
 	t, idBytes, rest, err := next(c.msg)
@@ -297,6 +301,33 @@ func (c *Conn) readMessage(ctx context.Context) (id int32, tag byte, body, contr
 		}
 	}
 	return int32(id64), tag, body, controls, nil
+}
+
+// readBody reads the n bytes of a message into c.msg. The length comes
+// from the server, so the buffer grows only as bytes arrive: at most
+// doubling, by at least minGrowth, never past n. A server that announces
+// 256 MiB and sends a few bytes costs a few bytes, not the announced
+// length. c.msg keeps its capacity for the next message.
+func (c *Conn) readBody(n int) error {
+	buf := c.msg[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			// Grow by the larger of minGrowth and what arrived so far,
+			// never past n.
+			grow := min(max(len(buf), minGrowth), n-len(buf))
+			nb := make([]byte, len(buf), len(buf)+grow)
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := c.r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			c.msg = buf[:0]
+			return err
+		}
+	}
+	c.msg = buf
+	return nil
 }
 
 // ioError turns a read failure into an ErrorNetwork *ldap.Error, or the
@@ -459,43 +490,47 @@ func next(b []byte) (tag byte, content, rest []byte, err error) {
 	if tag&0x1f == 0x1f {
 		return 0, nil, nil, protocolError("multi-byte tag")
 	}
-	n, hdr := int(b[1]), 2
+	// Lengths are unsigned and at most 4 bytes (32 bits), computed in 64
+	// bits and compared with what is left before any conversion to int:
+	// no overflow, also where int has 32 bits.
+	n, hdr := uint64(b[1]), 2
 	if n&0x80 != 0 {
-		k := n & 0x7f
+		k := int(n & 0x7f)
 		if k == 0 || k > 4 || len(b) < 2+k {
 			return 0, nil, nil, protocolError("bad length")
 		}
 		n = 0
 		for _, x := range b[2 : 2+k] {
-			n = n<<8 | int(x)
+			n = n<<8 | uint64(x)
 		}
 		hdr += k
 	}
-	if n > len(b)-hdr {
+	if n > uint64(len(b)-hdr) {
 		return 0, nil, nil, protocolError("element of %d bytes overruns its container", n)
 	}
-	return tag, b[hdr : hdr+n], b[hdr+n:], nil
+	end := hdr + int(n)
+	return tag, b[hdr:end], b[end:], nil
 }
 
-// readLength reads a definite BER length from r.
-func readLength(r *bufio.Reader) (int, error) {
+// readLength reads a definite BER length (at most 4 bytes) from r.
+func readLength(r *bufio.Reader) (uint64, error) {
 	b, err := r.ReadByte()
 	if err != nil {
 		return 0, err
 	}
 	if b&0x80 == 0 {
-		return int(b), nil
+		return uint64(b), nil
 	}
 	k := int(b & 0x7f)
 	if k == 0 || k > 4 {
 		return 0, protocolError("bad message length")
 	}
-	n := 0
+	var n uint64
 	for range k {
 		if b, err = r.ReadByte(); err != nil {
 			return 0, err
 		}
-		n = n<<8 | int(b)
+		n = n<<8 | uint64(b)
 	}
 	return n, nil
 }

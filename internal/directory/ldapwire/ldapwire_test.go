@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -256,6 +257,52 @@ func TestTimeoutAndCancellation(t *testing.T) {
 	}
 }
 
+// TestAnnouncedLengthIsNotAllocated: a server that announces a message of
+// (almost) 256 MiB and sends a few bytes costs a few bytes (issue 12 item
+// 9: the buffer was allocated at the announced size before any byte
+// arrived), and so does one that sends 1 MiB of it: the buffer grows with
+// what arrives.
+func TestAnnouncedLengthIsNotAllocated(t *testing.T) {
+	for _, sent := range []int{10, 1 << 20} {
+		reply := append([]byte{0x30, 0x84, 0x0f, 0xff, 0xff, 0xff}, make([]byte, sent)...)
+		c := serve(t, reply)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, _, err := searchAll(c)
+		runtime.ReadMemStats(&after)
+		if !ldap.IsErrorWithCode(err, ldap.ErrorNetwork) || !strings.Contains(err.Error(), "unexpected EOF") {
+			t.Fatalf("%d of 256 MiB sent: %v, want a network error (unexpected EOF)", sent, err)
+		}
+		if limit := 2*sent + minGrowth; cap(c.msg) > limit {
+			t.Errorf("%d bytes arrived: buffer of %d bytes, want at most %d", sent, cap(c.msg), limit)
+		}
+		// Everything the search allocated, the buffer's earlier sizes
+		// included: far below the announced 256 MiB.
+		if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+			t.Errorf("%d bytes arrived: the search allocated %d bytes", sent, got)
+		}
+	}
+}
+
+// TestLengthsAreUnsigned: a 4-byte length of 0xffffffff is a length, not
+// -1 (it was, where int has 32 bits: the message buffer's make panicked and
+// an element slice ran out of range). Run with GOARCH=386 too.
+func TestLengthsAreUnsigned(t *testing.T) {
+	c := serve(t, []byte{0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01})
+	if _, _, err := searchAll(c); !ldap.IsErrorWithCode(err, ldap.ErrorNetwork) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("message of 0xffffffff bytes: %v, want a network error saying it is too long", err)
+	}
+	for _, b := range [][]byte{
+		{0x04, 0x84, 0xff, 0xff, 0xff, 0xff, 0x00},
+		{0x04, 0x84, 0x80, 0x00, 0x00, 0x00, 0x00},
+		{0x04, 0x84, 0x7f, 0xff, 0xff, 0xff, 0x00},
+	} {
+		if _, _, _, err := next(b); err == nil || !strings.Contains(err.Error(), "overruns") {
+			t.Errorf("next(% x) = %v, want an overrun error", b, err)
+		}
+	}
+}
+
 func TestParseInt(t *testing.T) {
 	for _, tc := range []struct {
 		in   []byte
@@ -279,7 +326,8 @@ func TestParseInt(t *testing.T) {
 
 // FuzzSearchResponse feeds arbitrary bytes to a search as the server's
 // answer: the client must return (an entry stream and an error or a
-// result), never panic or hang.
+// result), never panic or hang, and never hold a buffer much larger than
+// the bytes that arrived, whatever lengths they announce.
 func FuzzSearchResponse(f *testing.F) {
 	var ok bytes.Buffer
 	ok.Write(message(1, entryOp("CN=A,DC=example", []string{"objectClass", "top"}, []string{"member;range=0-*", "x"})))
@@ -288,12 +336,18 @@ func FuzzSearchResponse(f *testing.F) {
 	f.Add(ok.Bytes())
 	f.Add(message(1, resultOp(ldap.ApplicationSearchResultDone, 4, "limit")))
 	f.Add(message(0, resultOp(ldap.ApplicationExtendedResponse, 52, "bye")))
+	f.Add([]byte{0x30, 0x84, 0x0f, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01})                   // 256 MiB announced, 3 bytes sent
+	f.Add([]byte{0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01})                   // 4 GiB announced
+	f.Add([]byte{0x30, 0x0a, 0x02, 0x01, 0x01, 0x64, 0x84, 0xff, 0xff, 0xff, 0xff, 0x04}) // an element of 4 GiB inside
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		c := serve(t, reply)
 		c.Timeout = time.Second
 		entries, _, err := searchAll(c)
 		if err == nil && len(reply) == 0 {
 			t.Fatal("an empty answer succeeded")
+		}
+		if limit := 2*len(reply) + minGrowth; cap(c.msg) > limit {
+			t.Fatalf("%d bytes arrived, the message buffer holds %d", len(reply), cap(c.msg))
 		}
 		for _, e := range entries {
 			for _, a := range e.Attrs {
