@@ -290,3 +290,24 @@ func fenceError(account string, err error) error {
 	}
 	return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
 }
+
+// fencedDelete deletes the status record if the token is current.
+var fencedDelete = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('DIRSYNC_FENCED stale fencing token')
+end
+redis.call('DEL', KEYS[2])
+return 1`)
+
+// DeleteStatus removes an account's status record if the caller holds the
+// account's current fencing token.
+func (f *Fenced) DeleteStatus(ctx context.Context, account string) error {
+	token, ok := f.tokens.Token(account)
+	if !ok {
+		return fmt.Errorf("delete status %s: %w", account, ErrNotOwner)
+	}
+	if err := fencedDelete.Run(ctx, f.c, []string{f.keys.Fence(account), f.keys.Status(account)}, token).Err(); err != nil {
+		return fenceError(account, err)
+	}
+	return nil
+}

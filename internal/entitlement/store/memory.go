@@ -119,3 +119,11 @@ func (m *Memory) Status(_ context.Context, account string) (accesscache.AccountS
 	err := json.Unmarshal(b, &st)
 	return st, true, err
 }
+
+// DeleteStatus removes an account's status record.
+func (m *Memory) DeleteStatus(_ context.Context, account string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.status, account)
+	return nil
+}

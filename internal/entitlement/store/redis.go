@@ -221,3 +221,12 @@ func encodeDecision(d *entitlement.Decision, at time.Time) ([]byte, error) {
 	c.SyncedAt = at.UTC().Truncate(time.Second)
 	return json.Marshal(&c)
 }
+
+// DeleteStatus removes an account's status record (the account was
+// deleted).
+func (r *Redis) DeleteStatus(ctx context.Context, account string) error {
+	if err := r.c.Del(ctx, r.keys.Status(account)).Err(); err != nil {
+		return fmt.Errorf("%w: delete status: %w", accesscache.ErrUnavailable, err)
+	}
+	return nil
+}

@@ -52,6 +52,7 @@ type Cache interface {
 	Apply(ctx context.Context, account string, changes []mapper.Change, at time.Time) error
 	PutStatus(ctx context.Context, st accesscache.AccountStatus) error
 	Status(ctx context.Context, account string) (accesscache.AccountStatus, bool, error)
+	DeleteStatus(ctx context.Context, account string) error
 }
 
 // Safeguard limits how much access one pass may take away.
@@ -161,6 +162,7 @@ type Engine struct {
 	log   *zap.Logger
 	now   func() time.Time
 
+	mu       sync.RWMutex // guards accounts and order
 	accounts map[string]*accountState
 	order    []string
 }
@@ -186,9 +188,15 @@ type accountState struct {
 	// hold is the hold the last completed pass recorded (nil: none), shown
 	// in the reports of passes that find nothing to evaluate.
 	hold *accesscache.Hold
+	// removed: the account was removed from the engine; a pass that was
+	// waiting for the run lock does nothing.
+	removed bool
 
-	mu   sync.Mutex // guards last
+	mu   sync.Mutex // guards last and next
 	last map[Mode]Report
+	// next is a configuration given by Put while the account exists; the
+	// next pass takes it over (never in the middle of a pass).
+	next *Account
 }
 
 // New returns an engine for accounts publishing to cache.
@@ -204,12 +212,102 @@ func New(cache Cache, accounts []Account, log *zap.Logger, now func() time.Time)
 	return e
 }
 
-// Accounts returns the account ids in configuration order.
-func (e *Engine) Accounts() []string { return slices.Clone(e.order) }
+// Accounts returns the account ids in configuration order (accounts added
+// by Put last).
+func (e *Engine) Accounts() []string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return slices.Clone(e.order)
+}
+
+// account returns an account's state, or nil.
+func (e *Engine) account(id string) *accountState {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.accounts[id]
+}
+
+// Put adds an account or changes its configuration, touching no other
+// account. A change takes effect at the account's next pass, which
+// re-evaluates every decision under the new policy; a new source (another
+// directory or new credentials) starts with a full read.
+func (e *Engine) Put(acct Account) {
+	id := acct.Policy.Account
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a := e.accounts[id]; a != nil {
+		a.mu.Lock()
+		a.next = &acct
+		a.mu.Unlock()
+		return
+	}
+	e.accounts[id] = &accountState{cfg: acct, last: map[Mode]Report{}}
+	e.order = append(e.order, id)
+}
+
+// Remove takes an account out of the engine: a pass running finishes, none
+// starts. With unpublish, every decision it published is removed from the
+// cache (one change event each: the users become unknown_user) and its
+// status record is deleted. It returns how many decisions it removed.
+func (e *Engine) Remove(ctx context.Context, id string, unpublish bool) (int, error) {
+	e.mu.Lock()
+	a := e.accounts[id]
+	delete(e.accounts, id)
+	e.order = slices.DeleteFunc(e.order, func(o string) bool { return o == id })
+	e.mu.Unlock()
+	if a == nil {
+		return 0, fmt.Errorf("%w %q", ErrUnknownAccount, id)
+	}
+	a.run.Lock()
+	defer a.run.Unlock()
+	a.removed = true
+	if !unpublish {
+		return 0, nil
+	}
+	published, err := e.cache.Published(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	changes := make([]mapper.Change, 0, len(published))
+	for email, p := range published {
+		old := p
+		changes = append(changes, mapper.Change{Email: email, Old: &old})
+	}
+	if len(changes) > 0 {
+		if err := e.cache.Apply(ctx, id, changes, e.now()); err != nil {
+			return 0, err
+		}
+	}
+	if err := e.cache.DeleteStatus(ctx, id); err != nil {
+		return len(changes), err
+	}
+	e.log.Info("account removed; its decisions were unpublished", zap.String("account", id), zap.Int("removed", len(changes)))
+	return len(changes), nil
+}
+
+// takeNext applies a configuration Put while the account existed (run
+// lock held).
+func (a *accountState) takeNext() {
+	a.mu.Lock()
+	next := a.next
+	a.next = nil
+	a.mu.Unlock()
+	if next == nil {
+		return
+	}
+	if next.Source != a.cfg.Source {
+		if c, ok := a.cfg.Source.(interface{ Close() }); ok {
+			c.Close()
+		}
+		a.read = false // the new source starts with a full read
+	}
+	a.cfg = *next
+	a.unpublished = true // re-evaluate every decision under the new policy
+}
 
 // LastReports returns the last report of each mode for an account.
 func (e *Engine) LastReports(account string) map[Mode]Report {
-	a := e.accounts[account]
+	a := e.account(account)
 	if a == nil {
 		return nil
 	}
@@ -226,6 +324,8 @@ func (e *Engine) LastReports(account string) map[Mode]Report {
 // sync (modes e has not run yet), so a config reload, which builds a new
 // engine, does not blank an account's run history until its next passes.
 func (e *Engine) KeepReports(from *Engine) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	for id, a := range e.accounts {
 		prev := from.LastReports(id)
 		a.mu.Lock()
@@ -241,7 +341,7 @@ func (e *Engine) KeepReports(from *Engine) {
 // Run performs one pass for account. The report is filled in whether or not
 // the pass fails; the error says why it did.
 func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report, error) {
-	a := e.accounts[account]
+	a := e.account(account)
 	if a == nil {
 		return Report{Account: account, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
 	}
@@ -256,6 +356,10 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 		a.run.Lock()
 	}
 	defer a.run.Unlock()
+	if a.removed {
+		return Report{Account: account, Mode: opts.Mode, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
+	}
+	a.takeNext()
 
 	start := e.now()
 	rep := Report{Account: account, Mode: opts.Mode, DryRun: opts.DryRun, StartedAt: start.UTC()}

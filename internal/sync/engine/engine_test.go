@@ -439,3 +439,65 @@ func TestKeepReportsCarriesHistoryAcrossEngines(t *testing.T) {
 		t.Errorf("acme's full run after a new pass = %+v, want unchanged", rep)
 	}
 }
+
+// TestPutAndRemoveAccountsLive: an account added, changed and removed on a
+// running engine; the others are untouched.
+func TestPutAndRemoveAccountsLive(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(3, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// A second account, added while the engine runs.
+	other := &fakeSource{}
+	snap := org(2, nil)
+	for i := range snap.Users {
+		snap.Users[i].Email = fmt.Sprintf("u%03d@globex.example", i)
+	}
+	other.set(snap, nil)
+	e.Put(Account{Policy: mapper.Policy{Account: "globex", ClaimedDomains: []string{"globex.example"},
+		Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionBasic}}}, Source: other,
+		Safeguard: Safeguard{MaxLostAccessPercent: 20, MaxLostAccessUsers: 500}})
+	if got := e.Accounts(); len(got) != 2 || got[1] != "globex" {
+		t.Fatalf("accounts %v", got)
+	}
+	if _, err := e.Run(ctx, "globex", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := allowed(t, cache, "u001@globex.example"); d.Permission != entitlement.PermissionBasic {
+		t.Fatalf("globex user = %+v", d)
+	}
+	// A binding change is applied by the next pass, even an incremental
+	// one that reads no directory change.
+	e.Put(Account{Policy: mapper.Policy{Account: "globex", ClaimedDomains: []string{"globex.example"},
+		Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}, Source: other,
+		Safeguard: Safeguard{MaxLostAccessPercent: 20, MaxLostAccessUsers: 500}})
+	if rep, err := e.Run(ctx, "globex", Options{Mode: ModeIncremental}); err != nil || rep.Changes.Published != 2 {
+		t.Fatalf("pass after the binding change: %+v %v", rep, err)
+	}
+	if d := allowed(t, cache, "u001@globex.example"); d.Permission != entitlement.PermissionPro {
+		t.Errorf("after the binding change = %+v", d)
+	}
+	// Removing globex with unpublish: its users become unknown_user; acme
+	// is untouched and the removed account runs no more.
+	n, err := e.Remove(ctx, "globex", true)
+	if err != nil || n != 2 {
+		t.Fatalf("remove: %d %v", n, err)
+	}
+	if d := allowed(t, cache, "u001@globex.example"); d.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("after removal = %+v", d)
+	}
+	if _, found, _ := cache.Status(ctx, "globex"); found {
+		t.Error("the removed account's status record survives")
+	}
+	if d := allowed(t, cache, "u001@acme.example"); !d.Allowed {
+		t.Errorf("acme's user after globex's removal = %+v", d)
+	}
+	if _, err := e.Run(ctx, "globex", Options{}); !errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("a pass of the removed account: %v", err)
+	}
+	if _, err := e.Remove(ctx, "globex", true); !errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("removing twice: %v", err)
+	}
+}

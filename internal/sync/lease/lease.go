@@ -63,12 +63,15 @@ type Options struct {
 type Manager struct {
 	c        redis.UniversalClient
 	keys     accesscache.Keys
-	holder   string
-	accounts []string // in this holder's order of preference
-	period   time.Duration
-	log      *zap.Logger
+	holder  string
+	replica string
+	period  time.Duration
+	log     *zap.Logger
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// accounts are the accounts to share, in this holder's order of
+	// preference; SetAccounts changes them.
+	accounts []string
 	owned   map[string]held
 	alive   int
 	running bool
@@ -108,9 +111,16 @@ func New(c redis.UniversalClient, o Options) (*Manager, error) {
 		log:    o.Log,
 		owned:  map[string]held{},
 	}
-	m.accounts = slices.Clone(o.Accounts)
-	slices.SortFunc(m.accounts, func(a, b string) int {
-		ha, hb := preference(o.Replica, a), preference(o.Replica, b)
+	m.replica = o.Replica
+	m.accounts = m.preferenceOrder(o.Accounts)
+	return m, nil
+}
+
+// preferenceOrder sorts accounts in this replica's order of preference.
+func (m *Manager) preferenceOrder(accounts []string) []string {
+	out := slices.Clone(accounts)
+	slices.SortFunc(out, func(a, b string) int {
+		ha, hb := preference(m.replica, a), preference(m.replica, b)
 		switch {
 		case ha < hb:
 			return -1
@@ -119,7 +129,18 @@ func New(c redis.UniversalClient, o Options) (*Manager, error) {
 		}
 		return strings.Compare(a, b)
 	})
-	return m, nil
+	return out
+}
+
+// SetAccounts replaces the accounts to share (an account created or
+// deleted through the accounts API, a config reload). The leases of
+// accounts no longer listed are released at the next step; new accounts
+// are acquired like any other. Every replica must come to the same list.
+func (m *Manager) SetAccounts(accounts []string) {
+	sorted := m.preferenceOrder(accounts)
+	m.mu.Lock()
+	m.accounts = sorted
+	m.mu.Unlock()
 }
 
 // preference spreads first choices: each replica tries accounts in its own
@@ -295,11 +316,15 @@ func (m *Manager) step(ctx context.Context) {
 		m.alive = alive
 		m.mu.Unlock()
 	}
+	m.releaseUnlisted(ctx)
 	m.renewAll(ctx)
 	if err != nil {
 		return // without a live count, neither take nor give up accounts
 	}
-	target := (len(m.accounts) + alive - 1) / max(alive, 1)
+	m.mu.Lock()
+	n := len(m.accounts)
+	m.mu.Unlock()
+	target := (n + alive - 1) / max(alive, 1)
 	owned := m.ownedAccounts()
 	if len(owned) > target {
 		m.giveUp(ctx, owned, len(owned)-target)
@@ -355,6 +380,26 @@ func (m *Manager) renewAll(ctx context.Context) {
 			delete(m.owned, a)
 			m.log.Warn("lease renewal failed; account dropped until it can be re-acquired", zap.String("account", a), zap.Error(err))
 		}
+	}
+}
+
+// releaseUnlisted gives up the leases of owned accounts SetAccounts no
+// longer lists.
+func (m *Manager) releaseUnlisted(ctx context.Context) {
+	m.mu.Lock()
+	listed := make(map[string]bool, len(m.accounts))
+	for _, a := range m.accounts {
+		listed[a] = true
+	}
+	var gone []string
+	for a := range m.owned {
+		if !listed[a] {
+			gone = append(gone, a)
+		}
+	}
+	m.mu.Unlock()
+	for _, a := range gone {
+		m.releaseOne(ctx, a, "account removed")
 	}
 }
 

@@ -225,3 +225,34 @@ func TestContention(t *testing.T) {
 		}
 	}
 }
+
+// TestSetAccounts: accounts added to and removed from the list of two
+// running replicas are shared out, and a removed account's lease is
+// released (not kept until the replica stops).
+func TestSetAccounts(t *testing.T) {
+	srv := servertest.StartRedis(t)
+	a, b := start(t, srv.Addr, "a"), start(t, srv.Addr, "b")
+	waitFor(t, 10*time.Second, "the four accounts split", func() bool { return len(a.owned())+len(b.owned()) == 4 })
+	more := append(append([]string(nil), accounts...), "tyrell", "cyberdyne")
+	a.m.SetAccounts(more)
+	b.m.SetAccounts(more)
+	waitFor(t, 10*time.Second, "six accounts owned, three each", func() bool {
+		n := 0
+		for _, acct := range more {
+			if a.m.Owns(acct) || b.m.Owns(acct) {
+				n++
+			}
+		}
+		return n == 6 && len(a.m.State().Accounts) == 6
+	})
+	a.m.SetAccounts(accounts[1:]) // acme is deleted
+	b.m.SetAccounts(accounts[1:])
+	keys := accesscache.NewKeys("t")
+	waitFor(t, 10*time.Second, "acme's lease released", func() bool {
+		n, err := a.c.Exists(context.Background(), keys.Lease("acme")).Result()
+		return err == nil && n == 0 && !a.m.Owns("acme") && !b.m.Owns("acme")
+	})
+	if _, listed := a.m.State().Accounts["acme"]; listed {
+		t.Error("the removed account is still in the replica's state")
+	}
+}
