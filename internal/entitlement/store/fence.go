@@ -32,6 +32,16 @@ import (
 // now (or this one never did), and nothing was written.
 var ErrNotOwner = errors.New("not the account's owner (stale fencing token); nothing published")
 
+// ErrStaleStamp is returned (with ErrNotOwner) by a fenced publish on the
+// per-key path when a user key's stamp carries a newer sequence number of
+// the account than the caller's token. The token is current, so the
+// account's fence was lost and its sequence started again below the
+// stamps. Nothing of the batch is recorded as published; the fence is
+// raised to the newest stamp met and the caller's lease is dropped, so the
+// account's next acquisition (any replica's next lease step) gets a token
+// above the stamps, and its first pass, a full one, publishes again.
+var ErrStaleStamp = errors.New("a user key's fencing stamp is newer than the account's current token (the fence key was lost); the fence was raised above it and the account is re-acquired with a newer token")
+
 // TokenSource gives the fencing token this process holds for an account.
 // ok is false when it holds none. A token starts with "<seq>|", where seq
 // increases with every acquisition of the account's lease (see package
@@ -257,8 +267,14 @@ func (f *Fenced) execBatch(ctx context.Context, b *fencedCall) (refused []Confli
 		if cur != b.token {
 			return nil, fmt.Errorf("publish %s: %w", b.account, ErrNotOwner)
 		}
-		if refused, err = f.stampUsers(ctx, b); err != nil {
+		var newestStamp int64
+		if refused, newestStamp, err = f.stampUsers(ctx, b); err != nil {
 			return nil, err
+		}
+		if newestStamp > 0 {
+			// Some user keys were refused: the index and stream are not
+			// written, so nothing of the batch counts as published.
+			return nil, f.raiseFence(ctx, b, newestStamp)
 		}
 	}
 	reply, err := fencedBatch.Run(ctx, f.c, b.keys, b.args...).Slice()
@@ -275,16 +291,17 @@ func (f *Fenced) execBatch(ctx context.Context, b *fencedCall) (refused []Confli
 
 // stampUsers writes a batch's user keys with per-key stamps (Cluster). It
 // returns the changes the ownership rule refused, marked 'x' in b.args for
-// fencedBatch to leave out of the index and stream.
-func (f *Fenced) stampUsers(ctx context.Context, b *fencedCall) ([]Conflict, error) {
+// fencedBatch to leave out of the index and stream, and the newest stamp
+// sequence number that refused a write (0 when none did).
+func (f *Fenced) stampUsers(ctx context.Context, b *fencedCall) (refused []Conflict, newestStamp int64, err error) {
 	seq, _, _ := strings.Cut(b.token, "|")
 	if _, err := strconv.ParseInt(seq, 10, 64); err != nil {
-		return nil, fmt.Errorf("publish %s: malformed fencing token: %w", b.account, ErrNotOwner)
+		return nil, 0, fmt.Errorf("publish %s: malformed fencing token: %w", b.account, ErrNotOwner)
 	}
 	// Load the scripts once so the pipeline can use EVALSHA on every node.
 	for _, s := range []*redis.Script{stampedUser, setOwned, delIfOwned} {
 		if err := s.Load(ctx, f.c).Err(); err != nil {
-			return nil, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
+			return nil, 0, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
 		}
 	}
 	pipe := f.c.Pipeline()
@@ -307,17 +324,25 @@ func (f *Fenced) stampUsers(ctx context.Context, b *fencedCall) ([]Conflict, err
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
+		return nil, 0, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
 	}
-	var refused []Conflict
 	for i := range b.batch {
 		owner := ""
 		switch v := cmds[i].Val().(type) {
 		case string: // setOwned refused
 			owner = v
 		case []any:
-			if code, _ := v[0].(int64); code == 0 {
-				owner, _ = v[1].(string)
+			code, _ := v[0].(int64)
+			info, _ := v[1].(string)
+			switch code {
+			case 0:
+				owner = info
+			case -1:
+				stamp, err := strconv.ParseInt(info, 10, 64)
+				if err != nil || stamp < 1 {
+					return nil, 0, fmt.Errorf("publish %s: malformed stamp %q on %s", b.account, info, b.batch[i].Email)
+				}
+				newestStamp = max(newestStamp, stamp)
 			}
 		}
 		if owner != "" && b.batch[i].New != nil {
@@ -325,7 +350,28 @@ func (f *Fenced) stampUsers(ctx context.Context, b *fencedCall) ([]Conflict, err
 			refused = append(refused, Conflict{Email: b.batch[i].Email, Owner: owner})
 		}
 	}
-	return refused, nil
+	return refused, newestStamp, nil
+}
+
+// raiseFence moves the account's fence to the newest stamp met, if the
+// caller's token is still the current one, and drops the caller's lease,
+// so the next acquisition's sequence number (the fence's plus one) is
+// above every stamp met: stamps stay monotonic though the fence was lost.
+// It returns the error of the refused publish.
+//
+//	KEYS: fence, lease   ARGV: token, newest stamp
+var raiseFence = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|raised-above-stamps|-')
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1`)
+
+func (f *Fenced) raiseFence(ctx context.Context, b *fencedCall, newestStamp int64) error {
+	err := raiseFence.Run(ctx, f.c, []string{f.keys.Fence(b.account), f.keys.Lease(b.account)}, b.token, newestStamp).Err()
+	if err != nil {
+		return fmt.Errorf("%w: publish %s: %w; raising the fence failed: %w", accesscache.ErrUnavailable, b.account, ErrStaleStamp, err)
+	}
+	return fmt.Errorf("publish %s: %w: %w", b.account, ErrStaleStamp, ErrNotOwner)
 }
 
 // PutStatus writes an account's status record if the caller holds the

@@ -53,6 +53,10 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatalf("alice = %+v after a refused publish", d)
 		}
 	})
+	t.Run("a refused stamp fails the batch", func(t *testing.T) {
+		flush(t)
+		refusedStampFailsTheBatch(t, c, store.FenceAuto)
+	})
 	t.Run("readers never see unchanged users vanish", func(t *testing.T) {
 		flush(t)
 		readersNeverSeeUnchangedUsersVanish(t, store.NewRedis(c, "test"), c)
