@@ -8,6 +8,8 @@ import (
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/dirsync/dirsync/entitlement"
 )
 
@@ -54,49 +56,44 @@ func (s *Service) Resync(ctx context.Context, account string, o ResyncOptions) (
 			return res, err
 		}
 	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return res, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
-	if err := lockAccounts(ctx, tx, []string{account}); err != nil {
-		return res, err
-	}
-	members, err := allMembers(ctx, tx, account)
-	if err != nil {
-		return res, err
-	}
-	decisions := decisionsOf(account, members)
-	res.Stats = statsOf(decisions)
-	published, err := s.cache.Published(ctx, account)
-	if err != nil {
-		return res, err
-	}
-	res.Delta = mapper.Diff(published, decisions)
-	if len(decisions) == 0 && len(published) > 0 && !o.Force {
-		return res, fmt.Errorf("account %s: %w", account, ErrEmptyRead)
-	}
-	if o.DryRun {
-		return res, nil
-	}
-	now := s.now().UTC()
-	st, _, err := s.cache.Status(ctx, account)
-	if err != nil {
-		return res, err
-	}
-	if len(res.Delta.Changes) > 0 {
-		if err := s.cache.Apply(ctx, account, res.Delta.Changes, now); err != nil {
-			return res, err
+	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockAccounts(ctx, tx, []string{account}); err != nil {
+			return err
 		}
-		st.Generation++
-		res.Published = len(res.Delta.Changes)
-	}
-	fillStatus(&st, account, decisions)
-	st.LastSyncAt, st.LastFullSyncAt = now.Truncate(time.Second), now.Truncate(time.Second)
-	if err := s.cache.PutStatus(ctx, st); err != nil {
-		return res, err
-	}
-	return res, tx.Commit(ctx)
+		members, err := allMembers(ctx, tx, account)
+		if err != nil {
+			return err
+		}
+		decisions := decisionsOf(account, members)
+		res.Stats = statsOf(decisions)
+		published, err := s.cache.Published(ctx, account)
+		if err != nil {
+			return err
+		}
+		res.Delta = mapper.Diff(published, decisions)
+		if len(decisions) == 0 && len(published) > 0 && !o.Force {
+			return fmt.Errorf("account %s: %w", account, ErrEmptyRead)
+		}
+		if o.DryRun {
+			return nil
+		}
+		now := s.now().UTC()
+		st, _, err := s.cache.Status(ctx, account)
+		if err != nil {
+			return err
+		}
+		if len(res.Delta.Changes) > 0 {
+			if err := s.cache.Apply(ctx, account, res.Delta.Changes, now); err != nil {
+				return err
+			}
+			st.Generation++
+			res.Published = len(res.Delta.Changes)
+		}
+		fillStatus(&st, account, decisions)
+		st.LastSyncAt, st.LastFullSyncAt = now.Truncate(time.Second), now.Truncate(time.Second)
+		return s.cache.PutStatus(ctx, st)
+	})
+	return res, err
 }
 
 func statsOf(decisions []entitlement.Decision) mapper.Stats {
