@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/entitlement/store"
 	"github.com/dirsync/dirsync/internal/mailaddr"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
@@ -99,12 +101,7 @@ func (s *Service) Invite(ctx context.Context, actor, account string, emails []st
 		return Result{}, err
 	}
 	actor = cleanActor(actor)
-	return s.run(ctx, emails, request{account: a, action: actionInvite, actor: actor, check: func(email string) *Error {
-		if owner := s.domainOwner[mailaddr.Domain(email)]; owner != "" && owner != a.ID {
-			return refuse(CodeConflict, "%s is in domain %s, claimed by account %q: its users belong to that account", email, mailaddr.Domain(email), owner)
-		}
-		return nil
-	}, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, emails, request{account: a, action: actionInvite, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		switch {
 		case cur != nil && cur.State == StateInvited:
 			return outcome{}, refuse(CodeConflict, "%s already has a pending invitation to account %q", email, a.ID)
@@ -146,7 +143,9 @@ func (s *Service) Accept(ctx context.Context, actor, account, email string) (Res
 
 // Register records a user who signed up with an email in a claimed domain
 // of an enterprise account: they join it with the account's auto-join
-// permission.
+// permission. Claimed domains win: a membership or invitation of the email
+// in another account (a team that invited it before the domain was
+// claimed) ends in the same transaction, audited in that account.
 func (s *Service) Register(ctx context.Context, actor, account, email string) (Result, error) {
 	a, err := s.account(account, actionRegister, KindEnterprise)
 	if err != nil {
@@ -274,6 +273,8 @@ type request struct {
 	action  string
 	actor   string
 	// check, when set, rejects an email before the database is consulted.
+	// Every action but a removal or a suspension is also refused for an
+	// email the account may not publish (Service.claimRefusal).
 	check func(email string) *Error
 	// step decides each email's change from its locked row.
 	step step
@@ -314,18 +315,32 @@ func (s *Service) run(ctx context.Context, rawEmails []string, req request) (Res
 				continue
 			}
 		}
-		valid = append(valid, i)
-	}
-	if len(valid) > 0 {
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = s.runTx(ctx, &req, &res, valid); !errors.Is(err, errRetry) {
-				break
+		if req.action != actionRemove && req.action != actionSuspend {
+			if e := s.claimRefusal(req.account, email); e != nil {
+				reject(it, e)
+				continue
 			}
 		}
-		if err != nil {
-			return Result{Account: req.account.ID, Action: req.action}, err
+		valid = append(valid, i)
+	}
+	var err error
+	for attempt := 0; attempt < 5 && len(valid) > 0; attempt++ {
+		err = s.runTx(ctx, &req, &res, valid)
+		var conflict *store.ConflictError
+		if errors.As(err, &conflict) && conflict.Account == req.account.ID {
+			// The cache refused some of the account's writes: another
+			// account holds those users' keys. The transaction was rolled
+			// back; reject them and apply the others.
+			valid = s.rejectConflicts(&res, valid, conflict)
+			err = nil
+			continue
 		}
+		if !errors.Is(err, errRetry) {
+			break
+		}
+	}
+	if err != nil {
+		return Result{Account: req.account.ID, Action: req.action}, err
 	}
 	for _, it := range res.Items {
 		switch it.Result {
@@ -340,6 +355,27 @@ func (s *Service) run(ctx context.Context, rawEmails []string, req request) (Res
 	return res, nil
 }
 
+// rejectConflicts rejects the items the cache refused and returns the
+// others.
+func (s *Service) rejectConflicts(res *Result, valid []int, conflict *store.ConflictError) []int {
+	owners := map[string]string{}
+	for _, c := range conflict.Conflicts {
+		owners[c.Email] = c.Owner
+		s.log.Warn("console action refused for a user another account holds in the access cache; its key keeps that account's decision",
+			zap.String("account", res.Account), zap.String("action", res.Action), zap.String("email", c.Email), zap.String("held_by", c.Owner))
+	}
+	kept := valid[:0:0]
+	for _, i := range valid {
+		it := &res.Items[i]
+		if owner, refused := owners[it.Email]; refused {
+			reject(it, refuse(CodeConflict, "%s is held in the access cache by account %q (which claims its domain): nothing changed", it.Email, owner))
+			continue
+		}
+		kept = append(kept, i)
+	}
+	return kept
+}
+
 func reject(it *ItemResult, e *Error) {
 	it.Result, it.Code, it.Error, it.Decision = ResultRejected, e.Code, e.Message, nil
 }
@@ -347,6 +383,7 @@ func reject(it *ItemResult, e *Error) {
 // txAction is one attempt of a request inside its transaction.
 type txAction struct {
 	*request
+	svc *Service
 	tx  pgx.Tx
 	now time.Time
 	// locked are the accounts whose advisory locks the transaction holds.
@@ -370,7 +407,7 @@ func (s *Service) runTx(ctx context.Context, req *request, res *Result, valid []
 		if err := lockAccounts(ctx, tx, locked); err != nil {
 			return err
 		}
-		act := &txAction{request: req, tx: tx, now: s.now().UTC().Truncate(time.Microsecond), locked: locked, changes: map[string][]mapper.Change{}}
+		act := &txAction{request: req, svc: s, tx: tx, now: s.now().UTC().Truncate(time.Microsecond), locked: locked, changes: map[string][]mapper.Change{}}
 		for _, i := range valid {
 			it := &res.Items[i]
 			it.Result, it.Code, it.Error, it.Decision = "", "", "", nil
@@ -411,14 +448,21 @@ func (s *Service) runTx(ctx context.Context, req *request, res *Result, valid []
 }
 
 // accountsToLock lists the accounts a request's transaction locks: its
-// own, and for an invitation the other teams whose removed_from_team rows
-// it deletes (one account per email).
+// own; for an invitation, the other teams whose removed_from_team rows it
+// deletes; for a registration, the other accounts whose memberships it
+// ends (one account per email).
 func accountsToLock(ctx context.Context, tx pgx.Tx, req *request, emails []string) ([]string, error) {
 	locked := []string{req.account.ID}
-	if req.action != actionInvite {
+	var states string
+	switch req.action {
+	case actionInvite:
+		states = "state = 'removed'"
+	case actionRegister:
+		states = "state <> 'removed'"
+	default:
 		return locked, nil
 	}
-	rows, err := tx.Query(ctx, "SELECT DISTINCT account_id FROM console_members WHERE email = ANY($1) AND state = 'removed' AND account_id <> $2", emails, req.account.ID)
+	rows, err := tx.Query(ctx, "SELECT DISTINCT account_id FROM console_members WHERE email = ANY($1) AND "+states+" AND account_id <> $2", emails, req.account.ID)
 	if err != nil {
 		return nil, fmt.Errorf("find earlier teams: %w", err)
 	}
@@ -451,10 +495,14 @@ func (act *txAction) applyOne(ctx context.Context, it *ItemResult) error {
 	var ch mapper.Change
 	err = inTx(ctx, act.tx, func(sp pgx.Tx) error {
 		var err error
-		if act.action == actionInvite {
-			if pending, err = act.clearEarlierTeams(ctx, sp, it.Email); err != nil {
-				return err
-			}
+		switch act.action {
+		case actionInvite:
+			pending, err = act.clearEarlierTeams(ctx, sp, it.Email)
+		case actionRegister:
+			pending, err = act.endOtherMemberships(ctx, sp, it.Email)
+		}
+		if err != nil {
+			return err
 		}
 		if ch, err = act.write(ctx, sp, it, cur, &out); err != nil {
 			return err
@@ -481,7 +529,55 @@ func (act *txAction) applyOne(ctx context.Context, it *ItemResult) error {
 		act.changes[p.account] = append(act.changes[p.account], p.change)
 	}
 	act.changes[a.ID] = append(act.changes[a.ID], ch)
+	if publish, _, _ := act.svc.claim(a, it.Email); !publish {
+		it.Decision = nil // removed from a team that may not publish it
+	}
 	return nil
+}
+
+// endOtherMemberships ends the invitation or membership a registering
+// email has in other accounts (claimed domains win over invitations): the
+// rows become removed, audited in their accounts, and their decisions
+// leave the cache. It asks for a retry when such an account is not locked.
+func (act *txAction) endOtherMemberships(ctx context.Context, sp pgx.Tx, email string) ([]accountChange, error) {
+	rows, err := sp.Query(ctx, "SELECT account_id, "+memberColumns+" FROM console_members WHERE email = $1 AND state <> 'removed' AND account_id <> $2 FOR UPDATE", email, act.account.ID)
+	if err != nil {
+		return nil, fmt.Errorf("end other memberships of %s: %w", email, err)
+	}
+	type held struct {
+		account string
+		m       *Member
+	}
+	others, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (held, error) {
+		var h held
+		var m Member
+		err := r.Scan(&h.account, &m.Email, &m.UserID, &m.State, &m.Permission, &m.Suspended, &m.Source, &m.InvitedAt,
+			&m.InvitedBy, &m.JoinedAt, &m.TrialEndedAt, &m.SuspendedAt, &m.RemovedAt, &m.UpdatedAt)
+		h.m = &m
+		return h, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("end other memberships of %s: %w", email, err)
+	}
+	var pending []accountChange
+	for _, h := range others {
+		if !slices.Contains(act.locked, h.account) {
+			return nil, errRetry
+		}
+		if _, err := sp.Exec(ctx, `UPDATE console_members SET state = 'removed', permission = 'none', suspended = false,
+				suspended_at = NULL, removed_at = $3, updated_at = $3 WHERE account_id = $1 AND email = $2`, h.account, email, act.now); err != nil {
+			return nil, fmt.Errorf("end membership of %s in %s: %w", email, h.account, err)
+		}
+		detail, _ := json.Marshal(map[string]any{"reason": "domain_claimed", "claimed_by": act.account.ID, "permission": h.m.Permission, "state": h.m.State})
+		if _, err := sp.Exec(ctx, "INSERT INTO console_audit (at, account_id, actor, action, email, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+			act.now, h.account, act.actor, actionRemove, email, detail); err != nil {
+			return nil, fmt.Errorf("audit %s in %s: %w", email, h.account, err)
+		}
+		old := h.m.Decision(h.account)
+		p := mapper.PublishedOf(&old)
+		pending = append(pending, accountChange{h.account, mapper.Change{Email: email, Old: &p}})
+	}
+	return pending, nil
 }
 
 // clearEarlierTeams deletes the removed_from_team rows an invited email
@@ -609,6 +705,7 @@ func lockAccounts(ctx context.Context, tx pgx.Tx, accounts []string) error {
 // publishes the whole account instead, so that one action never leaves a
 // half-published account looking fresh.
 func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, changes []mapper.Change, now time.Time) error {
+	a := s.accounts[account]
 	st, found, err := s.cache.Status(ctx, account)
 	if err != nil {
 		return err
@@ -618,7 +715,7 @@ func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, 
 		if err != nil {
 			return err
 		}
-		decisions := decisionsOf(account, members)
+		decisions, _ := s.decisionsOf(a, members)
 		published, err := s.cache.Published(ctx, account)
 		if err != nil {
 			return err
@@ -626,48 +723,85 @@ func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, 
 		changes = mapper.Diff(published, decisions).Changes
 		st.LastSyncAt, st.LastFullSyncAt = now, now
 		fillStatus(&st, account, decisions)
-	} else if err := countStatus(ctx, tx, &st, account); err != nil {
+	} else if err := s.countStatus(ctx, tx, &st, a); err != nil {
 		return err
 	}
 	st.Generation++
 	if err := s.cache.PutStatus(ctx, st); err != nil {
 		return err
 	}
-	return s.cache.Apply(ctx, account, changes, now)
+	return s.apply(ctx, a, changes, now)
 }
 
-// countStatus sets the counts of a status record with one aggregate query.
-func countStatus(ctx context.Context, tx pgx.Tx, st *accesscache.AccountStatus, account string) error {
-	rows, err := tx.Query(ctx, `SELECT state, permission, suspended, count(*) FROM console_members
-		WHERE account_id = $1 GROUP BY state, permission, suspended`, account)
+// apply publishes an account's changes as the claim rule allows (see
+// Service.claim): a change for an email the account may not publish is
+// sent as its removal (the user key is deleted only if the account holds
+// it), and a team's changes outside its claimed domains are marked
+// ByInvitation, so the cache never lets them replace another account's
+// decision. A refusal by the cache is returned as a *store.ConflictError.
+func (s *Service) apply(ctx context.Context, a *Account, changes []mapper.Change, now time.Time) error {
+	out := changes[:0:0]
+	for _, ch := range changes {
+		publish, byInvitation, _ := s.claim(a, ch.Email)
+		if !publish {
+			if ch.Old == nil {
+				continue
+			}
+			ch.New, ch.Next = nil, mapper.Published{}
+		}
+		ch.ByInvitation = byInvitation
+		out = append(out, ch)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return s.cache.Apply(ctx, a.ID, out, now)
+}
+
+// countStatus sets the counts of a status record with one aggregate query,
+// counting only the members the account may publish.
+func (s *Service) countStatus(ctx context.Context, tx pgx.Tx, st *accesscache.AccountStatus, a *Account) error {
+	rows, err := tx.Query(ctx, `SELECT split_part(email, '@', 2), state, permission, suspended, count(*) FROM console_members
+		WHERE account_id = $1 GROUP BY 1, state, permission, suspended`, a.ID)
 	if err != nil {
-		return fmt.Errorf("count members of %s: %w", account, err)
+		return fmt.Errorf("count members of %s: %w", a.ID, err)
 	}
 	defer rows.Close()
-	fillStatus(st, account, nil)
+	fillStatus(st, a.ID, nil)
 	for rows.Next() {
+		var domain string
 		var m Member
 		var n int
-		if err := rows.Scan(&m.State, &m.Permission, &m.Suspended, &n); err != nil {
-			return fmt.Errorf("count members of %s: %w", account, err)
+		if err := rows.Scan(&domain, &m.State, &m.Permission, &m.Suspended, &n); err != nil {
+			return fmt.Errorf("count members of %s: %w", a.ID, err)
 		}
-		d := m.Decision(account)
+		if publish, _, _ := s.claim(a, "@"+domain); !publish {
+			continue
+		}
+		d := m.Decision(a.ID)
 		st.Users += n
 		st.ByPermission[d.Permission] += n
 		st.ByReason[d.Reason] += n
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("count members of %s: %w", account, err)
+		return fmt.Errorf("count members of %s: %w", a.ID, err)
 	}
 	return nil
 }
 
-func decisionsOf(account string, members []*Member) []entitlement.Decision {
-	out := make([]entitlement.Decision, len(members))
-	for i, m := range members {
-		out[i] = m.Decision(account)
+// decisionsOf returns the decisions account a publishes for its members,
+// and the emails it withholds because it may not publish them (see
+// Service.claim).
+func (s *Service) decisionsOf(a *Account, members []*Member) (decisions []entitlement.Decision, withheld []string) {
+	decisions = make([]entitlement.Decision, 0, len(members))
+	for _, m := range members {
+		if publish, _, _ := s.claim(a, m.Email); !publish {
+			withheld = append(withheld, m.Email)
+			continue
+		}
+		decisions = append(decisions, m.Decision(a.ID))
 	}
-	return out
+	return decisions, withheld
 }
 
 // fillStatus sets the counts of a status record from the decisions.
