@@ -286,7 +286,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	// Console accounts publish through the plain writer: their actions are
 	// serialised by PostgreSQL, on whichever replica takes the request.
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	svc, closeConsole, err := newConsole(mctx, cfg, d.env, gen.cache)
+	svc, closeConsole, err := newConsole(mctx, cfg, d.env, gen.cache, d.log)
 	cancel()
 	if err != nil {
 		return fail(err)

@@ -101,7 +101,7 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	if err != nil {
 		return nil, err
 	}
-	svc, closeConsole, err := newConsole(ctx, cfg, e, c)
+	svc, closeConsole, err := newConsole(ctx, cfg, e, c, log)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/dirsync/dirsync/internal/entitlement/store"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
@@ -39,7 +40,7 @@ func TestUsersCommands(t *testing.T) {
 		return map[string]string{"TEST_DSN": dsn, "DIRSYNC_ADMIN_TOKEN": "tok", "USER": "operator"}[k]
 	}
 	ctx := context.Background()
-	svc, closeConsole, err := newConsole(ctx, cfg, env{getenv: getenv}, cache)
+	svc, closeConsole, err := newConsole(ctx, cfg, env{getenv: getenv}, cache, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

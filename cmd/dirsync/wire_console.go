@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/entitlement/console"
@@ -47,7 +49,7 @@ func hasConsoleAccounts(cfg *config.Config) bool {
 // when an account is console-managed; it returns nil otherwise. It must be
 // given the plain cache writer: console publishes are serialised by
 // PostgreSQL advisory locks, on whichever replica takes the request.
-func newConsole(ctx context.Context, cfg *config.Config, e env, c console.Cache) (*console.Service, func(), error) {
+func newConsole(ctx context.Context, cfg *config.Config, e env, c console.Cache, log *zap.Logger) (*console.Service, func(), error) {
 	if !hasConsoleAccounts(cfg) {
 		return nil, func() {}, nil
 	}
@@ -56,7 +58,7 @@ func newConsole(ctx context.Context, cfg *config.Config, e env, c console.Cache)
 		return nil, nil, fmt.Errorf("console.postgres_dsn: %w", err)
 	}
 	svc, err := console.Open(ctx, console.Options{
-		DSN: dsn, MaxConns: cfg.Console.MaxConns, Accounts: consoleAccountsOf(cfg), Cache: c, Now: time.Now,
+		DSN: dsn, MaxConns: cfg.Console.MaxConns, Accounts: consoleAccountsOf(cfg), Cache: c, Now: time.Now, Log: log.Named("console"),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -11,6 +11,13 @@
 //	P:v1:account:{<id>}:status        STRING  AccountStatus JSON (freshness, counts)
 //	P:v1:account:{<id>}:changes       STREAM  one entry per published change
 //
+// A user key belongs to the account named by its decision's "account"
+// field: dirsync's writers check it atomically with every write. An
+// account that claims the email's domain replaces any other account's
+// decision; a team's decision for an email outside its claimed domains
+// (an invitation) never does; a removal deletes only the remover's own
+// decision.
+//
 // Per-account keys share the hash tag {<id>} so they live in one Redis
 // Cluster slot. Publishing writes only what changed, in small pipelines
 // without MULTI, so a reader never waits on a publish and never sees an

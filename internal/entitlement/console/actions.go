@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/entitlement/store"
 	"github.com/dirsync/dirsync/internal/mailaddr"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
@@ -99,12 +101,7 @@ func (s *Service) Invite(ctx context.Context, actor, account string, emails []st
 		return Result{}, err
 	}
 	actor = cleanActor(actor)
-	return s.run(ctx, a, actionInvite, emails, func(email string) *Error {
-		if owner := s.domainOwner[mailaddr.Domain(email)]; owner != "" && owner != a.ID {
-			return refuse(CodeConflict, "%s is in domain %s, claimed by account %q: its users belong to that account", email, mailaddr.Domain(email), owner)
-		}
-		return nil
-	}, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, emails, request{account: a, action: actionInvite, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		switch {
 		case cur != nil && cur.State == StateInvited:
 			return outcome{}, refuse(CodeConflict, "%s already has a pending invitation to account %q", email, a.ID)
@@ -116,7 +113,7 @@ func (s *Service) Invite(ctx context.Context, actor, account string, emails []st
 			next.TrialEndedAt = cur.TrialEndedAt
 		}
 		return outcome{next: next, result: ResultInvited, audit: actionInvite, detail: map[string]any{"permission": perm}}, nil
-	}, actor)
+	}})
 }
 
 // Accept accepts a pending team invitation: the user becomes a paid member
@@ -127,7 +124,7 @@ func (s *Service) Accept(ctx context.Context, actor, account, email string) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, a, actionAccept, []string{email}, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, []string{email}, request{account: a, action: actionAccept, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		switch {
 		case cur == nil || cur.State == StateRemoved:
 			return outcome{}, refuse(CodeNotFound, "no pending invitation for %s in account %q", email, a.ID)
@@ -141,29 +138,31 @@ func (s *Service) Accept(ctx context.Context, actor, account, email string) (Res
 		}
 		return outcome{next: &next, result: ResultAccepted, audit: actionAccept,
 			detail: map[string]any{"permission": next.Permission, "trial_ended_at": next.TrialEndedAt}}, nil
-	}, actor)
+	}})
 }
 
 // Register records a user who signed up with an email in a claimed domain
 // of an enterprise account: they join it with the account's auto-join
-// permission.
+// permission. Claimed domains win: a membership or invitation of the email
+// in another account (a team that invited it before the domain was
+// claimed) ends in the same transaction, audited in that account.
 func (s *Service) Register(ctx context.Context, actor, account, email string) (Result, error) {
 	a, err := s.account(account, actionRegister, KindEnterprise)
 	if err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, a, actionRegister, []string{email}, func(email string) *Error {
+	return s.run(ctx, []string{email}, request{account: a, action: actionRegister, actor: actor, check: func(email string) *Error {
 		if !slices.Contains(a.ClaimedDomains, mailaddr.Domain(email)) {
 			return refuse(CodeInvalid, "%s is not in a domain claimed by account %q (%s): it cannot join it", email, a.ID, strings.Join(a.ClaimedDomains, ", "))
 		}
 		return nil
-	}, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	}, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		if cur != nil {
 			return outcome{}, refuse(CodeConflict, "%s is already registered in account %q", email, a.ID)
 		}
 		next := &Member{State: StateMember, Permission: a.AutoJoinPermission, Source: "registration", JoinedAt: &now, UpdatedAt: now}
 		return outcome{next: next, result: ResultJoined, audit: actionRegister, detail: map[string]any{"permission": a.AutoJoinPermission}}, nil
-	}, actor)
+	}})
 }
 
 // SetPermission assigns pro or basic to members (or, in a team, to pending
@@ -177,7 +176,7 @@ func (s *Service) SetPermission(ctx context.Context, actor, account string, emai
 	if err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, a, actionSetPermission, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, emails, request{account: a, action: actionSetPermission, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		if cur == nil || cur.State == StateRemoved {
 			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
 		}
@@ -188,7 +187,7 @@ func (s *Service) SetPermission(ctx context.Context, actor, account string, emai
 		next.Permission, next.UpdatedAt = perm, now
 		return outcome{next: &next, result: ResultUpdated, audit: actionSetPermission,
 			detail: map[string]any{"from": cur.Permission, "to": perm}}, nil
-	}, actor)
+	}})
 }
 
 // Remove takes users out of a team: members lose their permission and paid
@@ -199,7 +198,7 @@ func (s *Service) Remove(ctx context.Context, actor, account string, emails []st
 	if err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, a, actionRemove, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, emails, request{account: a, action: actionRemove, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		switch {
 		case cur == nil || cur.State == StateRemoved:
 			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
@@ -210,7 +209,7 @@ func (s *Service) Remove(ctx context.Context, actor, account string, emails []st
 		next.State, next.Permission, next.Suspended, next.SuspendedAt = StateRemoved, entitlement.PermissionNone, false, nil
 		next.RemovedAt, next.UpdatedAt = &now, now
 		return outcome{next: &next, result: ResultRemoved, audit: actionRemove, detail: map[string]any{"permission": cur.Permission}}, nil
-	}, actor)
+	}})
 }
 
 // Suspend denies members of an enterprise account (reason suspended).
@@ -232,7 +231,7 @@ func (s *Service) suspension(ctx context.Context, actor, account string, emails 
 	if err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, a, action, emails, nil, func(email string, cur *Member, now time.Time) (outcome, *Error) {
+	return s.run(ctx, emails, request{account: a, action: action, actor: actor, step: func(email string, cur *Member, now time.Time) (outcome, *Error) {
 		if cur == nil || cur.State != StateMember {
 			return outcome{}, refuse(CodeNotFound, "%s is not a member of account %q", email, a.ID)
 		}
@@ -245,7 +244,7 @@ func (s *Service) suspension(ctx context.Context, actor, account string, emails 
 			next.SuspendedAt = &now
 		}
 		return outcome{next: &next, result: result, audit: action}, nil
-	}, actor)
+	}})
 }
 
 func cleanActor(actor string) string {
@@ -268,13 +267,25 @@ func cleanActor(actor string) string {
 // lock changed under it).
 var errRetry = errors.New("lock set changed")
 
-// run applies one step per email of a request in one transaction holding
-// the advisory locks of every account it touches, publishes the changes to
-// the cache, then commits. check, when set, rejects an email before the
-// database is consulted.
-func (s *Service) run(ctx context.Context, a *Account, action string, rawEmails []string, check func(email string) *Error, fn step, actor string) (Result, error) {
-	actor = cleanActor(actor)
-	res := Result{Account: a.ID, Action: action}
+// request is one administrator action over one or more emails.
+type request struct {
+	account *Account
+	action  string
+	actor   string
+	// check, when set, rejects an email before the database is consulted.
+	// Every action but a removal or a suspension is also refused for an
+	// email the account may not publish (Service.claimRefusal).
+	check func(email string) *Error
+	// step decides each email's change from its locked row.
+	step step
+}
+
+// run applies req's step to each email in one transaction holding the
+// advisory locks of every account it touches, publishes the changes to
+// the cache, then commits.
+func (s *Service) run(ctx context.Context, rawEmails []string, req request) (Result, error) {
+	req.actor = cleanActor(req.actor)
+	res := Result{Account: req.account.ID, Action: req.action}
 	if len(rawEmails) == 0 {
 		return res, refuse(CodeInvalid, "no email addresses given")
 	}
@@ -298,24 +309,38 @@ func (s *Service) run(ctx context.Context, a *Account, action string, rawEmails 
 			continue
 		}
 		seen[email] = true
-		if check != nil {
-			if e := check(email); e != nil {
+		if req.check != nil {
+			if e := req.check(email); e != nil {
+				reject(it, e)
+				continue
+			}
+		}
+		if req.action != actionRemove && req.action != actionSuspend {
+			if e := s.claimRefusal(req.account, email); e != nil {
 				reject(it, e)
 				continue
 			}
 		}
 		valid = append(valid, i)
 	}
-	if len(valid) > 0 {
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = s.runTx(ctx, a, action, &res, valid, fn, actor); !errors.Is(err, errRetry) {
-				break
-			}
+	var err error
+	for attempt := 0; attempt < 5 && len(valid) > 0; attempt++ {
+		err = s.runTx(ctx, &req, &res, valid)
+		var conflict *store.ConflictError
+		if errors.As(err, &conflict) && conflict.Account == req.account.ID {
+			// The cache refused some of the account's writes: another
+			// account holds those users' keys. The transaction was rolled
+			// back; reject them and apply the others.
+			valid = s.rejectConflicts(&res, valid, conflict)
+			err = nil
+			continue
 		}
-		if err != nil {
-			return Result{Account: a.ID, Action: action}, err
+		if !errors.Is(err, errRetry) {
+			break
 		}
+	}
+	if err != nil {
+		return Result{Account: req.account.ID, Action: req.action}, err
 	}
 	for _, it := range res.Items {
 		switch it.Result {
@@ -330,197 +355,334 @@ func (s *Service) run(ctx context.Context, a *Account, action string, rawEmails 
 	return res, nil
 }
 
+// rejectConflicts rejects the items the cache refused and returns the
+// others.
+func (s *Service) rejectConflicts(res *Result, valid []int, conflict *store.ConflictError) []int {
+	owners := map[string]string{}
+	for _, c := range conflict.Conflicts {
+		owners[c.Email] = c.Owner
+		s.log.Warn("console action refused for a user another account holds in the access cache; its key keeps that account's decision",
+			zap.String("account", res.Account), zap.String("action", res.Action), zap.String("email", c.Email), zap.String("held_by", c.Owner))
+	}
+	kept := valid[:0:0]
+	for _, i := range valid {
+		it := &res.Items[i]
+		if owner, refused := owners[it.Email]; refused {
+			reject(it, refuse(CodeConflict, "%s is held in the access cache by account %q (which claims its domain): nothing changed", it.Email, owner))
+			continue
+		}
+		kept = append(kept, i)
+	}
+	return kept
+}
+
 func reject(it *ItemResult, e *Error) {
 	it.Result, it.Code, it.Error, it.Decision = ResultRejected, e.Code, e.Message, nil
 }
 
+// txAction is one attempt of a request inside its transaction.
+type txAction struct {
+	*request
+	svc *Service
+	tx  pgx.Tx
+	now time.Time
+	// locked are the accounts whose advisory locks the transaction holds.
+	locked []string
+	// changes are the cache changes to publish, by account.
+	changes map[string][]mapper.Change
+}
+
 // runTx is one attempt of run's transaction.
-func (s *Service) runTx(ctx context.Context, a *Account, action string, res *Result, valid []int, fn step, actor string) (err error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback(ctx) // the error that matters is err
-		}
-	}()
+func (s *Service) runTx(ctx context.Context, req *request, res *Result, valid []int) error {
 	emails := make([]string, len(valid))
 	for j, i := range valid {
 		emails[j] = res.Items[i].Email
 	}
-	// An invitation deletes the removed_from_team rows the email left in
-	// other teams (one account per email): those accounts are locked too.
-	locked := []string{a.ID}
-	if action == actionInvite {
-		rows, err := tx.Query(ctx, "SELECT DISTINCT account_id FROM console_members WHERE email = ANY($1) AND state = 'removed' AND account_id <> $2", emails, a.ID)
+	var order []string // accounts published, in order
+	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
+		locked, err := accountsToLock(ctx, tx, req, emails)
 		if err != nil {
-			return fmt.Errorf("find earlier teams: %w", err)
-		}
-		others, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("find earlier teams: %w", err)
-		}
-		locked = append(locked, others...)
-	}
-	if err := lockAccounts(ctx, tx, locked); err != nil {
-		return err
-	}
-	now := s.now().UTC().Truncate(time.Microsecond)
-	changes := map[string][]mapper.Change{}
-	for _, i := range valid {
-		it := &res.Items[i]
-		it.Result, it.Code, it.Error, it.Decision = "", "", "", nil
-		if err := s.applyOne(ctx, tx, a, action, it, fn, actor, now, locked, changes); err != nil {
 			return err
 		}
-	}
-	if len(changes) == 0 {
-		return tx.Rollback(ctx)
-	}
-	// Other accounts' removals first, so the key is free when this
-	// account writes it.
-	order := make([]string, 0, len(changes))
-	for id := range changes {
-		if id != a.ID {
-			order = append(order, id)
-		}
-	}
-	slices.Sort(order)
-	if _, ok := changes[a.ID]; ok {
-		order = append(order, a.ID)
-	}
-	for _, id := range order {
-		if err := s.publishLocked(ctx, tx, id, changes[id], now); err != nil {
+		if err := lockAccounts(ctx, tx, locked); err != nil {
 			return err
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
+		act := &txAction{request: req, svc: s, tx: tx, now: s.now().UTC().Truncate(time.Microsecond), locked: locked, changes: map[string][]mapper.Change{}}
+		for _, i := range valid {
+			it := &res.Items[i]
+			it.Result, it.Code, it.Error, it.Decision = "", "", "", nil
+			if err := act.applyOne(ctx, it); err != nil {
+				return err
+			}
+		}
+		// Other accounts' removals first, so the key is free when this
+		// account writes it.
+		for id := range act.changes {
+			if id != req.account.ID {
+				order = append(order, id)
+			}
+		}
+		slices.Sort(order)
+		if _, ok := act.changes[req.account.ID]; ok {
+			order = append(order, req.account.ID)
+		}
+		for _, id := range order {
+			if err := s.publishLocked(ctx, tx, id, act.changes[id], act.now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errCommit) {
 		// The cache may now be ahead of the database: republish the
 		// committed state (whatever the commit did) under the locks.
-		var errs []error
+		errs := []error{err}
 		for _, id := range order {
 			if _, rerr := s.Resync(context.WithoutCancel(ctx), id, ResyncOptions{}); rerr != nil {
 				errs = append(errs, rerr)
 			}
 		}
-		return errors.Join(append([]error{fmt.Errorf("commit: %w", err)}, errs...)...)
+		return errors.Join(errs...)
+	}
+	return err
+}
+
+// accountsToLock lists the accounts a request's transaction locks: its
+// own; for an invitation, the other teams whose removed_from_team rows it
+// deletes; for a registration, the other accounts whose memberships it
+// ends (one account per email).
+func accountsToLock(ctx context.Context, tx pgx.Tx, req *request, emails []string) ([]string, error) {
+	locked := []string{req.account.ID}
+	var states string
+	switch req.action {
+	case actionInvite:
+		states = "state = 'removed'"
+	case actionRegister:
+		states = "state <> 'removed'"
+	default:
+		return locked, nil
+	}
+	rows, err := tx.Query(ctx, "SELECT DISTINCT account_id FROM console_members WHERE email = ANY($1) AND "+states+" AND account_id <> $2", emails, req.account.ID)
+	if err != nil {
+		return nil, fmt.Errorf("find earlier teams: %w", err)
+	}
+	others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find earlier teams: %w", err)
+	}
+	return append(locked, others...), nil
+}
+
+// applyOne decides one email's change and writes it inside a savepoint, so
+// that a constraint violation rejects the email and leaves the others
+// applied. A refused item is marked in it and is not an error.
+func (act *txAction) applyOne(ctx context.Context, it *ItemResult) error {
+	a := act.account
+	cur, err := getMember(ctx, act.tx, a.ID, it.Email)
+	if err != nil {
+		return err
+	}
+	out, refusal := act.step(it.Email, cur, act.now)
+	if refusal != nil {
+		reject(it, refusal)
+		return nil
+	}
+	it.Result = out.result
+	if out.next == nil && !out.del {
+		return nil
+	}
+	var pending []accountChange
+	var ch mapper.Change
+	err = inTx(ctx, act.tx, func(sp pgx.Tx) error {
+		var err error
+		switch act.action {
+		case actionInvite:
+			pending, err = act.clearEarlierTeams(ctx, sp, it.Email)
+		case actionRegister:
+			pending, err = act.endOtherMemberships(ctx, sp, it.Email)
+		}
+		if err != nil {
+			return err
+		}
+		if ch, err = act.write(ctx, sp, it, cur, &out); err != nil {
+			return err
+		}
+		detail, _ := json.Marshal(out.detail) // maps of plain values always marshal
+		if out.detail == nil {
+			detail = []byte("{}")
+		}
+		if _, err := sp.Exec(ctx, "INSERT INTO console_audit (at, account_id, actor, action, email, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+			act.now, a.ID, act.actor, out.audit, it.Email, detail); err != nil {
+			return fmt.Errorf("audit %s: %w", it.Email, err)
+		}
+		return nil
+	})
+	var refused *Error
+	if errors.As(err, &refused) {
+		reject(it, refused)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		act.changes[p.account] = append(act.changes[p.account], p.change)
+	}
+	act.changes[a.ID] = append(act.changes[a.ID], ch)
+	if publish, _, _ := act.svc.claim(a, it.Email); !publish {
+		it.Decision = nil // removed from a team that may not publish it
 	}
 	return nil
 }
 
-// applyOne runs fn for one email inside a savepoint, so that a constraint
-// violation rejects the email and leaves the others applied.
-func (s *Service) applyOne(ctx context.Context, tx pgx.Tx, a *Account, action string, it *ItemResult, fn step, actor string, now time.Time, locked []string, changes map[string][]mapper.Change) error {
-	sp, err := tx.Begin(ctx)
+// endOtherMemberships ends the invitation or membership a registering
+// email has in other accounts (claimed domains win over invitations): the
+// rows become removed, audited in their accounts, and their decisions
+// leave the cache. It asks for a retry when such an account is not locked.
+func (act *txAction) endOtherMemberships(ctx context.Context, sp pgx.Tx, email string) ([]accountChange, error) {
+	rows, err := sp.Query(ctx, "SELECT account_id, "+memberColumns+" FROM console_members WHERE email = $1 AND state <> 'removed' AND account_id <> $2 FOR UPDATE", email, act.account.ID)
 	if err != nil {
-		return fmt.Errorf("savepoint: %w", err)
+		return nil, fmt.Errorf("end other memberships of %s: %w", email, err)
 	}
-	cur, err := getMember(ctx, sp, a.ID, it.Email)
+	type held struct {
+		account string
+		m       *Member
+	}
+	others, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (held, error) {
+		var h held
+		var m Member
+		err := r.Scan(&h.account, &m.Email, &m.UserID, &m.State, &m.Permission, &m.Suspended, &m.Source, &m.InvitedAt,
+			&m.InvitedBy, &m.JoinedAt, &m.TrialEndedAt, &m.SuspendedAt, &m.RemovedAt, &m.UpdatedAt)
+		h.m = &m
+		return h, err
+	})
 	if err != nil {
-		_ = sp.Rollback(ctx)
-		return err
-	}
-	out, refusal := fn(it.Email, cur, now)
-	if refusal != nil {
-		reject(it, refusal)
-		return sp.Rollback(ctx)
-	}
-	it.Result = out.result
-	if out.next == nil && !out.del {
-		return sp.Rollback(ctx)
+		return nil, fmt.Errorf("end other memberships of %s: %w", email, err)
 	}
 	var pending []accountChange
-	if action == actionInvite {
-		// Leaving an earlier team's removed_from_team behind.
-		rows, err := sp.Query(ctx, "DELETE FROM console_members WHERE email = $1 AND state = 'removed' AND account_id <> $2 RETURNING account_id, "+memberColumns, it.Email, a.ID)
-		if err != nil {
-			_ = sp.Rollback(ctx)
-			return fmt.Errorf("clear earlier teams of %s: %w", it.Email, err)
+	for _, h := range others {
+		if !slices.Contains(act.locked, h.account) {
+			return nil, errRetry
 		}
-		for rows.Next() {
-			var id string
-			var m Member
-			if err := rows.Scan(&id, &m.Email, &m.UserID, &m.State, &m.Permission, &m.Suspended, &m.Source, &m.InvitedAt,
-				&m.InvitedBy, &m.JoinedAt, &m.TrialEndedAt, &m.SuspendedAt, &m.RemovedAt, &m.UpdatedAt); err != nil {
-				rows.Close()
-				_ = sp.Rollback(ctx)
-				return err
-			}
-			if !slices.Contains(locked, id) {
-				rows.Close()
-				_ = sp.Rollback(ctx)
-				return errRetry
-			}
-			old := m.Decision(id)
-			p := mapper.PublishedOf(&old)
-			pending = append(pending, accountChange{id, mapper.Change{Email: m.Email, Old: &p}})
+		if _, err := sp.Exec(ctx, `UPDATE console_members SET state = 'removed', permission = 'none', suspended = false,
+				suspended_at = NULL, removed_at = $3, updated_at = $3 WHERE account_id = $1 AND email = $2`, h.account, email, act.now); err != nil {
+			return nil, fmt.Errorf("end membership of %s in %s: %w", email, h.account, err)
 		}
-		if err := rows.Err(); err != nil {
-			_ = sp.Rollback(ctx)
-			return fmt.Errorf("clear earlier teams of %s: %w", it.Email, err)
+		detail, _ := json.Marshal(map[string]any{"reason": "domain_claimed", "claimed_by": act.account.ID, "permission": h.m.Permission, "state": h.m.State})
+		if _, err := sp.Exec(ctx, "INSERT INTO console_audit (at, account_id, actor, action, email, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+			act.now, h.account, act.actor, actionRemove, email, detail); err != nil {
+			return nil, fmt.Errorf("audit %s in %s: %w", email, h.account, err)
 		}
+		old := h.m.Decision(h.account)
+		p := mapper.PublishedOf(&old)
+		pending = append(pending, accountChange{h.account, mapper.Change{Email: email, Old: &p}})
 	}
-	var old *mapper.Published
+	return pending, nil
+}
+
+// clearEarlierTeams deletes the removed_from_team rows an invited email
+// left in other teams and returns their unpublishing. It asks for a retry
+// when such a team is not locked (it appeared after the locks were taken).
+func (act *txAction) clearEarlierTeams(ctx context.Context, sp pgx.Tx, email string) ([]accountChange, error) {
+	rows, err := sp.Query(ctx, "DELETE FROM console_members WHERE email = $1 AND state = 'removed' AND account_id <> $2 RETURNING account_id, "+memberColumns, email, act.account.ID)
+	if err != nil {
+		return nil, fmt.Errorf("clear earlier teams of %s: %w", email, err)
+	}
+	defer rows.Close()
+	var pending []accountChange
+	for rows.Next() {
+		var id string
+		var m Member
+		if err := rows.Scan(&id, &m.Email, &m.UserID, &m.State, &m.Permission, &m.Suspended, &m.Source, &m.InvitedAt,
+			&m.InvitedBy, &m.JoinedAt, &m.TrialEndedAt, &m.SuspendedAt, &m.RemovedAt, &m.UpdatedAt); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(act.locked, id) {
+			return nil, errRetry
+		}
+		old := m.Decision(id)
+		p := mapper.PublishedOf(&old)
+		pending = append(pending, accountChange{id, mapper.Change{Email: m.Email, Old: &p}})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("clear earlier teams of %s: %w", email, err)
+	}
+	return pending, nil
+}
+
+// write stores an email's new row (or deletes it) and returns the cache
+// change. A unique-index violation (the email is active in another
+// account) is returned as a refusal.
+func (act *txAction) write(ctx context.Context, sp pgx.Tx, it *ItemResult, cur *Member, out *outcome) (mapper.Change, error) {
+	a := act.account
+	ch := mapper.Change{Email: it.Email}
 	if cur != nil {
 		d := cur.Decision(a.ID)
 		p := mapper.PublishedOf(&d)
-		old = &p
+		ch.Old = &p
 	}
-	ch := mapper.Change{Email: it.Email, Old: old}
 	if out.del {
 		if _, err := sp.Exec(ctx, "DELETE FROM console_members WHERE account_id = $1 AND email = $2", a.ID, it.Email); err != nil {
-			_ = sp.Rollback(ctx)
-			return fmt.Errorf("delete %s: %w", it.Email, err)
+			return ch, fmt.Errorf("delete %s: %w", it.Email, err)
 		}
-	} else {
-		next := out.next
-		next.Email = it.Email
-		err := sp.QueryRow(ctx, `INSERT INTO console_members (account_id, email, state, permission, suspended, source,
-				invited_at, invited_by, joined_at, trial_ended_at, suspended_at, removed_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12, $13)
-			ON CONFLICT (account_id, email) DO UPDATE SET state = EXCLUDED.state, permission = EXCLUDED.permission,
-				suspended = EXCLUDED.suspended, source = EXCLUDED.source, invited_at = EXCLUDED.invited_at,
-				invited_by = EXCLUDED.invited_by, joined_at = EXCLUDED.joined_at, trial_ended_at = EXCLUDED.trial_ended_at,
-				suspended_at = EXCLUDED.suspended_at, removed_at = EXCLUDED.removed_at, updated_at = EXCLUDED.updated_at
-			RETURNING user_id::text`,
-			a.ID, next.Email, next.State, next.Permission, next.Suspended, next.Source, next.InvitedAt, next.InvitedBy,
-			next.JoinedAt, next.TrialEndedAt, next.SuspendedAt, next.RemovedAt, next.UpdatedAt).Scan(&next.UserID)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "console_members_active_email" {
-			reject(it, refuse(CodeConflict, "%s is already invited to, or a member of, another account", it.Email))
-			return sp.Rollback(ctx)
-		}
-		if err != nil {
-			_ = sp.Rollback(ctx)
-			return fmt.Errorf("write %s: %w", it.Email, err)
-		}
-		d := next.Decision(a.ID)
-		ch.New, ch.Next = &d, mapper.PublishedOf(&d)
-		it.Decision = &d
+		return ch, nil
 	}
-	detail, _ := json.Marshal(out.detail) // maps of plain values always marshal
-	if out.detail == nil {
-		detail = []byte("{}")
+	next := out.next
+	next.Email = it.Email
+	err := sp.QueryRow(ctx, `INSERT INTO console_members (account_id, email, state, permission, suspended, source,
+			invited_at, invited_by, joined_at, trial_ended_at, suspended_at, removed_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12, $13)
+		ON CONFLICT (account_id, email) DO UPDATE SET state = EXCLUDED.state, permission = EXCLUDED.permission,
+			suspended = EXCLUDED.suspended, source = EXCLUDED.source, invited_at = EXCLUDED.invited_at,
+			invited_by = EXCLUDED.invited_by, joined_at = EXCLUDED.joined_at, trial_ended_at = EXCLUDED.trial_ended_at,
+			suspended_at = EXCLUDED.suspended_at, removed_at = EXCLUDED.removed_at, updated_at = EXCLUDED.updated_at
+		RETURNING user_id::text`,
+		a.ID, next.Email, next.State, next.Permission, next.Suspended, next.Source, next.InvitedAt, next.InvitedBy,
+		next.JoinedAt, next.TrialEndedAt, next.SuspendedAt, next.RemovedAt, next.UpdatedAt).Scan(&next.UserID)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "console_members_active_email" {
+		return ch, refuse(CodeConflict, "%s is already invited to, or a member of, another account", it.Email)
 	}
-	if _, err := sp.Exec(ctx, "INSERT INTO console_audit (at, account_id, actor, action, email, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-		now, a.ID, actor, out.audit, it.Email, detail); err != nil {
-		_ = sp.Rollback(ctx)
-		return fmt.Errorf("audit %s: %w", it.Email, err)
+	if err != nil {
+		return ch, fmt.Errorf("write %s: %w", it.Email, err)
 	}
-	if err := sp.Commit(ctx); err != nil {
-		return fmt.Errorf("release savepoint: %w", err)
-	}
-	for _, p := range pending {
-		changes[p.account] = append(changes[p.account], p.change)
-	}
-	changes[a.ID] = append(changes[a.ID], ch)
-	return nil
+	d := next.Decision(a.ID)
+	ch.New, ch.Next = &d, mapper.PublishedOf(&d)
+	it.Decision = &d
+	return ch, nil
 }
 
 type accountChange struct {
 	account string
 	change  mapper.Change
+}
+
+// errCommit marks an error of the final COMMIT: whatever fn published to
+// the cache may or may not be in the database.
+var errCommit = errors.New("commit")
+
+// beginner opens a transaction: a pool, or a transaction (a savepoint).
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// inTx runs fn in a transaction of db (a savepoint when db is a
+// transaction) and commits it when fn returns nil; otherwise it rolls it
+// back and returns fn's error. A failed commit is returned wrapping
+// errCommit.
+func inTx(ctx context.Context, db beginner, fn func(tx pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback(ctx) // fn's error is the one that matters
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errCommit, err)
+	}
+	return nil
 }
 
 // lockAccounts takes the transaction-scoped advisory locks of accounts in
@@ -543,6 +705,7 @@ func lockAccounts(ctx context.Context, tx pgx.Tx, accounts []string) error {
 // publishes the whole account instead, so that one action never leaves a
 // half-published account looking fresh.
 func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, changes []mapper.Change, now time.Time) error {
+	a := s.accounts[account]
 	st, found, err := s.cache.Status(ctx, account)
 	if err != nil {
 		return err
@@ -552,7 +715,7 @@ func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, 
 		if err != nil {
 			return err
 		}
-		decisions := decisionsOf(account, members)
+		decisions, _ := s.decisionsOf(a, members)
 		published, err := s.cache.Published(ctx, account)
 		if err != nil {
 			return err
@@ -560,48 +723,85 @@ func (s *Service) publishLocked(ctx context.Context, tx pgx.Tx, account string, 
 		changes = mapper.Diff(published, decisions).Changes
 		st.LastSyncAt, st.LastFullSyncAt = now, now
 		fillStatus(&st, account, decisions)
-	} else if err := countStatus(ctx, tx, &st, account); err != nil {
+	} else if err := s.countStatus(ctx, tx, &st, a); err != nil {
 		return err
 	}
 	st.Generation++
 	if err := s.cache.PutStatus(ctx, st); err != nil {
 		return err
 	}
-	return s.cache.Apply(ctx, account, changes, now)
+	return s.apply(ctx, a, changes, now)
 }
 
-// countStatus sets the counts of a status record with one aggregate query.
-func countStatus(ctx context.Context, tx pgx.Tx, st *accesscache.AccountStatus, account string) error {
-	rows, err := tx.Query(ctx, `SELECT state, permission, suspended, count(*) FROM console_members
-		WHERE account_id = $1 GROUP BY state, permission, suspended`, account)
+// apply publishes an account's changes as the claim rule allows (see
+// Service.claim): a change for an email the account may not publish is
+// sent as its removal (the user key is deleted only if the account holds
+// it), and a team's changes outside its claimed domains are marked
+// ByInvitation, so the cache never lets them replace another account's
+// decision. A refusal by the cache is returned as a *store.ConflictError.
+func (s *Service) apply(ctx context.Context, a *Account, changes []mapper.Change, now time.Time) error {
+	out := changes[:0:0]
+	for _, ch := range changes {
+		publish, byInvitation, _ := s.claim(a, ch.Email)
+		if !publish {
+			if ch.Old == nil {
+				continue
+			}
+			ch.New, ch.Next = nil, mapper.Published{}
+		}
+		ch.ByInvitation = byInvitation
+		out = append(out, ch)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return s.cache.Apply(ctx, a.ID, out, now)
+}
+
+// countStatus sets the counts of a status record with one aggregate query,
+// counting only the members the account may publish.
+func (s *Service) countStatus(ctx context.Context, tx pgx.Tx, st *accesscache.AccountStatus, a *Account) error {
+	rows, err := tx.Query(ctx, `SELECT split_part(email, '@', 2), state, permission, suspended, count(*) FROM console_members
+		WHERE account_id = $1 GROUP BY 1, state, permission, suspended`, a.ID)
 	if err != nil {
-		return fmt.Errorf("count members of %s: %w", account, err)
+		return fmt.Errorf("count members of %s: %w", a.ID, err)
 	}
 	defer rows.Close()
-	fillStatus(st, account, nil)
+	fillStatus(st, a.ID, nil)
 	for rows.Next() {
+		var domain string
 		var m Member
 		var n int
-		if err := rows.Scan(&m.State, &m.Permission, &m.Suspended, &n); err != nil {
-			return fmt.Errorf("count members of %s: %w", account, err)
+		if err := rows.Scan(&domain, &m.State, &m.Permission, &m.Suspended, &n); err != nil {
+			return fmt.Errorf("count members of %s: %w", a.ID, err)
 		}
-		d := m.Decision(account)
+		if publish, _, _ := s.claim(a, "@"+domain); !publish {
+			continue
+		}
+		d := m.Decision(a.ID)
 		st.Users += n
 		st.ByPermission[d.Permission] += n
 		st.ByReason[d.Reason] += n
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("count members of %s: %w", account, err)
+		return fmt.Errorf("count members of %s: %w", a.ID, err)
 	}
 	return nil
 }
 
-func decisionsOf(account string, members []*Member) []entitlement.Decision {
-	out := make([]entitlement.Decision, len(members))
-	for i, m := range members {
-		out[i] = m.Decision(account)
+// decisionsOf returns the decisions account a publishes for its members,
+// and the emails it withholds because it may not publish them (see
+// Service.claim).
+func (s *Service) decisionsOf(a *Account, members []*Member) (decisions []entitlement.Decision, withheld []string) {
+	decisions = make([]entitlement.Decision, 0, len(members))
+	for _, m := range members {
+		if publish, _, _ := s.claim(a, m.Email); !publish {
+			withheld = append(withheld, m.Email)
+			continue
+		}
+		decisions = append(decisions, m.Decision(a.ID))
 	}
-	return out
+	return decisions, withheld
 }
 
 // fillStatus sets the counts of a status record from the decisions.

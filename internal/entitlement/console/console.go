@@ -8,6 +8,17 @@
 // publishes. Resync rebuilds an account's published decisions from
 // PostgreSQL (after a Redis restart, on the daemon's full-sync schedule).
 //
+// Claimed domains win over invitations: an email in a domain an account
+// claims (in the config) is that account's. A team never publishes an
+// email in a domain another account claims (its actions on it are refused,
+// except removal; its resync leaves it out and reports it), an enterprise
+// publishes only emails in its own claimed domains, a registration in an
+// enterprise ends the email's membership of any other account, and the
+// cache writer refuses a team's write over another account's key (see
+// package store). The rule is applied with the config in force, so every
+// action and every resync (each config reload starts with one) re-checks
+// it.
+//
 // Concurrency: every action and every resync of an account holds a
 // PostgreSQL advisory lock on the account for its whole transaction,
 // including the cache write, so replicas sharing one database publish an
@@ -28,6 +39,7 @@ import (
 	"github.com/dirsync/dirsync/internal/mailaddr"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
@@ -82,6 +94,9 @@ type Options struct {
 	Cache    Cache
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Log receives a line per conflict between accounts over a user (a
+	// claimed domain, a cache key another account holds). Default: none.
+	Log *zap.Logger
 }
 
 // Service applies the console rules. It is safe for concurrent use, and
@@ -90,6 +105,7 @@ type Service struct {
 	pool     *pgxpool.Pool
 	cache    Cache
 	now      func() time.Time
+	log      *zap.Logger
 	accounts map[string]*Account
 	// domainOwner maps every claimed domain of every account to its id.
 	domainOwner map[string]string
@@ -115,9 +131,12 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		pool.Close()
 		return nil, fmt.Errorf("console: migrate database: %w", err)
 	}
-	s := &Service{pool: pool, cache: o.Cache, now: o.Now, accounts: map[string]*Account{}, domainOwner: map[string]string{}}
+	s := &Service{pool: pool, cache: o.Cache, now: o.Now, log: o.Log, accounts: map[string]*Account{}, domainOwner: map[string]string{}}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
 	}
 	for i := range o.Accounts {
 		a := o.Accounts[i]
@@ -149,6 +168,38 @@ func (s *Service) Accounts() []string {
 func (s *Service) Manages(account string) bool {
 	a := s.accounts[account]
 	return a != nil && a.Kind != KindDirectory
+}
+
+// claim says whether account a may publish email, and how. An email in a
+// domain another account claims is that account's (claimedBy): a never
+// publishes it. An enterprise publishes only emails in its own claimed
+// domains. A team publishes the others; outside its own claimed domains
+// only by invitation (byInvitation: its cache write never replaces another
+// account's decision).
+func (s *Service) claim(a *Account, email string) (publish, byInvitation bool, claimedBy string) {
+	owner := s.domainOwner[mailaddr.Domain(email)]
+	switch {
+	case owner == a.ID:
+		return true, false, owner
+	case owner != "":
+		return false, false, owner
+	case a.Kind == KindTeam:
+		return true, true, ""
+	}
+	return false, false, ""
+}
+
+// claimRefusal refuses an action that would give or keep access to an
+// email account a may not publish (see claim).
+func (s *Service) claimRefusal(a *Account, email string) *Error {
+	publish, _, claimedBy := s.claim(a, email)
+	switch {
+	case publish:
+		return nil
+	case claimedBy != "":
+		return refuse(CodeConflict, "%s is in domain %s, claimed by account %q: its users belong to that account", email, mailaddr.Domain(email), claimedBy)
+	}
+	return refuse(CodeConflict, "%s is not in a domain claimed by account %q (%s): the account no longer holds it", email, a.ID, strings.Join(a.ClaimedDomains, ", "))
 }
 
 // Code classifies a refused request; the HTTP API maps it to a status.

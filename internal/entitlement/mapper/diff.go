@@ -24,6 +24,13 @@ type Change struct {
 	New   *entitlement.Decision
 	// Next is New summarised (zero when New is nil).
 	Next Published
+	// ByInvitation is set when the account publishes this email without
+	// claiming its domain (a team's invitation): the write never replaces
+	// another account's decision for the email. It is false for an account
+	// that claims the email's domain (every decision Map makes), whose
+	// decision takes the user key over from any other account: claimed
+	// domains win over invitations (see package store).
+	ByInvitation bool
 }
 
 // Delta is what a publish would change.

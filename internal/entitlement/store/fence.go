@@ -32,6 +32,16 @@ import (
 // now (or this one never did), and nothing was written.
 var ErrNotOwner = errors.New("not the account's owner (stale fencing token); nothing published")
 
+// ErrStaleStamp is returned (with ErrNotOwner) by a fenced publish on the
+// per-key path when a user key's stamp carries a newer sequence number of
+// the account than the caller's token. The token is current, so the
+// account's fence was lost and its sequence started again below the
+// stamps. Nothing of the batch is recorded as published; the fence is
+// raised to the newest stamp met and the caller's lease is dropped, so the
+// account's next acquisition (any replica's next lease step) gets a token
+// above the stamps, and its first pass, a full one, publishes again.
+var ErrStaleStamp = errors.New("a user key's fencing stamp is newer than the account's current token (the fence key was lost); the fence was raised above it and the account is re-acquired with a newer token")
+
 // TokenSource gives the fencing token this process holds for an account.
 // ok is false when it holds none. A token starts with "<seq>|", where seq
 // increases with every acquisition of the account's lease (see package
@@ -89,65 +99,85 @@ func NewFenced(r *Redis, tokens TokenSource, mode FenceMode) *Fenced {
 const fenceRefused = "DIRSYNC_FENCED"
 
 // fencedBatch checks the fencing token, then (ARGV[4] == '1') writes the
-// user keys, then the index and the change stream, for ARGV[5] changes.
+// user keys as the ownership rule allows (owner.go), then the index and
+// the change stream, for ARGV[5] changes. A change refused by the
+// ownership rule here, or marked 'x' (refused by stampedUser), is removed
+// from the index and gets no stream entry. It returns the number of
+// changes published followed by an email and owner per change it refused.
 //
 //	KEYS: fence, index, changes stream, then one user key per change when
 //	      user keys are written
-//	ARGV: token, owner mark, stream max length, write users '1'|'0', count,
-//	      then per change: op ('s' set | 'd' delete), email, index value,
-//	      decision JSON, n, n stream entry field/values
-var fencedBatch = redis.NewScript(`
+//	ARGV: token, account, stream max length, write users '1'|'0', count,
+//	      then per change: op ('s' set | 'd' delete | 'x' refused), email,
+//	      index value, decision JSON, by invitation '1'|'0', n, n stream
+//	      entry field/values
+var fencedBatch = redis.NewScript(ownerLua + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('DIRSYNC_FENCED stale fencing token')
 end
 local users = ARGV[4] == '1'
-local set, del = {}, {}
+local set, del, out = {}, {}, {0}
 local a = 6
 for i = 1, tonumber(ARGV[5]) do
-  local op, email, idx, val, n = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], tonumber(ARGV[a+4])
+  local op, email, idx, val, inv, n = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], tonumber(ARGV[a+5])
+  if users and op ~= 'x' then
+    local o = owner(redis.call('GET', KEYS[3+i]))
+    if op == 'd' then
+      if o == ARGV[2] then redis.call('DEL', KEYS[3+i]) end
+    elseif o and o ~= ARGV[2] and inv == '1' then
+      out[#out+1] = email
+      out[#out+1] = o
+      op = 'x'
+    else
+      redis.call('SET', KEYS[3+i], val)
+    end
+  end
   if op == 's' then
-    if users then redis.call('SET', KEYS[3+i], val) end
     set[#set+1] = email
     set[#set+1] = idx
   else
-    if users then
-      local v = redis.call('GET', KEYS[3+i])
-      if v and string.find(v, ARGV[2], 1, true) then redis.call('DEL', KEYS[3+i]) end
-    end
     del[#del+1] = email
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, a+5, a+4+n))
-  a = a + 5 + n
+  if op ~= 'x' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, a+6, a+5+n))
+    out[1] = out[1] + 1
+  end
+  a = a + 6 + n
 end
 -- One HSET and one HDEL for the batch: a call from Lua costs more than
 -- the command itself.
 if #set > 0 then redis.call('HSET', KEYS[2], unpack(set)) end
 if #del > 0 then redis.call('HDEL', KEYS[2], unpack(del)) end
-return tonumber(ARGV[5])`)
+return out`)
 
 // stampedUser writes one user key unless its stamp says a newer token of
-// the same account wrote it (per-key fencing).
+// the same account wrote it (per-key fencing) or the ownership rule
+// (owner.go) refuses. A write stamps the key with the writer's account and
+// seq; a refused write, or a removal of a key another account holds,
+// leaves the stamp alone. It returns {1, ""} when done, {0, owner} when
+// the ownership rule refused, {-1, stamp seq} when a newer stamp refused.
 //
 //	KEYS: user key, stamp key
-//	ARGV: account, seq, op ('s'|'d'), decision JSON, owner mark
-var stampedUser = redis.NewScript(`
+//	ARGV: account, seq, op ('s'|'d'), decision JSON, by invitation '1'|'0'
+var stampedUser = redis.NewScript(ownerLua + `
 local s = redis.call('GET', KEYS[2])
 if s then
   local sep = string.find(s, '|', 1, true)
   if sep and string.sub(s, 1, sep-1) == ARGV[1] and tonumber(string.sub(s, sep+1)) > tonumber(ARGV[2]) then
-    return 0
+    return {-1, string.sub(s, sep+1)}
   end
 end
+local o = owner(redis.call('GET', KEYS[1]))
 local stamp = ARGV[1] .. '|' .. ARGV[2]
 if ARGV[3] == 's' then
+  if o and o ~= ARGV[1] and ARGV[5] == '1' then return {0, o} end
   redis.call('SET', KEYS[1], ARGV[4])
   redis.call('SET', KEYS[2], stamp)
-else
-  local v = redis.call('GET', KEYS[1])
-  if v and string.find(v, ARGV[5], 1, true) then redis.call('DEL', KEYS[1]) end
+elseif not o or o == ARGV[1] then
+  if o then redis.call('DEL', KEYS[1]) end
   redis.call('SET', KEYS[2], stamp, 'PX', 604800000)
 end
-return 1`)
+return {1, ''}`)
 
 // fencedStatus writes the status record if the token is current.
 var fencedStatus = redis.NewScript(`
@@ -160,24 +190,47 @@ return 1`)
 // Apply publishes changes as Redis.Apply does, batch by batch, each batch
 // refused unless the caller holds the account's current fencing token. A
 // refusal returns an error wrapping ErrNotOwner; batches published before
-// it were published while the caller was the owner.
+// it were published while the caller was the owner. Changes refused by the
+// ownership rule (owner.go) are reported in a *ConflictError after
+// everything else is published.
 func (f *Fenced) Apply(ctx context.Context, account string, changes []mapper.Change, at time.Time) error {
 	token, ok := f.tokens.Token(account)
 	if !ok {
 		return fmt.Errorf("publish %s: %w", account, ErrNotOwner)
 	}
-	owner, _ := json.Marshal(map[string]string{"account": account})
-	ownerMark := string(owner[1 : len(owner)-1])
-	return inOrder(len(changes), f.batch, func(start, end int) (func() error, error) {
-		return f.prepareBatch(ctx, account, token, ownerMark, changes[start:end], at)
+	var refused []Conflict
+	err := inOrder(len(changes), f.batch, func(start, end int) (func() error, error) {
+		b, err := f.prepareBatch(account, token, changes[start:end], at)
+		if err != nil {
+			return nil, err
+		}
+		return func() error {
+			conflicts, err := f.execBatch(ctx, b)
+			refused = append(refused, conflicts...)
+			return err
+		}, nil
 	})
+	if err != nil {
+		return err
+	}
+	return conflictsOf(account, refused)
 }
 
-// prepareBatch encodes a batch and returns its execution.
-func (f *Fenced) prepareBatch(ctx context.Context, account, token, ownerMark string, batch []mapper.Change, at time.Time) (func() error, error) {
-	keys := []string{f.keys.Fence(account), f.keys.Index(account), f.keys.Changes(account)}
-	args := []any{token, ownerMark, f.streamMaxLen, "1", len(batch)}
-	values := make([]string, len(batch))
+// fencedCall is one batch encoded for fencedBatch.
+type fencedCall struct {
+	account, token string
+	batch          []mapper.Change
+	values         []string // decision JSON per change ("" for a removal)
+	keys           []string
+	args           []any
+	opAt           []int // index in args of each change's op
+}
+
+// prepareBatch encodes a batch.
+func (f *Fenced) prepareBatch(account, token string, batch []mapper.Change, at time.Time) (*fencedCall, error) {
+	b := &fencedCall{account: account, token: token, batch: batch, values: make([]string, len(batch)), opAt: make([]int, len(batch)),
+		keys: []string{f.keys.Fence(account), f.keys.Index(account), f.keys.Changes(account)}}
+	b.args = []any{token, account, f.streamMaxLen, "1", len(batch)}
 	for i := range batch {
 		ch := &batch[i]
 		op, idx := "d", ""
@@ -186,72 +239,139 @@ func (f *Fenced) prepareBatch(ctx context.Context, account, token, ownerMark str
 			if err != nil {
 				return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
 			}
-			op, idx, values[i] = "s", encodeIndex(ch.Next), string(v)
+			op, idx, b.values[i] = "s", encodeIndex(ch.Next), string(v)
 		}
 		ev := changeEvent(account, ch, at)
-		args = append(args, op, ch.Email, idx, values[i], len(ev))
-		args = append(args, ev...)
+		b.opAt[i] = len(b.args)
+		b.args = append(b.args, op, ch.Email, idx, b.values[i], invitationArg(ch.ByInvitation), len(ev))
+		b.args = append(b.args, ev...)
 		if !f.perKey {
-			keys = append(keys, f.keys.User(ch.Email))
+			b.keys = append(b.keys, f.keys.User(ch.Email))
 		}
 	}
-	return func() error { return f.execBatch(ctx, account, token, ownerMark, batch, values, keys, args) }, nil
+	return b, nil
 }
 
-func (f *Fenced) execBatch(ctx context.Context, account, token, ownerMark string, batch []mapper.Change, values, keys []string, args []any) error {
+// execBatch publishes a prepared batch and returns the changes the
+// ownership rule refused.
+func (f *Fenced) execBatch(ctx context.Context, b *fencedCall) (refused []Conflict, err error) {
 	if f.perKey {
 		// Cluster: user keys are in other slots. Check first, write the
 		// user keys with per-key stamps, then the index and stream with a
 		// second check, so the index never runs ahead of the user keys.
-		args[3] = "0"
-		cur, err := f.c.Get(ctx, f.keys.Fence(account)).Result()
+		b.args[3] = "0"
+		cur, err := f.c.Get(ctx, f.keys.Fence(b.account)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+			return nil, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
 		}
-		if cur != token {
-			return fmt.Errorf("publish %s: %w", account, ErrNotOwner)
+		if cur != b.token {
+			return nil, fmt.Errorf("publish %s: %w", b.account, ErrNotOwner)
 		}
-		if err := f.stampUsers(ctx, account, token, ownerMark, batch, values); err != nil {
-			return err
+		var newestStamp int64
+		if refused, newestStamp, err = f.stampUsers(ctx, b); err != nil {
+			return nil, err
+		}
+		if newestStamp > 0 {
+			// Some user keys were refused: the index and stream are not
+			// written, so nothing of the batch counts as published.
+			return nil, f.raiseFence(ctx, b, newestStamp)
 		}
 	}
-	if err := fencedBatch.Run(ctx, f.c, keys, args...).Err(); err != nil {
-		return fenceError(account, err)
+	reply, err := fencedBatch.Run(ctx, f.c, b.keys, b.args...).Slice()
+	if err != nil {
+		return nil, fenceError(b.account, err)
 	}
-	return nil
+	for i := 1; i+1 < len(reply); i += 2 { // atomic mode's refusals
+		email, _ := reply[i].(string)
+		owner, _ := reply[i+1].(string)
+		refused = append(refused, Conflict{Email: email, Owner: owner})
+	}
+	return refused, nil
 }
 
-func (f *Fenced) stampUsers(ctx context.Context, account, token, ownerMark string, batch []mapper.Change, values []string) error {
-	seq, _, _ := strings.Cut(token, "|")
+// stampUsers writes a batch's user keys with per-key stamps (Cluster). It
+// returns the changes the ownership rule refused, marked 'x' in b.args for
+// fencedBatch to leave out of the index and stream, and the newest stamp
+// sequence number that refused a write (0 when none did).
+func (f *Fenced) stampUsers(ctx context.Context, b *fencedCall) (refused []Conflict, newestStamp int64, err error) {
+	seq, _, _ := strings.Cut(b.token, "|")
 	if _, err := strconv.ParseInt(seq, 10, 64); err != nil {
-		return fmt.Errorf("publish %s: malformed fencing token: %w", account, ErrNotOwner)
+		return nil, 0, fmt.Errorf("publish %s: malformed fencing token: %w", b.account, ErrNotOwner)
 	}
-	// Load the script once so the pipeline can use EVALSHA on every node.
-	if err := stampedUser.Load(ctx, f.c).Err(); err != nil {
-		return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+	// Load the scripts once so the pipeline can use EVALSHA on every node.
+	for _, s := range []*redis.Script{stampedUser, setOwned, delIfOwned} {
+		if err := s.Load(ctx, f.c).Err(); err != nil {
+			return nil, 0, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
+		}
 	}
 	pipe := f.c.Pipeline()
-	for i := range batch {
-		ch := &batch[i]
-		op := "d"
-		if ch.New != nil {
-			op = "s"
-		}
-		if strings.ContainsAny(ch.Email, "{}") {
-			// The stamp could not share the user key's slot: write unstamped.
-			if op == "s" {
-				pipe.Set(ctx, f.keys.User(ch.Email), values[i], 0)
-			} else {
-				delIfOwned.Eval(ctx, pipe, []string{f.keys.User(ch.Email)}, ownerMark)
+	cmds := make([]*redis.Cmd, len(b.batch))
+	for i := range b.batch {
+		ch := &b.batch[i]
+		user := f.keys.User(ch.Email)
+		switch {
+		case !strings.ContainsAny(ch.Email, "{}"):
+			op := "d"
+			if ch.New != nil {
+				op = "s"
 			}
-			continue
+			cmds[i] = stampedUser.EvalSha(ctx, pipe, []string{user, f.keys.UserFence(ch.Email)}, b.account, seq, op, b.values[i], invitationArg(ch.ByInvitation))
+		// The stamp could not share the user key's slot: write unstamped.
+		case ch.New != nil:
+			cmds[i] = setOwned.EvalSha(ctx, pipe, []string{user}, b.account, invitationArg(ch.ByInvitation), b.values[i])
+		default:
+			cmds[i] = delIfOwned.EvalSha(ctx, pipe, []string{user}, b.account)
 		}
-		stampedUser.EvalSha(ctx, pipe, []string{f.keys.User(ch.Email), f.keys.UserFence(ch.Email)}, account, seq, op, values[i], ownerMark)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+		return nil, 0, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, b.account, err)
 	}
-	return nil
+	for i := range b.batch {
+		owner := ""
+		switch v := cmds[i].Val().(type) {
+		case string: // setOwned refused
+			owner = v
+		case []any:
+			code, _ := v[0].(int64)
+			info, _ := v[1].(string)
+			switch code {
+			case 0:
+				owner = info
+			case -1:
+				stamp, err := strconv.ParseInt(info, 10, 64)
+				if err != nil || stamp < 1 {
+					return nil, 0, fmt.Errorf("publish %s: malformed stamp %q on %s", b.account, info, b.batch[i].Email)
+				}
+				newestStamp = max(newestStamp, stamp)
+			}
+		}
+		if owner != "" && b.batch[i].New != nil {
+			b.args[b.opAt[i]] = "x"
+			refused = append(refused, Conflict{Email: b.batch[i].Email, Owner: owner})
+		}
+	}
+	return refused, newestStamp, nil
+}
+
+// raiseFence moves the account's fence to the newest stamp met, if the
+// caller's token is still the current one, and drops the caller's lease,
+// so the next acquisition's sequence number (the fence's plus one) is
+// above every stamp met: stamps stay monotonic though the fence was lost.
+// It returns the error of the refused publish.
+//
+//	KEYS: fence, lease   ARGV: token, newest stamp
+var raiseFence = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|raised-above-stamps|-')
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1`)
+
+func (f *Fenced) raiseFence(ctx context.Context, b *fencedCall, newestStamp int64) error {
+	err := raiseFence.Run(ctx, f.c, []string{f.keys.Fence(b.account), f.keys.Lease(b.account)}, b.token, newestStamp).Err()
+	if err != nil {
+		return fmt.Errorf("%w: publish %s: %w; raising the fence failed: %w", accesscache.ErrUnavailable, b.account, ErrStaleStamp, err)
+	}
+	return fmt.Errorf("publish %s: %w: %w", b.account, ErrStaleStamp, ErrNotOwner)
 }
 
 // PutStatus writes an account's status record if the caller holds the

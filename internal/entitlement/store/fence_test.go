@@ -16,6 +16,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/internal/sync/lease"
 )
 
 // tokens is a TokenSource a test sets by hand (the lease package is the
@@ -158,7 +159,8 @@ func TestFencedRefusesStaleToken(t *testing.T) {
 
 // TestFencedPerKeyStamps covers the Cluster residual window: a stale writer
 // that passed the token check just before a takeover cannot overwrite a
-// user key the new owner has written since.
+// user key the new owner has written since, and its publish fails without
+// touching the index.
 func TestFencedPerKeyStamps(t *testing.T) {
 	w, c, _ := newRedis(t)
 	ctx := context.Background()
@@ -174,11 +176,14 @@ func TestFencedPerKeyStamps(t *testing.T) {
 	c.Set(ctx, keys.Fence("acme"), "1|old", 0)
 	old := store.NewFenced(w, &tokens{m: map[string]string{"acme": "1|old"}}, store.FencePerKey)
 	ch := mapper.Diff(nil, []entitlement.Decision{decision("acme", "alice@acme.example", entitlement.PermissionPro), decision("acme", "bob@acme.example", entitlement.PermissionPro)})
-	if err := old.Apply(ctx, "acme", ch.Changes, time.Now()); err != nil {
-		t.Fatal(err)
+	if err := old.Apply(ctx, "acme", ch.Changes, time.Now()); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("stale Apply = %v; want ErrNotOwner", err)
 	}
 	if d, _ := w.Check(ctx, "alice@acme.example"); d.Allowed {
 		t.Errorf("alice = %+v; the stamp did not stop a stale overwrite", d)
+	}
+	if idx, _ := w.Published(ctx, "acme"); len(idx) != 1 || idx["alice@acme.example"].Allowed {
+		t.Errorf("index = %v; want the new owner's (alice suspended, no bob)", idx)
 	}
 	// bob was never written by the new owner: the documented residual.
 	if d, _ := w.Check(ctx, "bob@acme.example"); !d.Allowed {
@@ -197,4 +202,71 @@ func TestFencedUnavailable(t *testing.T) {
 	if !errors.Is(err, accesscache.ErrUnavailable) || errors.Is(err, store.ErrNotOwner) {
 		t.Errorf("Apply with Redis down = %v; want ErrUnavailable only", err)
 	}
+}
+
+// refusedStampFailsTheBatch: on the per-key (Cluster) path, the account's
+// fence key is lost while the user keys' stamps survive (a master that
+// lost its data, an evicted key), so the next acquisition starts the
+// sequence again, below the stamps. A publish whose stamp is refused must
+// fail and leave the index as it was (the user key still says allowed, so
+// the index must too: the next pass retries), and the sequence must move
+// above every stamp it met, so the next owner's writes are accepted.
+// Before, Apply returned nil and the index recorded a suspension the user
+// key never got. Leases are taken with the real lease package.
+func refusedStampFailsTheBatch(t *testing.T, c redis.UniversalClient, mode store.FenceMode) {
+	ctx := context.Background()
+	keys := accesscache.NewKeys("test")
+	w := store.NewRedis(c, "test")
+	alice := decision("acme", "alice@acme.example", entitlement.PermissionPro)
+	bob := decision("acme", "bob@acme.example", entitlement.PermissionPro)
+	if err := c.Set(ctx, keys.Fence("acme"), "5|old#1|n", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, store.NewFenced(w, &tokens{m: map[string]string{"acme": "5|old#1|n"}}, mode), "acme", alice, bob)
+
+	// The fence (and lease) are lost; a new owner acquires: seq 1.
+	if err := c.Del(ctx, keys.Fence("acme"), keys.Lease("acme")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := lease.AcquireAll(ctx, c, "test", "new", []string{"acme"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release(ctx)
+	if tok, _ := first.Token("acme"); lease.Seq(tok) != 1 {
+		t.Fatalf("token after the fence was lost = %q; the test needs seq 1", tok)
+	}
+	aliceSusp := decision("acme", "alice@acme.example", entitlement.PermissionNone)
+	prev, _ := w.Published(ctx, "acme")
+	delta := mapper.Diff(prev, []entitlement.Decision{aliceSusp, bob})
+	err = store.NewFenced(w, first, mode).Apply(ctx, "acme", delta.Changes, time.Now())
+	if !errors.Is(err, store.ErrNotOwner) || !errors.Is(err, store.ErrStaleStamp) {
+		t.Fatalf("Apply under a stamp-refused token = %v; want ErrStaleStamp and ErrNotOwner", err)
+	}
+	if idx, _ := w.Published(ctx, "acme"); !idx["alice@acme.example"].Allowed {
+		t.Errorf("index says alice = %+v after a refused write: a suspension recorded as published that the user key does not hold", idx["alice@acme.example"])
+	}
+	// The fence now lies above the stamps and the refused owner's lease is
+	// gone: the next acquisition's token is above every stamp.
+	second, err := lease.AcquireAll(ctx, c, "test", "next", []string{"acme"}, time.Minute)
+	if err != nil {
+		t.Fatalf("re-acquire after the refusal: %v", err)
+	}
+	defer second.Release(ctx)
+	tok, _ := second.Token("acme")
+	if lease.Seq(tok) <= 5 {
+		t.Fatalf("token after the refusal = %q; want seq above the stamps' 5", tok)
+	}
+	publish(t, store.NewFenced(w, second, mode), "acme", aliceSusp, bob)
+	if d, _ := w.Check(ctx, "alice@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+		t.Errorf("alice = %+v; want suspended by the new owner", d)
+	}
+	if got, want := c.Get(ctx, keys.UserFence("alice@acme.example")).Val(), fmt.Sprintf("acme|%d", lease.Seq(tok)); got != want {
+		t.Errorf("alice's stamp = %q; want %q", got, want)
+	}
+}
+
+func TestFencedRefusedStampFailsTheBatch(t *testing.T) {
+	_, c, _ := newRedis(t)
+	refusedStampFailsTheBatch(t, c, store.FencePerKey)
 }

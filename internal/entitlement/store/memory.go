@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
-	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +65,8 @@ func (m *Memory) Published(_ context.Context, account string) (map[string]mapper
 	return maps.Clone(m.index[account]), nil
 }
 
-// Apply publishes changes as Redis.Apply does.
+// Apply publishes changes as Redis.Apply does, with the same ownership
+// rule (owner.go) checked under the lock.
 func (m *Memory) Apply(_ context.Context, account string, changes []mapper.Change, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -75,14 +75,21 @@ func (m *Memory) Apply(_ context.Context, account string, changes []mapper.Chang
 		idx = map[string]mapper.Published{}
 		m.index[account] = idx
 	}
+	var refused []Conflict
 	for i := range changes {
 		ch := &changes[i]
-		if ch.New == nil {
-			if v, ok := m.values[ch.Email]; ok && strings.Contains(string(v), `"account":"`+account+`"`) {
+		owner := ownerOf(m.values[ch.Email])
+		switch {
+		case ch.New == nil:
+			if owner == account {
 				delete(m.values, ch.Email)
 			}
 			delete(idx, ch.Email)
-		} else {
+		case owner != "" && owner != account && ch.ByInvitation:
+			refused = append(refused, Conflict{Email: ch.Email, Owner: owner})
+			delete(idx, ch.Email)
+			continue
+		default:
 			v, err := encodeDecision(ch.New, at)
 			if err != nil {
 				return err
@@ -92,7 +99,7 @@ func (m *Memory) Apply(_ context.Context, account string, changes []mapper.Chang
 		}
 		m.changes[account]++
 	}
-	return nil
+	return conflictsOf(account, refused)
 }
 
 // PutStatus stores an account's status record.

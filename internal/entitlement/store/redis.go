@@ -64,64 +64,124 @@ func (r *Redis) Published(ctx context.Context, account string) (map[string]mappe
 	return out, nil
 }
 
-// delIfOwned deletes a user key only if it still holds this account's
-// decision, so a removal never erases another account's user.
-var delIfOwned = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v and string.find(v, ARGV[1], 1, true) then
+// setOwned writes a user key unless the ownership rule (owner.go) refuses:
+// it returns 1 when written, or the owner's id when refused.
+//
+//	KEYS: user key   ARGV: account, by invitation '1'|'0', decision JSON
+var setOwned = redis.NewScript(ownerLua + `
+local o = owner(redis.call('GET', KEYS[1]))
+if o and o ~= ARGV[1] and ARGV[2] == '1' then return o end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1`)
+
+// delIfOwned deletes a user key only if it holds this account's decision,
+// so a removal never erases another account's user.
+//
+//	KEYS: user key   ARGV: account
+var delIfOwned = redis.NewScript(ownerLua + `
+if owner(redis.call('GET', KEYS[1])) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0`)
 
 // Apply publishes changes for account: each changed decision is written,
-// each removed email deleted, the index and change stream updated. Changes
-// go in pipelines of a few hundred commands without MULTI, so readers are
-// never blocked behind a large transaction.
+// each removed email deleted, as the ownership rule allows (owner.go), then
+// the index and change stream are updated for what was written. Changes go
+// in pipelines of a few hundred commands without MULTI, so readers are
+// never blocked behind a large transaction; per batch, the user keys are
+// written first and the index after them, so the index never names a
+// change that is not in the user keys. Changes refused by the ownership
+// rule are reported in a *ConflictError after everything else is
+// published.
 func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Change, at time.Time) error {
-	owner, _ := json.Marshal(map[string]string{"account": account})
-	ownerMark := string(owner[1 : len(owner)-1]) // "account":"<id>"
-	index := r.keys.Index(account)
-	return inOrder(len(changes), r.batch, func(start, end int) (func() error, error) {
-		pipe := r.c.Pipeline()
-		// The batch's index fields go in one HSET and one HDEL: one
-		// command each instead of one per change.
-		var set []any
-		var del []string
-		for i := start; i < end; i++ {
-			ch := &changes[i]
-			if ch.New == nil {
-				delIfOwned.Eval(ctx, pipe, []string{r.keys.User(ch.Email)}, ownerMark)
-				del = append(del, ch.Email)
-			} else {
-				v, err := encodeDecision(ch.New, at)
-				if err != nil {
-					return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
-				}
-				pipe.Set(ctx, r.keys.User(ch.Email), v, 0)
-				set = append(set, ch.Email, encodeIndex(ch.Next))
+	// Load once so the pipelines can use EVALSHA (on every node of a
+	// Cluster).
+	for _, s := range []*redis.Script{setOwned, delIfOwned} {
+		if err := s.Load(ctx, r.c).Err(); err != nil {
+			return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+		}
+	}
+	var refused []Conflict
+	err := inOrder(len(changes), r.batch, func(start, end int) (func() error, error) {
+		batch := changes[start:end]
+		values := make([][]byte, len(batch))
+		for i := range batch {
+			if batch[i].New == nil {
+				continue
 			}
-		}
-		if len(set) > 0 {
-			pipe.HSet(ctx, index, set...)
-		}
-		if len(del) > 0 {
-			pipe.HDel(ctx, index, del...)
-		}
-		for i := start; i < end; i++ {
-			pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: r.keys.Changes(account),
-				MaxLen: r.streamMaxLen,
-				Approx: true,
-				Values: changeEvent(account, &changes[i], at),
-			})
+			v, err := encodeDecision(batch[i].New, at)
+			if err != nil {
+				return nil, fmt.Errorf("encode %s: %w", batch[i].Email, err)
+			}
+			values[i] = v
 		}
 		return func() error {
-			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-				return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
-			}
-			return nil
+			conflicts, err := r.applyBatch(ctx, account, batch, values, at)
+			refused = append(refused, conflicts...)
+			return err
 		}, nil
 	})
+	if err != nil {
+		return err
+	}
+	return conflictsOf(account, refused)
+}
+
+// applyBatch writes a batch's user keys in one pipeline, then its index
+// and change stream entries in a second one, leaving refused changes out.
+func (r *Redis) applyBatch(ctx context.Context, account string, batch []mapper.Change, values [][]byte, at time.Time) ([]Conflict, error) {
+	pipe := r.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i := range batch {
+		ch := &batch[i]
+		if ch.New == nil {
+			cmds[i] = delIfOwned.EvalSha(ctx, pipe, []string{r.keys.User(ch.Email)}, account)
+		} else {
+			cmds[i] = setOwned.EvalSha(ctx, pipe, []string{r.keys.User(ch.Email)}, account, invitationArg(ch.ByInvitation), values[i])
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+	}
+	// The batch's index fields go in one HSET and one HDEL: one command
+	// each instead of one per change.
+	var set []any
+	var del []string
+	var refused []Conflict
+	published := make([]*mapper.Change, 0, len(batch))
+	for i := range batch {
+		ch := &batch[i]
+		if owner, isRefusal := cmds[i].Val().(string); isRefusal && ch.New != nil {
+			refused = append(refused, Conflict{Email: ch.Email, Owner: owner})
+			del = append(del, ch.Email)
+			continue
+		}
+		if ch.New == nil {
+			del = append(del, ch.Email)
+		} else {
+			set = append(set, ch.Email, encodeIndex(ch.Next))
+		}
+		published = append(published, ch)
+	}
+	pipe = r.c.Pipeline()
+	if len(set) > 0 {
+		pipe.HSet(ctx, r.keys.Index(account), set...)
+	}
+	if len(del) > 0 {
+		pipe.HDel(ctx, r.keys.Index(account), del...)
+	}
+	for _, ch := range published {
+		pipe.XAdd(ctx, &redis.XAddArgs{
+			Stream: r.keys.Changes(account),
+			MaxLen: r.streamMaxLen,
+			Approx: true,
+			Values: changeEvent(account, ch, at),
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return refused, fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
+	}
+	return refused, nil
 }
 
 // inOrder publishes n changes in batches of size, strictly one after the

@@ -53,6 +53,10 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatalf("alice = %+v after a refused publish", d)
 		}
 	})
+	t.Run("a refused stamp fails the batch", func(t *testing.T) {
+		flush(t)
+		refusedStampFailsTheBatch(t, c, store.FenceAuto)
+	})
 	t.Run("readers never see unchanged users vanish", func(t *testing.T) {
 		flush(t)
 		readersNeverSeeUnchangedUsersVanish(t, store.NewRedis(c, "test"), c)
@@ -129,7 +133,8 @@ func TestRedisSentinel(t *testing.T) {
 }
 
 // writerContracts runs the writer and fenced writer (FenceAuto, the mode
-// the daemon picks) conformance sequences on c, flushing before each.
+// the daemon picks) conformance and ownership sequences on c, flushing
+// before each.
 func writerContracts(t *testing.T, c redis.UniversalClient, flush func(*testing.T)) {
 	t.Run("writer", func(t *testing.T) {
 		flush(t)
@@ -138,5 +143,13 @@ func writerContracts(t *testing.T, c redis.UniversalClient, flush func(*testing.
 	t.Run("fenced writer", func(t *testing.T) {
 		flush(t)
 		fencedConformance(t, store.NewRedis(c, "test"), c, store.FenceAuto)
+	})
+	t.Run("ownership", func(t *testing.T) {
+		flush(t)
+		ownershipContract(t, store.NewRedis(c, "test"), streamLenOf(c))
+	})
+	t.Run("fenced ownership", func(t *testing.T) {
+		flush(t)
+		ownershipContract(t, fencedFor(t, store.NewRedis(c, "test"), c, store.FenceAuto, "crew", "acme"), streamLenOf(c))
 	})
 }

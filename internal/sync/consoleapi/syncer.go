@@ -85,7 +85,7 @@ func (s *Syncer) Run(ctx context.Context, account string, opts engine.Options) (
 		DryRun: opts.DryRun, Force: opts.Force, OnlyIfLost: opts.Mode == engine.ModeIncremental && !opts.DryRun,
 	})
 	rep.DurationSeconds = s.now().Sub(start).Seconds()
-	rep.Stats = res.Stats
+	rep.Stats, rep.Problems = res.Stats, res.Problems
 	d := &res.Delta
 	rep.Changes = engine.ChangeCounts{
 		Added: d.Added, Updated: d.Updated, Removed: d.Removed, Unchanged: d.Unchanged, Published: res.Published,
