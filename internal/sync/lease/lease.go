@@ -61,8 +61,8 @@ type Options struct {
 // Manager owns the leases of one replica. Run drives it; Owns and Token may
 // be called concurrently from any goroutine.
 type Manager struct {
-	c        redis.UniversalClient
-	keys     accesscache.Keys
+	c       redis.UniversalClient
+	keys    accesscache.Keys
 	holder  string
 	replica string
 	period  time.Duration
@@ -72,9 +72,9 @@ type Manager struct {
 	// accounts are the accounts to share, in this holder's order of
 	// preference; SetAccounts changes them.
 	accounts []string
-	owned   map[string]held
-	alive   int
-	running bool
+	owned    map[string]held
+	alive    int
+	running  bool
 }
 
 // held is one owned account: its token and until when this process may
