@@ -60,10 +60,3 @@ func TestMemberDecision(t *testing.T) {
 		}
 	}
 }
-
-func TestMigrationsAreNumbered(t *testing.T) {
-	ms, err := migrations()
-	if err != nil || len(ms) == 0 || ms[0].version != 1 {
-		t.Fatalf("migrations: %v %v", ms, err)
-	}
-}
