@@ -83,7 +83,7 @@ func TestImportBoundaries(t *testing.T) {
 		"github.com/okta/okta-sdk-golang/": {module + "/internal/directory/okta", module + "/internal/testsupport/oktafake"},
 		"github.com/go-ldap/ldap/":         {module + "/internal/directory/ldapdir", module + "/internal/directory/ldapentry", module + "/internal/directory/ldapwire", module + "/internal/directory/ldif"},
 		// PostgreSQL: only the packages that own tables (and main).
-		"github.com/jackc/pgx/": {module + "/internal/pgstore", module + "/internal/entitlement/console", module + "/internal/entitlement/history",
+		"github.com/jackc/pgx/": {module + "/internal/pgstore", module + "/internal/entitlement/console", module + "/internal/entitlement/historydb",
 			module + "/internal/sync/registry", module + "/internal/directory/scim", module + "/cmd/dirsync"},
 	}
 	for _, p := range listPackages(t) {

@@ -107,6 +107,8 @@ type generation struct {
 	// engine, console accounts as resyncs from PostgreSQL.
 	syncer       *consoleapi.Syncer
 	closeConsole func()
+	// db is the PostgreSQL database (console accounts, access history).
+	db *database
 	// sched runs every account's passes on a bounded worker pool.
 	sched    *schedule.Scheduler
 	ha       *replicaHA // nil unless the cache is Redis
@@ -223,6 +225,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		if gen.closeCache != nil {
 			gen.closeCache()
 		}
+		gen.db.Close()
 		return nil, err
 	}
 	accounts, err := newAccounts(cfg, d.env, d.log)
@@ -271,8 +274,14 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if err != nil {
 		return fail(err)
 	}
+	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if gen.db, err = openDatabase(mctx, cfg, d.env, d.log); err != nil {
+		return fail(err)
+	}
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
+	publishTo = gen.db.record(publishTo)
 	if gen.notifier, err = newNotifier(cfg.Notify, d.env, d.log); err != nil {
 		return fail(err)
 	}
@@ -285,9 +294,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	}
 	// Console accounts publish through the plain writer: their actions are
 	// serialised by PostgreSQL, on whichever replica takes the request.
-	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	svc, closeConsole, err := newConsole(mctx, cfg, d.env, gen.cache, d.log)
-	cancel()
+	svc, closeConsole, err := newConsole(mctx, cfg, gen.db, gen.db.record(gen.cache), d.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -297,8 +304,12 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if svc != nil {
 		consoleRoutes = svc
 	}
+	var accessHistory httpapi.History
+	if gen.db.history != nil {
+		accessHistory = gen.db.history
+	}
 	var h http.Handler = httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes,
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory,
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
@@ -366,6 +377,11 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		defer wg.Done()
 		gen.sched.Run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gen.db.prune(ctx, d.log.Named("history"))
+	}()
 	if gen.ha != nil {
 		wg.Add(2)
 		go func() {
@@ -421,6 +437,7 @@ func (d *daemon) stop(gen *generation) {
 	if gen.closeConsole != nil {
 		gen.closeConsole()
 	}
+	gen.db.Close()
 }
 
 // observedEngine records every pass in the metrics.

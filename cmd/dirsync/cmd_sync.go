@@ -101,7 +101,12 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	if err != nil {
 		return nil, err
 	}
-	svc, closeConsole, err := newConsole(ctx, cfg, e, c, log)
+	db, err := openDatabase(ctx, cfg, e, log)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	svc, closeConsole, err := newConsole(ctx, cfg, db, db.record(c), log)
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +116,7 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 		return nil, err
 	}
 	defer release()
+	publishTo = db.record(publishTo)
 	eng := newSyncer(engine.New(publishTo, accounts, log, time.Now), svc)
 	ids := eng.Accounts()
 	if only != "" {

@@ -40,7 +40,12 @@ func TestUsersCommands(t *testing.T) {
 		return map[string]string{"TEST_DSN": dsn, "DIRSYNC_ADMIN_TOKEN": "tok", "USER": "operator"}[k]
 	}
 	ctx := context.Background()
-	svc, closeConsole, err := newConsole(ctx, cfg, env{getenv: getenv}, cache, zap.NewNop())
+	db, err := openDatabase(ctx, cfg, env{getenv: getenv}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	svc, closeConsole, err := newConsole(ctx, cfg, db, cache, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/sync/lease"
 	"github.com/dirsync/dirsync/internal/sync/notify"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
@@ -486,9 +487,12 @@ func TestEmptiedGroupIsHeldButSuspensionsPublish(t *testing.T) {
 
 // TestWebhookHoldAndRelease: `dirsync run` with a webhook tells a real
 // receiver, with a valid signature, when a sync is held (once, however
-// many passes see the hold) and when an operator releases it.
+// many passes see the hold) and when an operator releases it; with a
+// database, the access history says who caused each change and why.
 func TestWebhookHoldAndRelease(t *testing.T) {
 	srv := servertest.StartRedis(t)
+	pg := servertest.StartPostgres(t)
+	dsn := pg.CreateDatabase(t)
 	cfg := writeRulesConfig(t, srv.Addr)
 	dir := filepath.Dir(cfg)
 	type delivery struct {
@@ -519,14 +523,14 @@ func TestWebhookHoldAndRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	extra := fmt.Sprintf("api: {listen: %q, admin_token_file: admin-token}\nschedule: {full: \"@every 1h\", incremental: \"@every 1s\"}\nnotify:\n  webhooks:\n    - {url: %q, secret_file: hook-key}\n", addr, receiver.URL+"/dirsync")
+	extra := fmt.Sprintf("api: {listen: %q, admin_token_file: admin-token}\nschedule: {full: \"@every 1h\", incremental: \"@every 1s\"}\nnotify:\n  webhooks:\n    - {url: %q, secret_file: hook-key}\nconsole: {postgres_dsn_env: TEST_DSN}\n", addr, receiver.URL+"/dirsync")
 	if err := os.WriteFile(cfg, append([]byte(extra), body...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		code, _, _ := runCLI(t, ctx, nil, "run", "--config", cfg)
+		code, _, _ := runCLI(t, ctx, map[string]string{"TEST_DSN": dsn}, "run", "--config", cfg)
 		done <- code
 	}()
 	defer func() {
@@ -595,6 +599,29 @@ func TestWebhookHoldAndRelease(t *testing.T) {
 	waitFor("a release event", func() bool { return count(notify.EventRelease) == 1 })
 	if checkBasic() {
 		t.Error("basic still allowed after the release")
+	}
+	// The access history: granted by the first read, lost by the release,
+	// which the admin token's holder caused.
+	hreq, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/accounts/acme/users/Basic@Acme.Example/history", nil)
+	hreq.Header.Set("Authorization", "Bearer admin-secret")
+	hresp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist struct {
+		Entries []history.Entry `json:"entries"`
+	}
+	err = json.NewDecoder(hresp.Body).Decode(&hist)
+	hresp.Body.Close()
+	if err != nil || hresp.StatusCode != http.StatusOK || len(hist.Entries) != 2 {
+		t.Fatalf("history: HTTP %d %v %+v", hresp.StatusCode, err, hist)
+	}
+	lost, granted := hist.Entries[0], hist.Entries[1]
+	if lost.Cause != history.CauseRelease || lost.Actor != "api.admin_token_file" || !lost.OldAllowed || lost.NewAllowed || lost.Reason != entitlement.ReasonNoPermission {
+		t.Errorf("newest entry %+v; want the release by the admin token", lost)
+	}
+	if granted.Cause != history.CauseDirectory || granted.Actor != "dirsync" || !granted.NewAllowed || granted.NewPermission != entitlement.PermissionBasic {
+		t.Errorf("first entry %+v; want granted basic by the directory", granted)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -49,16 +49,15 @@ func hasConsoleAccounts(cfg *config.Config) bool {
 // when an account is console-managed; it returns nil otherwise. It must be
 // given the plain cache writer: console publishes are serialised by
 // PostgreSQL advisory locks, on whichever replica takes the request.
-func newConsole(ctx context.Context, cfg *config.Config, e env, c console.Cache, log *zap.Logger) (*console.Service, func(), error) {
+func newConsole(ctx context.Context, cfg *config.Config, db *database, c console.Cache, log *zap.Logger) (*console.Service, func(), error) {
 	if !hasConsoleAccounts(cfg) {
 		return nil, func() {}, nil
 	}
-	dsn, err := config.ReadSecret(cfg.Console.PostgresDSNFile, cfg.Console.PostgresDSNEnv, e.getenv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("console.postgres_dsn: %w", err)
+	if db.pool == nil { // validation requires the DSN with console accounts
+		return nil, nil, fmt.Errorf("console.postgres_dsn: required by console accounts")
 	}
 	svc, err := console.Open(ctx, console.Options{
-		DSN: dsn, MaxConns: cfg.Console.MaxConns, Accounts: consoleAccountsOf(cfg), Cache: c, Now: time.Now, Log: log.Named("console"),
+		Pool: db.pool, Accounts: consoleAccountsOf(cfg), Cache: c, Now: time.Now, Log: log.Named("console"),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -112,6 +112,10 @@ type Console struct {
 	PostgresDSNEnv  string `yaml:"postgres_dsn_env"`
 	// MaxConns bounds the connection pool. Default 8.
 	MaxConns int `yaml:"max_conns"`
+	// HistoryRetention is how long the access history (every published
+	// change, kept when a database is configured) is kept. Default 8760h
+	// (a year); 0 with the default applied means the default.
+	HistoryRetention time.Duration `yaml:"history_retention"`
 }
 
 // AccountConsole configures a console-managed account.
@@ -267,6 +271,9 @@ const (
 
 // DefaultConsoleMaxConns is the default PostgreSQL pool size.
 const DefaultConsoleMaxConns = 8
+
+// DefaultHistoryRetention is the default console.history_retention.
+const DefaultHistoryRetention = 8760 * time.Hour
 
 // Cache backends.
 const (

@@ -55,6 +55,9 @@ func (c *Config) applyDefaults() {
 	if c.Console.MaxConns == 0 {
 		c.Console.MaxConns = DefaultConsoleMaxConns
 	}
+	if c.Console.HistoryRetention == 0 {
+		c.Console.HistoryRetention = DefaultHistoryRetention
+	}
 	if c.Schedule.Full == "" {
 		c.Schedule.Full = DefaultFullSchedule
 	}
@@ -244,6 +247,9 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, true, getenv)
 	} else {
 		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, false, getenv)
+	}
+	if c.Console.HistoryRetention < 24*time.Hour {
+		ps.add("console.history_retention", "%v is shorter than a day; keep the access history at least 24h (default %v)", c.Console.HistoryRetention, DefaultHistoryRetention)
 	}
 	if c.Console.MaxConns < 1 || c.Console.MaxConns > 1000 {
 		ps.add("console.max_conns", "%d is outside 1..1000", c.Console.MaxConns)

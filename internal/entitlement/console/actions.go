@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
 	"github.com/dirsync/dirsync/internal/mailaddr"
@@ -285,6 +286,7 @@ type request struct {
 // the cache, then commits.
 func (s *Service) run(ctx context.Context, rawEmails []string, req request) (Result, error) {
 	req.actor = cleanActor(req.actor)
+	ctx = history.WithCause(ctx, history.CauseConsole, req.actor)
 	res := Result{Account: req.account.ID, Action: req.action}
 	if len(rawEmails) == 0 {
 		return res, refuse(CodeInvalid, "no email addresses given")

@@ -37,6 +37,7 @@ import (
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/mailaddr"
+	"github.com/dirsync/dirsync/internal/pgstore"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -85,6 +86,9 @@ type Account struct {
 
 // Options configures Open.
 type Options struct {
+	// Pool, when set, is the database to use (shared with other
+	// components; Close leaves it open). Otherwise Open connects to DSN.
+	Pool *pgxpool.Pool
 	// DSN is the PostgreSQL connection string (a secret: never logged).
 	DSN string
 	// MaxConns bounds the pool. Default 8.
@@ -103,6 +107,7 @@ type Options struct {
 // several Services (replicas) may share one database.
 type Service struct {
 	pool     *pgxpool.Pool
+	ownsPool bool
 	cache    Cache
 	now      func() time.Time
 	log      *zap.Logger
@@ -115,23 +120,21 @@ type Service struct {
 // Open connects to PostgreSQL, applies the migrations and returns the
 // service. Close releases the pool.
 func Open(ctx context.Context, o Options) (*Service, error) {
-	cfg, err := pgxpool.ParseConfig(o.DSN)
-	if err != nil {
-		// pgx echoes the DSN (and its password) in parse errors.
-		return nil, errors.New("console: postgres DSN is not a valid connection string (postgres://user:password@host:5432/db?sslmode=...)")
-	}
-	if o.MaxConns > 0 {
-		cfg.MaxConns = int32(o.MaxConns)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("console: connect to postgres: %w", err)
+	pool, owned := o.Pool, false
+	if pool == nil {
+		var err error
+		if pool, err = pgstore.Connect(ctx, o.DSN, o.MaxConns); err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		owned = true
 	}
 	if err := Migrate(ctx, pool); err != nil {
-		pool.Close()
+		if owned {
+			pool.Close()
+		}
 		return nil, fmt.Errorf("console: migrate database: %w", err)
 	}
-	s := &Service{pool: pool, cache: o.Cache, now: o.Now, log: o.Log, accounts: map[string]*Account{}, domainOwner: map[string]string{}}
+	s := &Service{pool: pool, ownsPool: owned, cache: o.Cache, now: o.Now, log: o.Log, accounts: map[string]*Account{}, domainOwner: map[string]string{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -150,7 +153,11 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 }
 
 // Close releases the database connections.
-func (s *Service) Close() { s.pool.Close() }
+func (s *Service) Close() {
+	if s.ownsPool {
+		s.pool.Close()
+	}
+}
 
 // Accounts returns the ids of the console-managed accounts (team and
 // enterprise), in configuration order.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
 
@@ -63,6 +64,7 @@ type ResyncResult struct {
 // status record. It holds the account's lock, so it never publishes a
 // state older than an action that committed before it.
 func (s *Service) Resync(ctx context.Context, account string, o ResyncOptions) (ResyncResult, error) {
+	ctx = history.WithCause(ctx, history.CauseConsole, "dirsync")
 	res := ResyncResult{Account: account}
 	a := s.accounts[account]
 	if a == nil || a.Kind == KindDirectory {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/dirsync/dirsync/internal/entitlement/console"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
@@ -74,7 +75,20 @@ func Routes(o Options) []apimux.Route {
 
 type server struct{ o Options }
 
-func actor(r *http.Request) string { return r.Header.Get(ActorHeader) }
+// actor is who acts, for the audit trail and the access history: the
+// credential the request authenticated with (a token's name or id), never
+// a client-chosen value; a person named in ActorHeader is recorded as
+// whom that credential acted for.
+func actor(r *http.Request) string {
+	who := apimux.PrincipalOf(r.Context()).Credential
+	if who == "" {
+		who = "anonymous (loopback)"
+	}
+	if claimed := strings.TrimSpace(r.Header.Get(ActorHeader)); claimed != "" {
+		who += " for " + claimed
+	}
+	return who
+}
 
 // Emails is a list of addresses, sent as a JSON array or as one string
 // separated by ';' (or an array of such strings).

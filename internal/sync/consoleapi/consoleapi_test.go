@@ -245,9 +245,11 @@ func TestTeamInviteAcceptAssignRemove(t *testing.T) {
 	// One account per email.
 	f.expect(f.call("POST", "/v1/accounts/team1/invitations", `{"emails":"alice@example.com","permission":"pro"}`), 409, "another account")
 
-	// The audit trail says who did what.
+	// The audit trail says who did what: the credential the request
+	// authenticated with, and whom it says it acted for (X-Dirsync-Actor),
+	// never the header alone.
 	r = f.call("GET", "/v1/accounts/team1/audit", "")
-	f.expect(r, 200, `"actor": "ops@team1.example"`)
+	f.expect(r, 200, `"actor": "test for ops@team1.example"`)
 	for _, action := range []string{`"invite"`, `"accept"`, `"set_permission"`, `"remove"`, `"revoke_invitation"`} {
 		if !strings.Contains(r.raw, action) {
 			t.Errorf("audit lacks %s: %s", action, r.raw)

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 
 	"go.uber.org/zap"
@@ -87,6 +88,9 @@ type Options struct {
 	Force bool
 	// SkipIfBusy returns ErrBusy instead of waiting for a running pass.
 	SkipIfBusy bool
+	// Actor is who asked for the pass (an API caller's credential), for the
+	// access history; empty for scheduled passes.
+	Actor string
 }
 
 // Results of a pass.
@@ -274,7 +278,8 @@ func (e *Engine) Remove(ctx context.Context, id string, unpublish bool) (int, er
 		changes = append(changes, mapper.Change{Email: email, Old: &old})
 	}
 	if len(changes) > 0 {
-		if err := e.cache.Apply(ctx, id, changes, e.now()); err != nil {
+		_, actor := history.CauseOf(ctx) // the caller's (an API principal), else dirsync
+		if err := e.cache.Apply(history.WithCause(ctx, history.CauseAccountDeleted, actor), id, changes, e.now()); err != nil {
 			return 0, err
 		}
 	}
@@ -287,13 +292,13 @@ func (e *Engine) Remove(ctx context.Context, id string, unpublish bool) (int, er
 
 // takeNext applies a configuration Put while the account existed (run
 // lock held).
-func (a *accountState) takeNext() {
+func (a *accountState) takeNext() (changed bool) {
 	a.mu.Lock()
 	next := a.next
 	a.next = nil
 	a.mu.Unlock()
 	if next == nil {
-		return
+		return false
 	}
 	if next.Source != a.cfg.Source {
 		if c, ok := a.cfg.Source.(interface{ Close() }); ok {
@@ -303,6 +308,7 @@ func (a *accountState) takeNext() {
 	}
 	a.cfg = *next
 	a.unpublished = true // re-evaluate every decision under the new policy
+	return true
 }
 
 // LastReports returns the last report of each mode for an account.
@@ -359,7 +365,18 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 	if a.removed {
 		return Report{Account: account, Mode: opts.Mode, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
 	}
-	a.takeNext()
+	cause := history.CauseDirectory
+	if a.takeNext() {
+		cause = history.CauseBinding
+	}
+	actor := opts.Actor
+	if opts.Force {
+		cause = history.CauseRelease
+	}
+	if actor == "" {
+		actor = "dirsync"
+	}
+	ctx = history.WithCause(ctx, cause, actor)
 
 	start := e.now()
 	rep := Report{Account: account, Mode: opts.Mode, DryRun: opts.DryRun, StartedAt: start.UTC()}

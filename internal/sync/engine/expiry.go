@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 )
 
@@ -83,7 +84,7 @@ func (e *Engine) publishExpiries(ctx context.Context, a *accountState, now time.
 		changes = append(changes, mapper.Change{Email: d.Email, Old: &old, New: &d, Next: mapper.PublishedOf(&d)})
 	}
 	if len(changes) > 0 {
-		if err := e.cache.Apply(ctx, a.cfg.Policy.Account, changes, now); err != nil {
+		if err := e.cache.Apply(history.WithCause(ctx, history.CauseExpiry, "dirsync"), a.cfg.Policy.Account, changes, now); err != nil {
 			a.published = nil // unknown state: re-read before the next diff
 			return 0, err
 		}

@@ -19,7 +19,9 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
+	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/mailaddr"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
@@ -82,8 +84,16 @@ type Options struct {
 	// Scheduler, when set, describes the pass queue (depth, workers, lag)
 	// for /v1/status.
 	Scheduler func() any
-	Log       *zap.Logger
-	Now       func() time.Time
+	// History, when set (a database is configured), answers an account
+	// user's access history.
+	History History
+	Log     *zap.Logger
+	Now     func() time.Time
+}
+
+// History reads the access history.
+type History interface {
+	User(ctx context.Context, account, email string, limit int, before int64) ([]history.Entry, error)
 }
 
 // Recorder counts API traffic (implemented by package metrics).
@@ -121,6 +131,7 @@ func (s *server) routes() []apimux.Route {
 		{Method: "GET", Path: "/v1/status", Scope: apimux.AdminRead, Handle: s.status},
 		{Method: "POST", Path: "/v1/sync", Scope: apimux.AdminWrite, Handle: s.sync},
 		{Method: "POST", Path: "/v1/accounts/{id}/release", Scope: apimux.AccountWrite, Handle: s.release},
+		{Method: "GET", Path: "/v1/accounts/{id}/users/{email}/history", Scope: apimux.AccountRead, Handle: s.history},
 		{Method: "GET", Path: "/v1/hooks/okta", Scope: apimux.OktaHook, Handle: s.oktaVerify, Refused: s.hookRefused},
 		{Method: "POST", Path: "/v1/hooks/okta", Scope: apimux.OktaHook, Handle: s.oktaEvent, Refused: s.hookRefused, ForeignBody: true},
 	}
@@ -283,7 +294,7 @@ func (s *server) status(r *http.Request) (any, *apimux.Error) {
 
 func (s *server) sync(r *http.Request) (any, *apimux.Error) {
 	q := r.URL.Query()
-	opts := engine.Options{Mode: engine.Mode(q.Get("mode"))}
+	opts := engine.Options{Mode: engine.Mode(q.Get("mode")), Actor: apimux.PrincipalOf(r.Context()).Credential}
 	if opts.Mode == "" {
 		opts.Mode = engine.ModeFull
 	}
@@ -334,7 +345,7 @@ func (s *server) release(r *http.Request) (any, *apimux.Error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
 	defer cancel()
-	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true})
+	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true, Actor: apimux.PrincipalOf(r.Context()).Credential})
 	if errors.Is(err, engine.ErrUnknownAccount) {
 		return nil, apimux.Errorf(http.StatusNotFound, "%s", err)
 	}
@@ -364,4 +375,41 @@ func reportsAnswer(code int, reports []engine.Report) (any, *apimux.Error) {
 		return nil, &apimux.Error{Status: code, Body: body}
 	}
 	return body, nil
+}
+
+// history answers GET /v1/accounts/{id}/users/{email}/history: the user's
+// published changes in that account, newest first (limit, before=ID).
+func (s *server) history(r *http.Request) (any, *apimux.Error) {
+	if s.o.History == nil {
+		return nil, apimux.Errorf(http.StatusNotFound, "no access history: it is kept when console.postgres_dsn configures a database")
+	}
+	email := mailaddr.Normalize(r.PathValue("email"))
+	if email == "" {
+		return nil, apimux.Errorf(http.StatusBadRequest, "%q is not an email address", r.PathValue("email"))
+	}
+	q := r.URL.Query()
+	limit, before := 100, int64(0)
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, apimux.Errorf(http.StatusBadRequest, "limit must be 1..1000")
+		}
+		limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return nil, apimux.Errorf(http.StatusBadRequest, "before must be an entry id")
+		}
+		before = n
+	}
+	entries, err := s.o.History.User(r.Context(), r.PathValue("id"), email, limit, before)
+	if err != nil {
+		return nil, &apimux.Error{Status: http.StatusServiceUnavailable, Message: "access history unavailable", Cause: err}
+	}
+	out := map[string]any{"account": r.PathValue("id"), "email": email, "entries": entries}
+	if len(entries) == limit {
+		out["next_before"] = entries[len(entries)-1].ID
+	}
+	return out, nil
 }
