@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 // TestEmptySecretsAreProblems: every secret of the schema, given as a file
@@ -46,7 +48,7 @@ accounts:
 		}
 		return strings.ReplaceAll(fmt.Sprintf(base, args...), "\t", "  ")
 	}
-	if _, err := Parse([]byte(doc(good)), dir, "good", nil); err != nil {
+	if _, err := parse([]byte(doc(good)), dir, "good", nil); err != nil {
 		t.Fatalf("the config with every secret set is not valid: %v", err)
 	}
 	for i, field := range fields {
@@ -57,14 +59,14 @@ accounts:
 			}
 			sections := append([]string(nil), good...)
 			sections[i] = yamlKey(field) + "_file: " + p
-			_, err := Parse([]byte(doc(sections)), dir, "bad", nil)
+			_, err := parse([]byte(doc(sections)), dir, "bad", nil)
 			if err == nil || !strings.Contains(err.Error(), field+"_file: "+p+" is empty") {
 				t.Errorf("%s file %s: got %v; want a problem naming %s_file", field, name, err, field)
 			}
 		}
 		sections := append([]string(nil), good...)
 		sections[i] = yamlKey(field) + "_env: BLANK"
-		_, err := Parse([]byte(doc(sections)), dir, "env", func(k string) string {
+		_, err := parse([]byte(doc(sections)), dir, "env", func(k string) string {
 			if k == "BLANK" {
 				return "  "
 			}
@@ -83,10 +85,10 @@ func TestReadSecretRefusesEmpty(t *testing.T) {
 	if err := os.WriteFile(p, []byte(" \n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := ReadSecret(p, "", nil); err == nil {
-		t.Errorf("ReadSecret of a blank file = %q, nil; want an error", v)
+	if v, err := config.ReadSecret(p, "", nil); err == nil {
+		t.Errorf("config.ReadSecret of a blank file = %q, nil; want an error", v)
 	}
-	if v, err := ReadSecret("", "", nil); v != "" || err != nil {
-		t.Errorf("ReadSecret with nothing configured = %q, %v; want \"\", nil", v, err)
+	if v, err := config.ReadSecret("", "", nil); v != "" || err != nil {
+		t.Errorf("config.ReadSecret with nothing configured = %q, %v; want \"\", nil", v, err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/jimlambrt/gldap"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -244,7 +243,7 @@ func (f *fakeAD) subtree(w *gldap.ResponseWriter, r *gldap.Request, m *gldap.Sea
 
 func fakeOptions(url string) Options {
 	return Options{
-		Type: config.DirectoryActiveDirectory, URLs: []string{url}, AllowInsecure: true,
+		Type: TypeActiveDirectory, URLs: []string{url}, AllowInsecure: true,
 		BindDN: "CN=svc," + fakeBase, BindPassword: "pw", UserBaseDN: fakeBase, GroupBaseDN: fakeBase,
 		PageSize: 5000, Timeout: 10 * time.Second,
 	}
