@@ -4,10 +4,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 )
 
 // TestEmptySecretsAreProblems: every secret of the schema, given as a file
@@ -31,6 +36,14 @@ accounts:
 `
 	fields := []string{"cache.redis.password", "api.admin_token", "api.read_token", "console.postgres_dsn",
 		"accounts[0].directory.ldap.bind_password", "accounts[1].directory.okta.token", "accounts[1].directory.okta.event_hook_secret"}
+	var listed []string
+	for _, f := range fields {
+		listed = append(listed, regexp.MustCompile(`\[\d+\]`).ReplaceAllString(f, "[]"))
+	}
+	slices.Sort(listed)
+	if schema := secretFields(); !slices.Equal(listed, schema) {
+		t.Fatalf("this test covers the secrets %v; the schema (with every source kind's section) has %v: cover them all", listed, schema)
+	}
 	yamlKey := func(field string) string { return field[strings.LastIndex(field, ".")+1:] }
 	good := []string{}
 	dir := t.TempDir()
@@ -76,6 +89,44 @@ accounts:
 			t.Errorf("%s from a blank variable: got %v", field, err)
 		}
 	}
+}
+
+// secretFields lists every secret of the schema, config.Config's and the
+// source kinds' sections': each pair of fields <name>_file and <name>_env,
+// by path ("accounts[].directory.okta.token"), sorted.
+func secretFields() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		names := map[string]bool{}
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			names[name] = true
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case name == "" || name == "-":
+			case ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]():
+				walk(ft, prefix+name+".")
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), prefix+name+"[].")
+			case strings.HasSuffix(name, "_file") && names[strings.TrimSuffix(name, "_file")+"_env"]:
+				out = append(out, prefix+strings.TrimSuffix(name, "_file"))
+			}
+		}
+	}
+	walk(reflect.TypeFor[config.Config](), "")
+	for _, k := range sources.Config() {
+		walk(k.SectionType(), "accounts[].directory."+k.Key()+".")
+	}
+	slices.Sort(out)
+	return out
 }
 
 // TestReadSecretRefusesEmpty: a file emptied after validation is an error
