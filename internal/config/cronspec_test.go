@@ -21,6 +21,10 @@ func TestParseSchedule(t *testing.T) {
 		{"CRON_TZ=", "cannot parse"},
 		{"TZ=", "cannot parse"},
 		{"CRON_TZ=Europe/Paris", "cannot parse"},
+		// Found by fuzzing robfig/cron: any time zone prefix with no space
+		// after it panics, whatever separates the fields.
+		{"TZ=UTC\t@daily", "cannot parse"},
+		{"CRON_TZ=UTC\t0\t3\t*\t*\t*", "cannot parse"},
 		// Accepted by robfig/cron, but never or not as written.
 		{"0 0 30 2 *", "never fires"},
 		{"@every -1s", "positive duration"},

@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 		"schedule: {full: \"CRON_TZ=\"}\n",
 		"accounts: [{id: a, schedule: {incremental: \"TZ=Europe/Paris\"}}]\n",
 		"schedule: {full: \"0 0 30 2 *\", incremental: \"@every -1s\"}\n",
+		"schedule: {incremental: \"TZ=UTC\\t@daily\", full: \"CRON_TZ=Europe/Paris\\t0\\t3\\t*\\t*\\t*\"}\n",
 	} {
 		f.Add(seed)
 	}
