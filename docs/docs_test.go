@@ -26,6 +26,7 @@ import (
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -62,9 +63,24 @@ func configPaths(t reflect.Type, prefix string) []string {
 // docTableRE matches a reference table row: | `path` | …
 var docTableRE = regexp.MustCompile("(?m)^\\| `([a-z_]+(?:\\[\\])?(?:\\.[a-z_]+(?:\\[\\])?)*)` \\|")
 
+// schemaPaths lists every config field of the build: config.Config's and
+// those of each source kind's section under accounts[].directory.
+func schemaPaths(t *testing.T) []string {
+	t.Helper()
+	code := configPaths(reflect.TypeOf(config.Config{}), "")
+	kinds := sources.Config()
+	if len(kinds) < 3 {
+		t.Fatalf("found %d source kinds (ldap, okta, ldif at least)", len(kinds))
+	}
+	for _, k := range kinds {
+		code = append(code, configPaths(k.SectionType(), "accounts[].directory."+k.Key()+".")...)
+	}
+	return code
+}
+
 // TestConfigurationDocMatchesSchema fails when a config field exists in
-// config.Config but not in docs/configuration.md's reference tables, or
-// the other way round.
+// config.Config or a source kind's section but not in
+// docs/configuration.md's reference tables, or the other way round.
 func TestConfigurationDocMatchesSchema(t *testing.T) {
 	doc, err := os.ReadFile("configuration.md")
 	if err != nil {
@@ -74,7 +90,7 @@ func TestConfigurationDocMatchesSchema(t *testing.T) {
 	for _, m := range docTableRE.FindAllStringSubmatch(string(doc), -1) {
 		documented[m[1]]++
 	}
-	code := configPaths(reflect.TypeOf(config.Config{}), "")
+	code := schemaPaths(t)
 	if len(code) < 50 {
 		t.Fatalf("found only %d config fields by reflection: the walker is broken", len(code))
 	}
@@ -133,7 +149,7 @@ func TestConfigurationExamplesAreValid(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := config.Parse([]byte(block), dir, fmt.Sprintf("%s example %d", doc, n), func(string) string { return "" }); err != nil {
+			if _, err := config.Parse([]byte(block), dir, fmt.Sprintf("%s example %d", doc, n), sources.Config(), func(string) string { return "" }); err != nil {
 				t.Errorf("%s example %d is not a valid config:\n%v\n%s", doc, n, err, block)
 			}
 		}

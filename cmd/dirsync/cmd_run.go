@@ -18,8 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dirsync/dirsync/internal/config"
-	"github.com/dirsync/dirsync/internal/directory/ldapdir"
-	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
@@ -183,7 +182,7 @@ func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Si
 // reload loads the config file again. An invalid config, or one that cannot
 // be built, is rejected with its errors and the running generation stays.
 func (d *daemon) reload(ctx context.Context, old *generation) (*generation, error) {
-	cfg, err := config.Load(d.cfgPath, d.env.getenv)
+	cfg, err := config.Load(d.cfgPath, directory.ConfigKinds(d.env.kinds), d.env.getenv)
 	if err != nil {
 		d.log.Error("config reload rejected; the running config is kept", zap.Error(err))
 		return nil, err
@@ -228,48 +227,19 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		gen.db.Close()
 		return nil, err
 	}
-	accounts, err := newAccounts(cfg, d.env, d.log)
+	accounts, err := newAccounts(cfg, d.env)
 	if err != nil {
 		return fail(err)
 	}
-	sourceOf := map[string]engine.Source{}
+	sourceMetrics := map[string]metrics.Source{}
 	for _, a := range accounts {
-		sourceOf[a.Policy.Account] = a.Source
+		sourceMetrics[a.Policy.Account] = metrics.Source{Kind: a.kind, Stats: a.source}
 	}
-	var hooks []apimux.OktaHookSecret
-	sources := map[string]struct {
-		Kind  string
-		Stats metrics.StatsFunc
-	}{}
-	for _, a := range cfg.Accounts {
-		switch p := sourceOf[a.ID].(type) {
-		case *okta.Poller:
-			sources[a.ID] = struct {
-				Kind  string
-				Stats metrics.StatsFunc
-			}{"okta", func() metrics.SourceStats {
-				st := p.Stats()
-				return metrics.SourceStats{Requests: st.Requests, RateLimited: st.RateLimited, RateLimitRemaining: st.RateLimitRemaining, EntriesRead: -1}
-			}}
-		case *ldapdir.Poller:
-			sources[a.ID] = struct {
-				Kind  string
-				Stats metrics.StatsFunc
-			}{a.Directory.Type, func() metrics.SourceStats {
-				st := p.Stats()
-				return metrics.SourceStats{Requests: int(st.Requests), RateLimitRemaining: -1, EntriesRead: int(st.EntriesRead)}
-			}}
-		}
-		o := a.Directory.Okta
-		if a.Directory.Type == config.DirectoryOkta && (o.EventHookSecretFile != "" || o.EventHookSecretEnv != "") {
-			secret, err := configuredToken("directory.okta.event_hook_secret", o.EventHookSecretFile, o.EventHookSecretEnv, d.env)
-			if err != nil {
-				return fail(fmt.Errorf("account %s: %w", a.ID, err))
-			}
-			hooks = append(hooks, apimux.OktaHookSecret{Account: a.ID, Header: o.EventHookHeader, Secret: secret})
-		}
+	hooks, err := eventHooks(cfg, d.env)
+	if err != nil {
+		return fail(err)
 	}
-	d.metrics.SetSources(sources)
+	d.metrics.SetSources(sourceMetrics)
 	auth, err := d.apiCredentials(cfg, hooks)
 	if err != nil {
 		return fail(err)
@@ -288,7 +258,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if gen.sched, err = d.newScheduler(gen); err != nil {
 		return fail(err)
 	}
-	gen.engine = &observedEngine{Engine: engine.New(publishTo, accounts, d.log, time.Now), metrics: d.metrics, ha: gen.ha, notifier: gen.notifier}
+	gen.engine = &observedEngine{Engine: engine.New(publishTo, engineAccounts(accounts), d.log, time.Now), metrics: d.metrics, ha: gen.ha, notifier: gen.notifier}
 	if prev != nil {
 		gen.engine.KeepReports(prev.engine.Engine)
 	}

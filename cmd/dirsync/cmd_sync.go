@@ -97,10 +97,11 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	}
 	defer closeCache()
 	tuneBatchGC(ctx, cfg, e, c, only)
-	accounts, err := newAccounts(cfg, e, log)
+	opened, err := newAccounts(cfg, e)
 	if err != nil {
 		return nil, err
 	}
+	accounts := engineAccounts(opened)
 	db, err := openDatabase(ctx, cfg, e, log)
 	if err != nil {
 		return nil, err

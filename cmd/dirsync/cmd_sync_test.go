@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/directory/sources"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -95,7 +96,7 @@ accounts:
 	}
 
 	var stdout, stderr bytes.Buffer
-	e := env{getenv: func(string) string { return "" }, stdout: &stdout, stderr: &stderr,
+	e := env{getenv: func(string) string { return "" }, stdout: &stdout, stderr: &stderr, kinds: sources.Kinds(),
 		deadlines: &passDeadlines{full: 300 * time.Millisecond, incremental: 300 * time.Millisecond}}
 	done := make(chan error, 1)
 	go func() { done <- cmdSync(context.Background(), e, []string{"--config", path, "--output", "json"}) }()

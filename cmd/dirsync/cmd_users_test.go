@@ -14,6 +14,7 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapdir"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
@@ -32,7 +33,7 @@ func TestUsersCommands(t *testing.T) {
 		{ID: "globex", Type: config.AccountEnterprise, ClaimedDomains: []string{"globex.example"},
 			Directory: config.Directory{Type: config.DirectoryConsole}, Console: config.AccountConsole{AutoJoinPermission: "basic"}},
 		{ID: "acme", Type: config.AccountEnterprise, ClaimedDomains: []string{"acme.example"},
-			Directory: config.Directory{Type: config.DirectoryActiveDirectory}},
+			Directory: config.Directory{Type: ldapdir.TypeActiveDirectory}},
 	}}
 	cfg.Console.PostgresDSNEnv = "TEST_DSN"
 	dsn := pg.CreateDatabase(t)

@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/dirsync/dirsync/internal/directory"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 )
 
 // Exit codes (a public contract).
@@ -38,6 +41,9 @@ type env struct {
 	stderr io.Writer
 	// deadlines, when set, replace the pass deadlines (tests).
 	deadlines *passDeadlines
+	// kinds are the directory source kinds of the build (the table in
+	// package sources): config loading and account wiring use only these.
+	kinds []directory.Kind
 }
 
 // usageError marks errors that exit with code 2.
@@ -69,7 +75,12 @@ func commands() []command {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	e := env{getenv: getenv, stdout: stdout, stderr: stderr}
+	return runEnv(ctx, env{getenv: getenv, stdout: stdout, stderr: stderr, kinds: sources.Kinds()}, args)
+}
+
+// runEnv runs the command args name in e and returns the exit code.
+func runEnv(ctx context.Context, e env, args []string) int {
+	stderr := e.stderr
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {

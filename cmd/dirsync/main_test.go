@@ -357,6 +357,16 @@ func TestRunServesQuickStart(t *testing.T) {
 	if d := get("dave@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
 		t.Errorf("dave = %+v", d)
 	}
+	// Every source kind's counters reach the metrics, the LDIF file's too.
+	if resp, err := http.Get("http://" + addr + "/metrics"); err != nil {
+		t.Error(err)
+	} else {
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(m), `dirsync_directory_entries_read_total{account="acme",source="ldif"}`) {
+			t.Errorf("no entries-read counter for the LDIF source:\n%s", m)
+		}
+	}
 	code, out, errOut := runCLI(t, context.Background(), nil, "check", "--config", cfg, "carol@acme.example", "--output", "json")
 	if code != exitOK || !strings.Contains(out, `"permission": "pro"`) || !strings.Contains(errOut, "asking the daemon") {
 		t.Errorf("check via daemon: exit %d\n%s\n%s", code, out, errOut)

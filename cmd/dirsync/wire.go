@@ -3,15 +3,8 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"os"
 	"time"
-
-	"github.com/dirsync/dirsync/internal/entitlement/store"
-
-	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -19,10 +12,10 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
-	"github.com/dirsync/dirsync/internal/directory/ldapdir"
-	"github.com/dirsync/dirsync/internal/directory/ldapentry"
-	"github.com/dirsync/dirsync/internal/directory/ldif"
-	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/directory"
+	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/notify"
 )
@@ -32,7 +25,7 @@ func loadConfig(path string, e env) (*config.Config, error) {
 	if path == "" {
 		return nil, usagef("no config: pass --config FILE or set DIRSYNC_CONFIG")
 	}
-	cfg, err := config.Load(path, e.getenv)
+	cfg, err := config.Load(path, directory.ConfigKinds(e.kinds), e.getenv)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -98,13 +91,9 @@ func newRedisClient(r config.Redis, e env) (redis.UniversalClient, error) {
 	if r.TLS {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if r.CAFile != "" {
-			pem, err := os.ReadFile(r.CAFile)
+			pool, err := config.ReadCAFile(r.CAFile)
 			if err != nil {
 				return nil, fmt.Errorf("cache.redis.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("cache.redis.ca_file: no PEM certificates in %s", r.CAFile)
 			}
 			tc.RootCAs = pool
 		}
@@ -113,31 +102,80 @@ func newRedisClient(r config.Redis, e env) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(opts), nil
 }
 
-// errUnsupportedDirectory is returned for directory types this build cannot
-// read yet.
-var errUnsupportedDirectory = errors.New("directory type not available in this build")
+// account is a directory account's part of the engine and what the
+// daemon exports of its source.
+type account struct {
+	engine.Account
+	// kind is the account's directory type (the metrics' source label).
+	kind   string
+	source directory.Source
+}
 
-// newAccounts builds the engine's view of every configured account.
-func newAccounts(cfg *config.Config, e env, log *zap.Logger) ([]engine.Account, error) {
-	var out []engine.Account
+// newAccounts opens, through its kind, the source of every account that
+// has one (console accounts are served from PostgreSQL by the console
+// service).
+func newAccounts(cfg *config.Config, e env) ([]account, error) {
+	var out []account
 	for _, a := range cfg.Accounts {
 		if a.Directory.Type == config.DirectoryConsole {
-			continue // served from PostgreSQL by the console service
+			continue
 		}
-		src, err := newSource(a, e, log)
+		kind, ok := directory.KindOf(e.kinds, a.Directory.Type)
+		if !ok { // config.Load accepts only the kinds' types
+			return nil, fmt.Errorf("account %s: directory type %q has no source kind in this build", a.ID, a.Directory.Type)
+		}
+		src, err := kind.Open(&a, e.getenv)
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", a.ID, err)
 		}
-		out = append(out, engine.Account{
-			Policy: policyOf(a),
-			Source: src,
-			Safeguard: engine.Safeguard{
-				MaxLostAccessPercent: *a.Safeguard.MaxLostAccessPercent,
-				MaxLostAccessUsers:   *a.Safeguard.MaxLostAccessUsers,
+		out = append(out, account{
+			Account: engine.Account{
+				Policy: policyOf(a),
+				Source: src,
+				Safeguard: engine.Safeguard{
+					MaxLostAccessPercent: *a.Safeguard.MaxLostAccessPercent,
+					MaxLostAccessUsers:   *a.Safeguard.MaxLostAccessUsers,
+				},
 			},
+			kind:   a.Directory.Type,
+			source: src,
 		})
 	}
 	return out, nil
+}
+
+// engineAccounts is the engine's view of accounts.
+func engineAccounts(accounts []account) []engine.Account {
+	out := make([]engine.Account, len(accounts))
+	for i, a := range accounts {
+		out[i] = a.Account
+	}
+	return out
+}
+
+// eventHooks reads the event hook credential of every account whose kind
+// accepts event hooks and that configures one.
+func eventHooks(cfg *config.Config, e env) ([]apimux.OktaHookSecret, error) {
+	var hooks []apimux.OktaHookSecret
+	for _, a := range cfg.Accounts {
+		kind, ok := directory.KindOf(e.kinds, a.Directory.Type)
+		if !ok || kind.EventHook == nil {
+			continue
+		}
+		hook, ok, err := kind.EventHook(&a, e.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", a.ID, err)
+		}
+		if !ok {
+			continue
+		}
+		secret, err := apimux.NewToken(hook.Source, hook.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", a.ID, err)
+		}
+		hooks = append(hooks, apimux.OktaHookSecret{Account: a.ID, Header: hook.Header, Secret: secret})
+	}
+	return hooks, nil
 }
 
 func policyOf(a config.Account) mapper.Policy {
@@ -146,35 +184,6 @@ func policyOf(a config.Account) mapper.Policy {
 		p.Bindings = append(p.Bindings, mapper.Binding{Group: b.Group, Permission: entitlement.Permission(b.Permission)})
 	}
 	return p
-}
-
-func newSource(a config.Account, e env, log *zap.Logger) (engine.Source, error) {
-	d := a.Directory
-	switch d.Type {
-	case config.DirectoryActiveDirectory, config.DirectoryLDAP:
-		password, err := config.ReadSecret(d.LDAP.BindPasswordFile, d.LDAP.BindPasswordEnv, e.getenv)
-		if err != nil {
-			return nil, fmt.Errorf("directory.ldap.bind_password: %w", err)
-		}
-		tc, err := ldapdir.TLSConfigFromCAFile(d.LDAP.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("directory.ldap.%w", err)
-		}
-		return ldapdir.New(ldapdir.OptionsFromConfig(d, password, tc))
-	case config.DirectoryOkta:
-		token, err := config.ReadSecret(d.Okta.TokenFile, d.Okta.TokenEnv, e.getenv)
-		if err != nil {
-			return nil, fmt.Errorf("directory.okta.token: %w", err)
-		}
-		return okta.New(okta.OptionsFromAccount(&a, token))
-	case config.DirectoryLDIF:
-		return ldif.NewSource(d.LDIF.Path, ldapentry.Options{
-			EmailAttributes:   d.LDIF.EmailAttributes,
-			DisabledAttribute: d.LDIF.DisabledAttribute,
-			DisabledValue:     d.LDIF.DisabledValue,
-		}, time.Now), nil
-	}
-	return nil, fmt.Errorf("%w: %s", errUnsupportedDirectory, d.Type)
 }
 
 // newNotifier builds the webhook notifier of notify.webhooks (one with no

@@ -26,7 +26,6 @@ import (
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/entitlement/accesscache"
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory/ldapdir"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
@@ -410,7 +409,7 @@ func cmdPublishProbe(args []string) error {
 // generated directory at url, published to Redis under prefix.
 func newBenchEngine(url, bindDN, password, suffix, redisAddr, prefix string) (*ldapdir.Poller, *engine.Engine, *redis.Client, error) {
 	p, err := ldapdir.New(ldapdir.Options{
-		Type: config.DirectoryLDAP, URLs: []string{url}, AllowInsecure: true,
+		Type: ldapdir.TypeLDAP, URLs: []string{url}, AllowInsecure: true,
 		BindDN: bindDN, BindPassword: strings.TrimSpace(password),
 		UserBaseDN: "ou=people," + suffix, GroupBaseDN: "ou=groups," + suffix,
 		DisabledAttribute: "employeeType", DisabledValue: "disabled", Timeout: 10 * time.Minute,

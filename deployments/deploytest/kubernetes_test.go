@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 )
 
 const (
@@ -323,7 +324,7 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := config.Parse([]byte(strings.ReplaceAll(cfgText, secretDir, tmp+"/")), path.Dir(cfgPath), "ConfigMap "+cmName, func(string) string { return "" })
+	cfg, err := config.Parse([]byte(strings.ReplaceAll(cfgText, secretDir, tmp+"/")), path.Dir(cfgPath), "ConfigMap "+cmName, sources.Config(), func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("the ConfigMap's config is not valid:\n%v", err)
 	}

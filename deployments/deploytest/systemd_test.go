@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -170,7 +171,7 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	rewritten := strings.ReplaceAll(string(data), unitCredentialDir, creds+"/")
-	if _, err := config.Parse([]byte(rewritten), filepath.Dir(configPath), unitConfigPath, func(string) string { return "" }); err != nil {
+	if _, err := config.Parse([]byte(rewritten), filepath.Dir(configPath), unitConfigPath, sources.Config(), func(string) string { return "" }); err != nil {
 		t.Errorf("the example config is not valid:\n%v", err)
 	}
 }

@@ -8,6 +8,8 @@ package config
 
 import (
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole file.
@@ -29,6 +31,9 @@ type Config struct {
 	// dir is the directory of the file the config was read from; relative
 	// paths inside the file are resolved against it.
 	dir string
+	// kinds are the source kinds the config was parsed with (ParseAccount
+	// uses them again).
+	kinds []SourceKind
 }
 
 // Cache selects and configures the access cache the sign-in service reads.
@@ -149,91 +154,18 @@ type Account struct {
 
 // Directory selects the account's source of users and groups.
 type Directory struct {
-	// Type is active_directory, ldap, okta, ldif or console (users and
+	// Type is one of the directory types of the build's source kinds
+	// (active_directory, ldap, okta, ldif) or console (users and
 	// permissions managed through dirsync's admin API, stored in
-	// PostgreSQL; no bindings).
+	// PostgreSQL; no bindings). Each source kind configures its type
+	// with its own section beside type (ldap, okta, ldif; see SourceKind).
 	Type string `yaml:"type"`
-	LDAP LDAP   `yaml:"ldap"`
-	Okta Okta   `yaml:"okta"`
-	LDIF LDIF   `yaml:"ldif"`
-}
 
-// LDAP configures active_directory and ldap directories.
-type LDAP struct {
-	// URLs are tried in order (DC failover): ldaps://, or ldap:// with
-	// StartTLS, or plain ldap:// only with AllowInsecure.
-	URLs             []string `yaml:"urls"`
-	StartTLS         bool     `yaml:"start_tls"`
-	CAFile           string   `yaml:"ca_file"`
-	AllowInsecure    bool     `yaml:"allow_insecure"`
-	BindDN           string   `yaml:"bind_dn"`
-	BindPasswordFile string   `yaml:"bind_password_file"`
-	BindPasswordEnv  string   `yaml:"bind_password_env"`
-	BaseDN           string   `yaml:"base_dn"`
-	// UserBaseDN and GroupBaseDN default to BaseDN.
-	UserBaseDN  string `yaml:"user_base_dn"`
-	GroupBaseDN string `yaml:"group_base_dn"`
-	// UserFilter and GroupFilter default per directory type.
-	UserFilter  string `yaml:"user_filter"`
-	GroupFilter string `yaml:"group_filter"`
-	// EmailAttributes are read in order; the first non-empty value is the
-	// user's email. Default [mail, userPrincipalName].
-	EmailAttributes []string `yaml:"email_attributes"`
-	// PageSize is the RFC 2696 page size. Default 1000.
-	PageSize int `yaml:"page_size"`
-	// Timeout bounds each LDAP operation. Default 30s.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxEntries and MaxPages cap one search (a runaway or hostile server
-	// pages without end): it may return at most the larger of MaxEntries
-	// and 4x the entries of the last good full read, in at most the larger
-	// of MaxPages and 4x its pages (requests). A search past a cap fails
-	// the read. Defaults 1000000 and 10000.
-	MaxEntries int `yaml:"max_entries"`
-	MaxPages   int `yaml:"max_pages"`
-	// DisabledAttribute and DisabledValue mark a disabled user on generic
-	// LDAP: the user is suspended when the attribute holds the value (any
-	// value when DisabledValue is empty). AD uses userAccountControl instead.
-	DisabledAttribute string `yaml:"disabled_attribute"`
-	DisabledValue     string `yaml:"disabled_value"`
-}
-
-// Okta configures okta directories.
-type Okta struct {
-	OrgURL    string `yaml:"org_url"`
-	TokenFile string `yaml:"token_file"`
-	TokenEnv  string `yaml:"token_env"`
-	// AllowHTTP permits an http:// org URL, for local test servers only.
-	AllowHTTP bool `yaml:"allow_http"`
-	// PageSize is the limit of list requests (group members, groups,
-	// users). Default 200, Okta's recommended page size; at most 1000.
-	PageSize int `yaml:"page_size"`
-	// RequestTimeout bounds one API call including its rate-limit retries.
-	// Default 30s.
-	RequestTimeout time.Duration `yaml:"request_timeout"`
-	// RateLimitShare is the largest share (0 < share <= 1) of the org's
-	// per-window API rate limit dirsync may use; when less than that is
-	// left, it waits for the window to reset. Default 0.5.
-	RateLimitShare float64 `yaml:"rate_limit_share"`
-	// EventHookSecretFile (or EventHookSecretEnv) holds the secret Okta
-	// sends with event hook deliveries to /v1/hooks/okta; without one, the
-	// account accepts no event hooks (polling still applies).
-	EventHookSecretFile string `yaml:"event_hook_secret_file"`
-	EventHookSecretEnv  string `yaml:"event_hook_secret_env"`
-	// EventHookHeader is the header Okta sends the secret in. Default
-	// Authorization.
-	EventHookHeader string `yaml:"event_hook_header"`
-}
-
-// LDIF configures an LDIF file directory (offline import, quick start).
-type LDIF struct {
-	// Path to the LDIF file; relative paths are resolved against the
-	// directory of the config file.
-	Path string `yaml:"path"`
-	// DisabledAttribute and DisabledValue: as for LDAP.
-	DisabledAttribute string `yaml:"disabled_attribute"`
-	DisabledValue     string `yaml:"disabled_value"`
-	// EmailAttributes: as for LDAP. Default [mail, userPrincipalName].
-	EmailAttributes []string `yaml:"email_attributes"`
+	// raw holds each section's YAML until decodeSections decodes it with
+	// its kind; section is then the decoded section of Type's kind (see
+	// SectionOf).
+	raw     map[string]*yaml.Node
+	section any
 }
 
 // Binding grants a permission to the (transitive) members of a group.
@@ -254,14 +186,10 @@ type Safeguard struct {
 	MaxLostAccessUsers *int `yaml:"max_lost_access_users"`
 }
 
-// Directory types.
-const (
-	DirectoryActiveDirectory = "active_directory"
-	DirectoryLDAP            = "ldap"
-	DirectoryOkta            = "okta"
-	DirectoryLDIF            = "ldif"
-	DirectoryConsole         = "console"
-)
+// DirectoryConsole is the directory type of console-managed accounts:
+// no polled source, users and permissions in PostgreSQL. The other
+// directory types belong to source kinds (see SourceKind).
+const DirectoryConsole = "console"
 
 // Account types.
 const (

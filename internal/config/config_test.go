@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"errors"
@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/directory/ldapdir"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -17,7 +20,7 @@ func getenv(vars map[string]string) func(string) string {
 }
 
 func TestLoadGood(t *testing.T) {
-	cfg, err := Load("testdata/good.yaml", getenv(map[string]string{"GLOBEX_OKTA_TOKEN": "tok"}))
+	cfg, err := load("testdata/good.yaml", getenv(map[string]string{"GLOBEX_OKTA_TOKEN": "tok"}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -25,11 +28,14 @@ func TestLoadGood(t *testing.T) {
 	if got := acme.ClaimedDomains[1]; got != "corp.acme.example" {
 		t.Errorf("claimed domain not lower-cased: %q", got)
 	}
-	l := acme.Directory.LDAP
-	if l.PageSize != DefaultPageSize || l.Timeout != 10*time.Second || l.UserBaseDN != l.BaseDN {
+	l, ok := config.SectionOf[ldapdir.Section](acme.Directory)
+	if !ok {
+		t.Fatalf("no ldap section in %+v", acme.Directory)
+	}
+	if l.PageSize != ldapdir.DefaultPageSize || l.Timeout != 10*time.Second || l.UserBaseDN != l.BaseDN {
 		t.Errorf("ldap defaults: page %d timeout %v user_base_dn %q", l.PageSize, l.Timeout, l.UserBaseDN)
 	}
-	if l.MaxEntries != DefaultLDAPMaxEntries || l.MaxPages != DefaultLDAPMaxPages {
+	if l.MaxEntries != ldapdir.DefaultMaxEntries || l.MaxPages != ldapdir.DefaultMaxPages {
 		t.Errorf("ldap caps default to %d entries, %d pages", l.MaxEntries, l.MaxPages)
 	}
 	if strings.Join(l.EmailAttributes, ",") != "mail,userPrincipalName" {
@@ -38,15 +44,15 @@ func TestLoadGood(t *testing.T) {
 	if !filepath.IsAbs(l.BindPasswordFile) {
 		t.Errorf("secret path not resolved against the config dir: %q", l.BindPasswordFile)
 	}
-	if *acme.Safeguard.MaxLostAccessPercent != 10 || *acme.Safeguard.MaxLostAccessUsers != DefaultMaxLostAccessUsers {
+	if *acme.Safeguard.MaxLostAccessPercent != 10 || *acme.Safeguard.MaxLostAccessUsers != config.DefaultMaxLostAccessUsers {
 		t.Errorf("safeguard = %v / %v", *acme.Safeguard.MaxLostAccessPercent, *acme.Safeguard.MaxLostAccessUsers)
 	}
 	if acme.Schedule.Incremental != "@every 5s" || cfg.Accounts[1].Type != "enterprise" {
 		t.Errorf("inherited schedule %q, type %q", acme.Schedule.Incremental, cfg.Accounts[1].Type)
 	}
-	secret, err := ReadSecret(l.BindPasswordFile, "", nil)
+	secret, err := config.ReadSecret(l.BindPasswordFile, "", nil)
 	if err != nil || secret != "s3cret" {
-		t.Errorf("ReadSecret = %q, %v", secret, err)
+		t.Errorf("config.ReadSecret = %q, %v", secret, err)
 	}
 }
 
@@ -54,8 +60,8 @@ func TestLoadGood(t *testing.T) {
 func TestBadConfigs(t *testing.T) {
 	for _, name := range []string{"three-mistakes", "many-mistakes"} {
 		t.Run(name, func(t *testing.T) {
-			_, err := Load("testdata/"+name+".yaml", getenv(nil))
-			var cerr *Error
+			_, err := load("testdata/"+name+".yaml", getenv(nil))
+			var cerr *config.Error
 			if !errors.As(err, &cerr) {
 				t.Fatalf("Load error = %v; want *config.Error", err)
 			}
@@ -91,7 +97,7 @@ accounts:
     directory: {type: okta, okta: {org_url: "ftp://x", token_env: OKTA}}
     bindings: [{group: g, permission: gold}]
 `
-	_, err := Parse([]byte(yml), dir, "inline", getenv(map[string]string{"REDIS_PW": "hunter2-redis", "TOKEN": "hunter2-token", "OKTA": "hunter2-okta"}))
+	_, err := parse([]byte(yml), dir, "inline", getenv(map[string]string{"REDIS_PW": "hunter2-redis", "TOKEN": "hunter2-token", "OKTA": "hunter2-okta"}))
 	if err == nil {
 		t.Fatal("want errors")
 	}
@@ -117,7 +123,7 @@ func TestParseEdgeCases(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(tt.give), t.TempDir(), "inline", getenv(nil))
+			_, err := parse([]byte(tt.give), t.TempDir(), "inline", getenv(nil))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v; want it to contain %q", err, tt.want)
 			}

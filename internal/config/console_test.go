@@ -1,9 +1,11 @@
-package config
+package config_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 func TestConsoleAccounts(t *testing.T) {
@@ -18,14 +20,14 @@ accounts:
     claimed_domains: [globex.example]
     directory: {type: console}
 `
-	cfg, err := Parse([]byte(base), "", "c.yaml", func(string) string { return "postgres://x" })
+	cfg, err := parse([]byte(base), "", "c.yaml", func(string) string { return "postgres://x" })
 	if err != nil {
 		t.Fatalf("valid console config: %v", err)
 	}
 	if got := cfg.Accounts[1].Console.AutoJoinPermission; got != "basic" {
 		t.Errorf("auto_join_permission default = %q, want basic", got)
 	}
-	if cfg.Console.MaxConns != DefaultConsoleMaxConns {
+	if cfg.Console.MaxConns != config.DefaultConsoleMaxConns {
 		t.Errorf("max_conns default = %d", cfg.Console.MaxConns)
 	}
 
@@ -46,10 +48,10 @@ accounts:
     console: {auto_join_permission: pro}
     bindings: [{group: g, permission: pro}]
 `
-	_, err = Parse([]byte(bad), "", "c.yaml", func(string) string { return "" })
-	var ce *Error
+	_, err = parse([]byte(bad), "", "c.yaml", func(string) string { return "" })
+	var ce *config.Error
 	if !errors.As(err, &ce) {
-		t.Fatalf("want *Error, got %v", err)
+		t.Fatalf("want *config.Error, got %v", err)
 	}
 	got := map[string]string{}
 	for _, p := range ce.Problems {

@@ -1,8 +1,10 @@
-package config
+package config_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -19,6 +21,10 @@ func TestParseSchedule(t *testing.T) {
 		{"CRON_TZ=", "cannot parse"},
 		{"TZ=", "cannot parse"},
 		{"CRON_TZ=Europe/Paris", "cannot parse"},
+		// Found by fuzzing robfig/cron: any time zone prefix with no space
+		// after it panics, whatever separates the fields.
+		{"TZ=UTC\t@daily", "cannot parse"},
+		{"CRON_TZ=UTC\t0\t3\t*\t*\t*", "cannot parse"},
 		// Accepted by robfig/cron, but never or not as written.
 		{"0 0 30 2 *", "never fires"},
 		{"@every -1s", "positive duration"},
@@ -26,12 +32,12 @@ func TestParseSchedule(t *testing.T) {
 		{"every five seconds", "expected exactly 5 fields"},
 		{"", "empty spec"},
 	} {
-		_, err := ParseSchedule(tt.spec)
+		_, err := config.ParseSchedule(tt.spec)
 		switch {
 		case tt.wantErr == "" && err != nil:
-			t.Errorf("ParseSchedule(%q) = %v; want it valid", tt.spec, err)
+			t.Errorf("config.ParseSchedule(%q) = %v; want it valid", tt.spec, err)
 		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("ParseSchedule(%q) = %v; want an error containing %q", tt.spec, err, tt.wantErr)
+			t.Errorf("config.ParseSchedule(%q) = %v; want an error containing %q", tt.spec, err, tt.wantErr)
 		}
 	}
 }
@@ -50,7 +56,7 @@ accounts:
     directory: {type: ldif, ldif: {path: x.ldif}}
     bindings: [{group: g, permission: pro}]
 `
-	_, err := Parse([]byte(in), t.TempDir(), "test", nil)
+	_, err := parse([]byte(in), t.TempDir(), "test", nil)
 	if err == nil {
 		t.Fatal("Parse accepted panicking cron specs")
 	}

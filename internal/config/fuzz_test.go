@@ -1,11 +1,11 @@
-package config
+package config_test
 
 import (
 	"strings"
 	"testing"
 )
 
-// FuzzParse: any input gives a config or an *Error, never a panic, and a
+// FuzzParse: any input gives a config or a *config.Error, never a panic, and a
 // secret's value never appears in an error.
 func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
@@ -19,11 +19,12 @@ func FuzzParse(f *testing.F) {
 		"schedule: {full: \"CRON_TZ=\"}\n",
 		"accounts: [{id: a, schedule: {incremental: \"TZ=Europe/Paris\"}}]\n",
 		"schedule: {full: \"0 0 30 2 *\", incremental: \"@every -1s\"}\n",
+		"schedule: {incremental: \"TZ=UTC\\t@daily\", full: \"CRON_TZ=Europe/Paris\\t0\\t3\\t*\\t*\\t*\"}\n",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		cfg, err := Parse([]byte(in), "/nonexistent-fuzz-dir", "fuzz", func(string) string { return "fuzz-secret-value" })
+		cfg, err := parse([]byte(in), "/nonexistent-fuzz-dir", "fuzz", func(string) string { return "fuzz-secret-value" })
 		if (cfg == nil) == (err == nil) {
 			t.Fatalf("Parse returned cfg=%v err=%v", cfg != nil, err)
 		}

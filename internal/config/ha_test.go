@@ -1,10 +1,12 @@
-package config
+package config_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dirsync/dirsync/internal/config"
 )
 
 const haBase = `
@@ -17,14 +19,14 @@ accounts:
 `
 
 func TestHADefaultsAndOverride(t *testing.T) {
-	cfg, err := Parse([]byte(haBase), "/tmp", "ha.yaml", getenv(nil))
+	cfg, err := parse([]byte(haBase), "/tmp", "ha.yaml", getenv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HA.LeasePeriod != DefaultLeasePeriod || cfg.HA.ReplicaID != "" {
+	if cfg.HA.LeasePeriod != config.DefaultLeasePeriod || cfg.HA.ReplicaID != "" {
 		t.Errorf("defaults: %+v", cfg.HA)
 	}
-	cfg, err = Parse([]byte(haBase+"ha: {lease_period: 3s, replica_id: dc1-a}\n"), "/tmp", "ha.yaml", getenv(nil))
+	cfg, err = parse([]byte(haBase+"ha: {lease_period: 3s, replica_id: dc1-a}\n"), "/tmp", "ha.yaml", getenv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +44,8 @@ func TestHAValidation(t *testing.T) {
 		"ha: {lease_perod: 3s}":       "lease_perod",
 		"ha: {lease_period: fifteen}": "ha",
 	} {
-		_, err := Parse([]byte(haBase+in+"\n"), "/tmp", "ha.yaml", getenv(nil))
-		var cerr *Error
+		_, err := parse([]byte(haBase+in+"\n"), "/tmp", "ha.yaml", getenv(nil))
+		var cerr *config.Error
 		if !errors.As(err, &cerr) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v; want one containing %q", in, err, want)
 		}

@@ -50,9 +50,11 @@ func (e *Error) Error() string {
 }
 
 // Load reads, decodes, defaults and validates the config file at path.
-// getenv resolves *_env secret references during validation. On any problem
-// it returns an *Error listing all of them.
-func Load(path string, getenv func(string) string) (*Config, error) {
+// kinds are the directory source kinds of the build: each configures its
+// directory types through its section. getenv resolves *_env secret
+// references during validation. On any problem it returns an *Error
+// listing all of them.
+func Load(path string, kinds []SourceKind, getenv func(string) string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -61,50 +63,90 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(abs), path, getenv)
+	return Parse(data, filepath.Dir(abs), path, kinds, getenv)
 }
 
 // Parse is Load on bytes already read; dir is where relative paths resolve
 // and name is used in error messages.
-func Parse(data []byte, dir, name string, getenv func(string) string) (*Config, error) {
-	cfg, problems := decode(data)
-	if cfg == nil {
-		return nil, &Error{File: name, Problems: problems}
+func Parse(data []byte, dir, name string, kinds []SourceKind, getenv func(string) string) (*Config, error) {
+	var cfg Config
+	d := decode(data, &cfg, kinds, "")
+	if d.fatal {
+		return nil, &Error{File: name, Problems: d.problems}
 	}
 	cfg.dir = dir
+	cfg.kinds = kinds
 	cfg.applyDefaults()
-	problems = append(problems, cfg.validate(getenv)...)
-	if len(problems) > 0 {
-		return nil, &Error{File: name, Problems: problems}
+	if all := append(d.problems, cfg.validate(getenv)...); len(all) > 0 {
+		return nil, &Error{File: name, Problems: all}
 	}
-	return cfg, nil
+	return &cfg, nil
 }
 
-// decode parses YAML strictly. Unknown fields and type mismatches come back
-// as problems with their paths; the returned config is nil only when the
-// document cannot be parsed at all.
-func decode(data []byte) (*Config, []Problem) {
+// decoded is what decode found wrong; fatal means the document could not
+// be decoded at all.
+type decoded struct {
+	problems []Problem
+	fatal    bool
+}
+
+// decode parses YAML (or JSON, a subset of it) strictly into out, a
+// *Config or an *Account: unknown fields and type mismatches come back as
+// problems with their paths, under prefix; every account's directory
+// sections are decoded with their kinds.
+func decode(data []byte, out any, kinds []SourceKind, prefix string) decoded {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, []Problem{{Path: "(file)", Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return decoded{fatal: true, problems: []Problem{{Path: orFile(prefix), Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}}
 	}
 	if len(bytes.TrimSpace(data)) == 0 || len(root.Content) == 0 {
-		return nil, []Problem{{Path: "(file)", Message: "empty config; see deployments/local/config.yaml for a starting point"}}
+		msg := "empty config; see deployments/local/config.yaml for a starting point"
+		if _, isAccount := out.(*Account); isAccount {
+			msg = "empty account; give at least id, claimed_domains, directory and bindings"
+		}
+		return decoded{fatal: true, problems: []Problem{{Path: orFile(prefix), Message: msg}}}
 	}
 	lines := map[int]string{}
-	problems := checkFields(root.Content[0], reflect.TypeOf(Config{}), "", lines)
+	s := schema{directoryFields: sectionFields(kinds)}
+	problems := s.checkFields(root.Content[0], reflect.TypeOf(out).Elem(), prefix, lines)
 
-	var cfg Config
-	if err := root.Content[0].Decode(&cfg); err != nil {
+	if err := root.Content[0].Decode(out); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			return nil, append(problems, Problem{Path: "(file)", Message: err.Error()})
+			return decoded{fatal: true, problems: append(problems, Problem{Path: orFile(prefix), Message: err.Error()})}
 		}
-		for _, msg := range te.Errors {
-			problems = append(problems, typeProblem(msg, lines))
-		}
+		problems = append(problems, decodeProblems(err, lines)...)
 	}
-	return &cfg, problems
+	switch v := out.(type) {
+	case *Config:
+		for i := range v.Accounts {
+			problems = append(problems, decodeSections(&v.Accounts[i].Directory, kinds, lines)...)
+		}
+	case *Account:
+		problems = append(problems, decodeSections(&v.Directory, kinds, lines)...)
+	}
+	return decoded{problems: problems}
+}
+
+func orFile(path string) string {
+	if path == "" {
+		return "(file)"
+	}
+	return path
+}
+
+// decodeProblems turns a decoder's type errors into problems located by
+// lines.
+func decodeProblems(err error, lines map[int]string) []Problem {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []Problem{{Path: "(file)", Message: err.Error()}}
+	}
+	var problems []Problem
+	for _, msg := range te.Errors {
+		problems = append(problems, typeProblem(msg, lines))
+	}
+	return problems
 }
 
 var lineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
@@ -129,9 +171,15 @@ func typeProblem(msg string, lines map[int]string) Problem {
 	return Problem{Path: path, Line: line, Message: detail}
 }
 
+// schema is what checkFields knows besides the Go types: the sections a
+// directory may hold, which belong to the source kinds.
+type schema struct {
+	directoryFields map[string]reflect.Type
+}
+
 // checkFields walks the YAML tree beside the Go type, reporting keys the
 // schema does not have, and records the path of every value by line.
-func checkFields(n *yaml.Node, t reflect.Type, path string, lines map[int]string) []Problem {
+func (s schema) checkFields(n *yaml.Node, t reflect.Type, path string, lines map[int]string) []Problem {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -145,6 +193,9 @@ func checkFields(n *yaml.Node, t reflect.Type, path string, lines map[int]string
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t.String() != "time.Time":
 		fields := yamlFields(t)
+		if t == reflect.TypeFor[Directory]() {
+			fields = s.directoryFields
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
 			child := joinPath(path, key.Value)
@@ -155,11 +206,11 @@ func checkFields(n *yaml.Node, t reflect.Type, path string, lines map[int]string
 					Message: "unknown field" + suggest(key.Value, fields) + "; known fields here: " + strings.Join(sortedKeys(fields), ", ")})
 				continue
 			}
-			problems = append(problems, checkFields(val, ft, child, lines)...)
+			problems = append(problems, s.checkFields(val, ft, child, lines)...)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
-			problems = append(problems, checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines)...)
+			problems = append(problems, s.checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines)...)
 		}
 	}
 	return problems

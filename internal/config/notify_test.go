@@ -1,4 +1,4 @@
-package config
+package config_test
 
 import (
 	"os"
@@ -15,7 +15,7 @@ func TestNotifyValidation(t *testing.T) {
 	base := "cache: {backend: memory}\naccounts: [{id: a, claimed_domains: [a.example], directory: {type: console}}]\nconsole: {postgres_dsn_env: DSN}\n"
 	getenv := func(k string) string { return map[string]string{"DSN": "postgres://x"}[k] }
 	good := base + "notify: {webhooks: [{url: \"https://hooks.example/x\", secret_file: key}]}\n"
-	cfg, err := Parse([]byte(good), dir, "good", getenv)
+	cfg, err := parse([]byte(good), dir, "good", getenv)
 	if err != nil {
 		t.Fatalf("good: %v", err)
 	}
@@ -24,7 +24,7 @@ func TestNotifyValidation(t *testing.T) {
 		t.Errorf("defaults: %+v", w)
 	}
 	bad := base + "notify: {webhooks: [{url: \"ftp://x\", events: [hold, fire], format: teams, sync_failed_after: -1}]}\n"
-	_, err = Parse([]byte(bad), dir, "bad", getenv)
+	_, err = parse([]byte(bad), dir, "bad", getenv)
 	for _, want := range []string{
 		"notify.webhooks[0].url", "notify.webhooks[0].secret_file: required", "notify.webhooks[0].events[1]",
 		"notify.webhooks[0].format", "notify.webhooks[0].sync_failed_after",

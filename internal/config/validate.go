@@ -1,9 +1,9 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,19 +20,9 @@ const (
 	DefaultListen               = "127.0.0.1:8080"
 	DefaultFullSchedule         = "@every 1h"
 	DefaultIncrementalSchedule  = "@every 5s"
-	DefaultPageSize             = 1000
-	DefaultLDAPTimeout          = 30 * time.Second
-	DefaultLDAPMaxEntries       = 1_000_000
-	DefaultLDAPMaxPages         = 10_000
 	DefaultMaxLostAccessPercent = 20.0
 	DefaultMaxLostAccessUsers   = 500
-	DefaultOktaPageSize         = 200
-	DefaultOktaRequestTimeout   = 30 * time.Second
-	DefaultOktaRateLimitShare   = 0.5
 )
-
-// DefaultEmailAttributes are read in order when email_attributes is empty.
-func DefaultEmailAttributes() []string { return []string{"mail", "userPrincipalName"} }
 
 func (c *Config) applyDefaults() {
 	if c.Cache.Backend == "" {
@@ -73,77 +63,41 @@ func (c *Config) applyDefaults() {
 		c.Log.Format = "json"
 	}
 	for i := range c.Accounts {
-		a := &c.Accounts[i]
-		if a.Type == "" {
-			a.Type = "enterprise"
-		}
-		if a.Directory.Type == DirectoryConsole && a.Type == AccountEnterprise && a.Console.AutoJoinPermission == "" {
-			a.Console.AutoJoinPermission = "basic"
-		}
-		for j, d := range a.ClaimedDomains {
-			// ASCII folding only, as for emails; anything else stays as
-			// written and fails validation below.
-			if n := mailaddr.NormalizeDomain(d); n != "" {
-				a.ClaimedDomains[j] = n
-			}
-		}
-		if a.Schedule.Full == "" {
-			a.Schedule.Full = c.Schedule.Full
-		}
-		if a.Schedule.Incremental == "" {
-			a.Schedule.Incremental = c.Schedule.Incremental
-		}
-		if a.Safeguard.MaxLostAccessPercent == nil {
-			v := DefaultMaxLostAccessPercent
-			a.Safeguard.MaxLostAccessPercent = &v
-		}
-		if a.Safeguard.MaxLostAccessUsers == nil {
-			v := DefaultMaxLostAccessUsers
-			a.Safeguard.MaxLostAccessUsers = &v
-		}
-		l := &a.Directory.LDAP
-		if len(l.EmailAttributes) == 0 {
-			l.EmailAttributes = DefaultEmailAttributes()
-		}
-		if l.PageSize == 0 {
-			l.PageSize = DefaultPageSize
-		}
-		if l.Timeout == 0 {
-			l.Timeout = DefaultLDAPTimeout
-		}
-		if l.MaxEntries == 0 {
-			l.MaxEntries = DefaultLDAPMaxEntries
-		}
-		if l.MaxPages == 0 {
-			l.MaxPages = DefaultLDAPMaxPages
-		}
-		if l.UserBaseDN == "" {
-			l.UserBaseDN = l.BaseDN
-		}
-		if l.GroupBaseDN == "" {
-			l.GroupBaseDN = l.BaseDN
-		}
-		l.CAFile = c.path(l.CAFile)
-		l.BindPasswordFile = c.path(l.BindPasswordFile)
-		a.Directory.Okta.TokenFile = c.path(a.Directory.Okta.TokenFile)
-		a.Directory.Okta.EventHookSecretFile = c.path(a.Directory.Okta.EventHookSecretFile)
-		if a.Directory.Okta.EventHookHeader == "" {
-			a.Directory.Okta.EventHookHeader = "Authorization"
-		}
-		if a.Directory.Okta.PageSize == 0 {
-			a.Directory.Okta.PageSize = DefaultOktaPageSize
-		}
-		if a.Directory.Okta.RequestTimeout == 0 {
-			a.Directory.Okta.RequestTimeout = DefaultOktaRequestTimeout
-		}
-		if a.Directory.Okta.RateLimitShare == 0 {
-			a.Directory.Okta.RateLimitShare = DefaultOktaRateLimitShare
-		}
-		a.Directory.LDIF.Path = c.path(a.Directory.LDIF.Path)
-		if len(a.Directory.LDIF.EmailAttributes) == 0 {
-			a.Directory.LDIF.EmailAttributes = DefaultEmailAttributes()
+		c.applyAccountDefaults(&c.Accounts[i])
+	}
+}
+
+// applyAccountDefaults fills what a leaves unset: from the top-level
+// schedule, the built-in defaults and the defaults of its source kind.
+func (c *Config) applyAccountDefaults(a *Account) {
+	if a.Type == "" {
+		a.Type = AccountEnterprise
+	}
+	if a.Directory.Type == DirectoryConsole && a.Type == AccountEnterprise && a.Console.AutoJoinPermission == "" {
+		a.Console.AutoJoinPermission = "basic"
+	}
+	for j, d := range a.ClaimedDomains {
+		// ASCII folding only, as for emails; anything else stays as
+		// written and fails validation.
+		if n := mailaddr.NormalizeDomain(d); n != "" {
+			a.ClaimedDomains[j] = n
 		}
 	}
+	if a.Schedule.Full == "" {
+		a.Schedule.Full = c.Schedule.Full
+	}
+	if a.Schedule.Incremental == "" {
+		a.Schedule.Incremental = c.Schedule.Incremental
+	}
+	if a.Safeguard.MaxLostAccessPercent == nil {
+		v := DefaultMaxLostAccessPercent
+		a.Safeguard.MaxLostAccessPercent = &v
+	}
+	if a.Safeguard.MaxLostAccessUsers == nil {
+		v := DefaultMaxLostAccessUsers
+		a.Safeguard.MaxLostAccessUsers = &v
+	}
+	applyDirectoryDefaults(&a.Directory, c.kinds, c.path)
 }
 
 // path resolves a relative file path against the config file's directory.
@@ -234,11 +188,10 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	if len(c.Accounts) == 0 {
 		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
 	}
-	ids := map[string]int{}
-	domains := map[string]string{}
+	taken := newTakenNames()
 	consoleAccounts := 0
 	for i := range c.Accounts {
-		c.validateAccount(&ps, i, ids, domains, getenv)
+		c.validateAccount(&ps, i, fmt.Sprintf("accounts[%d]", i), &c.Accounts[i], taken, getenv)
 		if c.Accounts[i].Directory.Type == DirectoryConsole {
 			consoleAccounts++
 		}
@@ -257,56 +210,81 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	return ps
 }
 
-func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domains map[string]string, getenv func(string) string) {
-	a := &c.Accounts[i]
-	p := fmt.Sprintf("accounts[%d]", i)
+// takenNames are the account ids and claimed domains of the accounts
+// validated so far: each belongs to one account.
+type takenNames struct {
+	ids     map[string]int    // id → index in accounts
+	domains map[string]string // claimed domain → account id
+}
+
+func newTakenNames() takenNames {
+	return takenNames{ids: map[string]int{}, domains: map[string]string{}}
+}
+
+// takeID gives id to accounts[i]; dup reports the account that had it.
+func (t takenNames) takeID(i int, id string) (prev int, dup bool) {
+	prev, dup = t.ids[id]
+	t.ids[id] = i
+	return prev, dup
+}
+
+// takeDomain gives domain d to account id unless another has it.
+func (t takenNames) takeDomain(d, id string) (owner string, dup bool) {
+	if owner, dup = t.domains[d]; !dup {
+		t.domains[d] = id
+	}
+	return owner, dup
+}
+
+// validateAccount checks accounts[i], at path p, against the accounts
+// before it, whose ids and domains taken holds (and gets a's). Parse runs
+// it for every entry of the file and ParseAccount for an entry given on
+// its own.
+func (c *Config) validateAccount(ps *problems, i int, p string, a *Account, taken takenNames, getenv func(string) string) {
 	switch {
 	case a.ID == "":
-		ps.add(p+".id", "required; use a stable id of lower-case letters, digits and dashes, e.g. acme")
+		ps.add(joinPath(p, "id"), "required; use a stable id of lower-case letters, digits and dashes, e.g. acme")
 	case !accountIDRE.MatchString(a.ID):
-		ps.add(p+".id", "%q must match [a-z0-9-]+ (lower-case letters, digits, single dashes)", a.ID)
+		ps.add(joinPath(p, "id"), "%q must match [a-z0-9-]+ (lower-case letters, digits, single dashes)", a.ID)
 	default:
-		if j, dup := ids[a.ID]; dup {
-			ps.add(p+".id", "%q is already used by accounts[%d]; account ids must be unique", a.ID, j)
+		if j, dup := taken.takeID(i, a.ID); dup {
+			ps.add(joinPath(p, "id"), "%q is already used by accounts[%d]; account ids must be unique", a.ID, j)
 		}
-		ids[a.ID] = i
 	}
 	switch a.Type {
 	case AccountEnterprise, AccountTeam:
 	default:
-		ps.add(p+".type", "%q is not an account type; use enterprise or team", a.Type)
+		ps.add(joinPath(p, "type"), "%q is not an account type; use enterprise or team", a.Type)
 	}
 	console := a.Directory.Type == DirectoryConsole
 	// A console-managed team invites users from any domain: it needs none.
 	if len(a.ClaimedDomains) == 0 && !(console && a.Type == AccountTeam) {
-		ps.add(p+".claimed_domains", "required: list the email domains this account owns, e.g. [acme.example]")
+		ps.add(joinPath(p, "claimed_domains"), "required: list the email domains this account owns, e.g. [acme.example]")
 	}
 	for j, d := range a.ClaimedDomains {
-		dp := fmt.Sprintf("%s.claimed_domains[%d]", p, j)
+		dp := joinPath(p, fmt.Sprintf("claimed_domains[%d]", j))
 		if !domainRE.MatchString(d) {
 			ps.add(dp, "%q is not a domain name; write it like acme.example, without @", d)
 			continue
 		}
-		if owner, dup := domains[d]; dup {
+		if owner, dup := taken.takeDomain(d, a.ID); dup {
 			ps.add(dp, "%q is already claimed by account %q; a domain belongs to one account", d, owner)
-			continue
 		}
-		domains[d] = a.ID
 	}
-	c.validateDirectory(ps, p+".directory", &a.Directory, getenv)
+	validateDirectory(ps, joinPath(p, "directory"), &a.Directory, c.kinds, getenv)
 	validateAccountConsole(ps, p, a)
 	switch {
 	case console && len(a.Bindings) > 0:
-		ps.add(p+".bindings", "a console account has no directory groups: permissions are assigned through the admin API; remove bindings")
+		ps.add(joinPath(p, "bindings"), "a console account has no directory groups: permissions are assigned through the admin API; remove bindings")
 	case !console && len(a.Bindings) == 0:
-		ps.add(p+".bindings", "no bindings: nobody could sign in; bind at least one group to pro or basic")
+		ps.add(joinPath(p, "bindings"), "no bindings: nobody could sign in; bind at least one group to pro or basic")
 	}
 	if console && a.AccessGroup != "" {
-		ps.add(p+".access_group", "a console account has no directory groups; remove access_group")
+		ps.add(joinPath(p, "access_group"), "a console account has no directory groups; remove access_group")
 	}
 	seen := map[string]int{}
 	for j, b := range a.Bindings {
-		bp := fmt.Sprintf("%s.bindings[%d]", p, j)
+		bp := joinPath(p, fmt.Sprintf("bindings[%d]", j))
 		if strings.TrimSpace(b.Group) == "" {
 			ps.add(bp+".group", "required: the group DN (LDAP/AD) or Okta group id or name")
 		} else {
@@ -325,17 +303,17 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 		}
 	}
 	if v := *a.Safeguard.MaxLostAccessPercent; v < 0 || v > 100 {
-		ps.add(p+".safeguard.max_lost_access_percent", "%v is outside 0..100", v)
+		ps.add(joinPath(p, "safeguard.max_lost_access_percent"), "%v is outside 0..100", v)
 	}
 	if v := *a.Safeguard.MaxLostAccessUsers; v < 0 {
-		ps.add(p+".safeguard.max_lost_access_users", "%d is negative; use 0 or more", v)
+		ps.add(joinPath(p, "safeguard.max_lost_access_users"), "%d is negative; use 0 or more", v)
 	}
 	// An inherited schedule was checked at the top level already.
 	if a.Schedule.Full != c.Schedule.Full {
-		checkSchedule(ps, p+".schedule.full", a.Schedule.Full)
+		checkSchedule(ps, joinPath(p, "schedule.full"), a.Schedule.Full)
 	}
 	if a.Schedule.Incremental != c.Schedule.Incremental {
-		checkSchedule(ps, p+".schedule.incremental", a.Schedule.Incremental)
+		checkSchedule(ps, joinPath(p, "schedule.incremental"), a.Schedule.Incremental)
 	}
 	if a.Schedule.MaxConcurrentPasses != 0 {
 		ps.add(p+".schedule.max_concurrent_passes", "the pass pool is shared by every account: set schedule.max_concurrent_passes at the top level")
@@ -343,7 +321,7 @@ func (c *Config) validateAccount(ps *problems, i int, ids map[string]int, domain
 }
 
 func validateAccountConsole(ps *problems, p string, a *Account) {
-	ap := p + ".console.auto_join_permission"
+	ap := joinPath(p, "console.auto_join_permission")
 	v := a.Console.AutoJoinPermission
 	switch {
 	case v == "":
@@ -356,126 +334,9 @@ func validateAccountConsole(ps *problems, p string, a *Account) {
 	}
 }
 
-func (c *Config) validateDirectory(ps *problems, p string, d *Directory, getenv func(string) string) {
-	switch d.Type {
-	case DirectoryActiveDirectory, DirectoryLDAP:
-		l := d.LDAP
-		lp := p + ".ldap"
-		if len(l.URLs) == 0 {
-			ps.add(lp+".urls", "required: list the directory servers, e.g. [\"ldaps://dc1.example:636\"]")
-		}
-		for j, raw := range l.URLs {
-			up := fmt.Sprintf("%s.urls[%d]", lp, j)
-			u, err := url.Parse(raw)
-			if err != nil || u.Host == "" {
-				ps.add(up, "%q is not a URL; write ldaps://host:636 or ldap://host:389", raw)
-				continue
-			}
-			switch u.Scheme {
-			case "ldaps":
-				if l.StartTLS {
-					ps.add(up, "ldaps:// already uses TLS; remove start_tls or use ldap://")
-				}
-			case "ldap":
-				if !l.StartTLS && !l.AllowInsecure {
-					ps.add(up, "plain ldap:// sends the bind password in clear; use ldaps://, set start_tls: true, or set allow_insecure: true for a test server")
-				}
-			default:
-				ps.add(up, "scheme %q is not ldap or ldaps", u.Scheme)
-			}
-		}
-		if l.BindDN == "" {
-			ps.add(lp+".bind_dn", "required: the DN of the read-only service account dirsync binds as")
-		}
-		checkSecret(ps, lp+".bind_password", l.BindPasswordFile, l.BindPasswordEnv, l.BindDN != "", getenv)
-		checkFile(ps, lp+".ca_file", l.CAFile)
-		if l.BaseDN == "" {
-			ps.add(lp+".base_dn", "required: the subtree to read, e.g. DC=acme,DC=example")
-		}
-		if l.PageSize < 1 || l.PageSize > 100000 {
-			ps.add(lp+".page_size", "%d is outside 1..100000; AD serves at most 1000 per page", l.PageSize)
-		}
-		if l.Timeout < 0 {
-			ps.add(lp+".timeout", "must be positive, e.g. 30s")
-		}
-		if l.MaxEntries < 0 {
-			ps.add(lp+".max_entries", "%d is negative; give the most entries one search may return, e.g. %d (leave it out for the default)", l.MaxEntries, DefaultLDAPMaxEntries)
-		}
-		if l.MaxPages < 0 {
-			ps.add(lp+".max_pages", "%d is negative; give the most pages one search may take, e.g. %d (leave it out for the default)", l.MaxPages, DefaultLDAPMaxPages)
-		}
-		checkFilter(ps, lp+".user_filter", l.UserFilter)
-		checkFilter(ps, lp+".group_filter", l.GroupFilter)
-		if l.DisabledValue != "" && l.DisabledAttribute == "" {
-			ps.add(lp+".disabled_value", "set but disabled_attribute is empty; name the attribute that holds it")
-		}
-	case DirectoryOkta:
-		o := d.Okta
-		op := p + ".okta"
-		u, err := url.Parse(o.OrgURL)
-		switch {
-		case o.OrgURL == "":
-			ps.add(op+".org_url", "required: the Okta org URL, e.g. https://acme.okta.com")
-		case err != nil || u.Host == "":
-			ps.add(op+".org_url", "%q is not a URL; write https://acme.okta.com", o.OrgURL)
-		case u.Scheme == "http" && !o.AllowHTTP:
-			ps.add(op+".org_url", "http:// sends the API token in clear; use https://, or set allow_http: true for a local test server")
-		case u.Scheme != "https" && u.Scheme != "http":
-			ps.add(op+".org_url", "scheme %q is not https", u.Scheme)
-		}
-		checkSecret(ps, op+".token", o.TokenFile, o.TokenEnv, true, getenv)
-		checkSecret(ps, op+".event_hook_secret", o.EventHookSecretFile, o.EventHookSecretEnv, false, getenv)
-		if o.PageSize < 1 || o.PageSize > 1000 {
-			ps.add(op+".page_size", "%d is outside 1..1000; Okta recommends 200", o.PageSize)
-		}
-		if o.RequestTimeout < 0 {
-			ps.add(op+".request_timeout", "must be positive, e.g. 30s")
-		}
-		if o.RateLimitShare <= 0 || o.RateLimitShare > 1 {
-			ps.add(op+".rate_limit_share", "%v is outside (0, 1]; e.g. 0.5 uses at most half of each rate-limit window", o.RateLimitShare)
-		}
-	case DirectoryLDIF:
-		if d.LDIF.Path == "" {
-			ps.add(p+".ldif.path", "required: the LDIF file to read")
-		} else {
-			checkFile(ps, p+".ldif.path", d.LDIF.Path)
-		}
-		if d.LDIF.DisabledValue != "" && d.LDIF.DisabledAttribute == "" {
-			ps.add(p+".ldif.disabled_value", "set but disabled_attribute is empty; name the attribute that holds it")
-		}
-	case DirectoryConsole:
-		// Users and permissions live in PostgreSQL (top-level console).
-	case "":
-		ps.add(p+".type", "required: active_directory, ldap, okta, ldif or console")
-	default:
-		ps.add(p+".type", "%q is not a directory type; use active_directory, ldap, okta, ldif or console", d.Type)
-	}
-}
-
 func checkSchedule(ps *problems, path, spec string) {
 	if _, err := ParseSchedule(spec); err != nil {
 		ps.add(path, "%q is not a cron spec (%v); write for example \"@every 5s\" or \"0 * * * *\"", spec, err)
-	}
-}
-
-func checkFilter(ps *problems, path, filter string) {
-	if filter == "" {
-		return
-	}
-	depth := 0
-	for _, r := range filter {
-		switch r {
-		case '(':
-			depth++
-		case ')':
-			depth--
-		}
-		if depth < 0 {
-			break
-		}
-	}
-	if !strings.HasPrefix(filter, "(") || depth != 0 {
-		ps.add(path, "%q is not an LDAP filter: it must be wrapped in balanced parentheses, e.g. (objectClass=user)", filter)
 	}
 }
 
@@ -499,15 +360,6 @@ func checkSecret(ps *problems, path, file, env string, required bool, getenv fun
 		}
 	case required:
 		ps.add(path+"_file", "required: a file holding the secret (or %s_env naming an environment variable); secrets are never written inline", path)
-	}
-}
-
-func checkFile(ps *problems, path, file string) {
-	if file == "" {
-		return
-	}
-	if _, err := os.Stat(file); err != nil {
-		ps.add(path, "cannot read %s: %v", file, unwrapPathError(err))
 	}
 }
 
@@ -552,4 +404,19 @@ func ReadSecret(file, env string, getenv func(string) string) (string, error) {
 		return v, nil
 	}
 	return "", nil
+}
+
+// ReadCAFile returns a certificate pool holding only the PEM certificates
+// in file (a ca_file field): the one way dirsync turns a CA file into the
+// roots a TLS client trusts. A file without a certificate is an error.
+func ReadCAFile(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }

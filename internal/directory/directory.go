@@ -1,5 +1,7 @@
 // Package directory holds the source-neutral snapshot that every directory
-// poller produces and the entitlement mapper consumes.
+// poller produces and the entitlement mapper consumes, and Kind, the one
+// registration of a kind of source (its config section, constructor and
+// counters; the build's kinds are listed in package sources).
 //
 // A Snapshot is the complete state of one account's directory at one moment:
 // a poller returns either a whole snapshot or an error, never a partial one.

@@ -30,6 +30,7 @@ import (
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory/ldapentry"
 	"github.com/dirsync/dirsync/internal/directory/ldif"
+	"github.com/dirsync/dirsync/internal/directory/sources"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -528,7 +529,7 @@ func (g *generated) write(dir string) error {
 	if err := os.WriteFile(g.path, []byte(g.text), 0o600); err != nil {
 		return err
 	}
-	if _, err := config.Load(g.path, os.Getenv); err != nil {
+	if _, err := config.Load(g.path, sources.Config(), os.Getenv); err != nil {
 		return fmt.Errorf("generated config is invalid (a dev-stack bug): %w", err)
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -43,7 +42,7 @@ func BenchmarkSlapdFullRead(b *testing.B) {
 	f.Close()
 	s := servertest.StartSlapd(b, servertest.SlapdOptions{LDIFFile: path, MaxSize: 4 << 30})
 	p, err := New(Options{
-		Type: config.DirectoryLDAP, URLs: []string{s.URL}, AllowInsecure: true,
+		Type: TypeLDAP, URLs: []string{s.URL}, AllowInsecure: true,
 		BindDN: s.ServiceDN, BindPassword: s.ServicePassword, UserBaseDN: s.PeopleDN, GroupBaseDN: s.GroupsDN,
 		PageSize: 1000, Timeout: time.Minute,
 	})

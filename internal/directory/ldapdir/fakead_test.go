@@ -15,7 +15,6 @@ import (
 	"github.com/jimlambrt/gldap"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -337,7 +336,7 @@ func (f *fakeAD) hostilePage(cookie string, size int) ([]fakeEntry, string) {
 
 func fakeOptions(url string) Options {
 	return Options{
-		Type: config.DirectoryActiveDirectory, URLs: []string{url}, AllowInsecure: true,
+		Type: TypeActiveDirectory, URLs: []string{url}, AllowInsecure: true,
 		BindDN: "CN=svc," + fakeBase, BindPassword: "pw", UserBaseDN: fakeBase, GroupBaseDN: fakeBase,
 		PageSize: 5000, Timeout: 10 * time.Second,
 	}

@@ -22,17 +22,14 @@ package ldapdir
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/directory/ldapentry"
 )
@@ -45,10 +42,10 @@ const (
 	DefaultLDAPGroupFilter = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))"
 )
 
-// Options configures a Poller. OptionsFromConfig builds it from an
-// account's config.
+// Options configures a Poller. Kind builds it from an account's ldap
+// section.
 type Options struct {
-	// Type is config.DirectoryActiveDirectory or config.DirectoryLDAP.
+	// Type is TypeActiveDirectory or TypeLDAP.
 	Type string
 	// URLs are tried in order: ldaps://, or ldap:// with StartTLS, or plain
 	// ldap:// only with AllowInsecure.
@@ -82,8 +79,8 @@ type Options struct {
 	// MaxEntries and MaxPages are the floors of the caps on one search
 	// (see searchLimits): it may return at most max(MaxEntries, 4 x the
 	// entries of the last good full read) entries in at most max(MaxPages,
-	// 4 x its pages) pages. Defaults config.DefaultLDAPMaxEntries and
-	// config.DefaultLDAPMaxPages.
+	// 4 x its pages) pages. Defaults DefaultMaxEntries and
+	// DefaultMaxPages.
 	MaxEntries int
 	MaxPages   int
 	// Now is the clock stamped on snapshots; default time.Now. Account
@@ -91,38 +88,6 @@ type Options struct {
 	Now func() time.Time
 	// Source names snapshots; default "<type>:<first URL>".
 	Source string
-}
-
-// OptionsFromConfig builds Options from an account's directory config. The
-// caller reads the bind password (bind_password_file/env) and builds the
-// TLS config (see TLSConfigFromCAFile).
-func OptionsFromConfig(d config.Directory, bindPassword string, tlsConfig *tls.Config) Options {
-	l := d.LDAP
-	return Options{
-		Type: d.Type, URLs: l.URLs, StartTLS: l.StartTLS, AllowInsecure: l.AllowInsecure, TLSConfig: tlsConfig,
-		BindDN: l.BindDN, BindPassword: bindPassword,
-		UserBaseDN: firstNonEmpty(l.UserBaseDN, l.BaseDN), GroupBaseDN: firstNonEmpty(l.GroupBaseDN, l.BaseDN),
-		UserFilter: l.UserFilter, GroupFilter: l.GroupFilter, EmailAttributes: l.EmailAttributes,
-		DisabledAttribute: l.DisabledAttribute, DisabledValue: l.DisabledValue,
-		PageSize: l.PageSize, Timeout: l.Timeout, MaxEntries: l.MaxEntries, MaxPages: l.MaxPages,
-	}
-}
-
-// TLSConfigFromCAFile returns a TLS config trusting only the PEM
-// certificates in caFile, or nil (system roots) when caFile is empty.
-func TLSConfigFromCAFile(caFile string) (*tls.Config, error) {
-	if caFile == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("ca_file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca_file %s holds no PEM certificate", caFile)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 func firstNonEmpty(a, b string) string {
@@ -168,26 +133,19 @@ type Poller struct {
 // an incremental pass costs the directory.
 func (p *Poller) EntriesRead() int64 { return p.entriesRead.Load() }
 
-// Stats are a poller's counters since it was created.
-type Stats struct {
-	// Requests are the LDAP operations sent: binds, StartTLS and search
-	// requests (one per page).
-	Requests int64
-	// EntriesRead are the entries received.
-	EntriesRead int64
-}
-
-// Stats returns the poller's counters (safe during a pass).
-func (p *Poller) Stats() Stats {
-	return Stats{Requests: p.requests.Load(), EntriesRead: p.entriesRead.Load()}
+// Stats returns the poller's counters (safe during a pass): Requests are
+// the LDAP operations sent (binds, StartTLS and search requests, one per
+// page), EntriesRead the entries received. LDAP has no rate limit.
+func (p *Poller) Stats() directory.SourceStats {
+	return directory.SourceStats{Requests: p.requests.Load(), EntriesRead: p.entriesRead.Load(), RateLimitRemaining: -1}
 }
 
 // New validates o and returns a poller. It does not connect.
 func New(o Options) (*Poller, error) {
 	switch o.Type {
-	case config.DirectoryActiveDirectory, config.DirectoryLDAP:
+	case TypeActiveDirectory, TypeLDAP:
 	default:
-		return nil, fmt.Errorf("directory type %q is not %s or %s", o.Type, config.DirectoryActiveDirectory, config.DirectoryLDAP)
+		return nil, fmt.Errorf("directory type %q is not %s or %s", o.Type, TypeActiveDirectory, TypeLDAP)
 	}
 	if len(o.URLs) == 0 {
 		return nil, errors.New("urls: none given; list the directory servers")
@@ -216,7 +174,7 @@ func New(o Options) (*Poller, error) {
 	if o.UserBaseDN == "" || o.GroupBaseDN == "" {
 		return nil, errors.New("user_base_dn and group_base_dn (or base_dn) are required")
 	}
-	ad := o.Type == config.DirectoryActiveDirectory
+	ad := o.Type == TypeActiveDirectory
 	if o.UserFilter == "" {
 		o.UserFilter = DefaultLDAPUserFilter
 		if ad {
@@ -230,20 +188,20 @@ func New(o Options) (*Poller, error) {
 		}
 	}
 	if len(o.EmailAttributes) == 0 {
-		o.EmailAttributes = config.DefaultEmailAttributes()
+		o.EmailAttributes = ldapentry.DefaultEmailAttributes()
 	}
 	o.EmailAttributes = slices.Clone(o.EmailAttributes)
 	if o.PageSize <= 0 {
-		o.PageSize = config.DefaultPageSize
+		o.PageSize = DefaultPageSize
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = config.DefaultLDAPTimeout
+		o.Timeout = DefaultTimeout
 	}
 	if o.MaxEntries <= 0 {
-		o.MaxEntries = config.DefaultLDAPMaxEntries
+		o.MaxEntries = DefaultMaxEntries
 	}
 	if o.MaxPages <= 0 {
-		o.MaxPages = config.DefaultLDAPMaxPages
+		o.MaxPages = DefaultMaxPages
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -3,14 +3,12 @@ package ldapdir
 import (
 	"strings"
 	"testing"
-
-	"github.com/dirsync/dirsync/internal/config"
 )
 
 // TestNewErrorsNameTheOption: New's errors follow the package convention
 // (no package prefix; the option at fault first, in its config spelling).
 func TestNewErrorsNameTheOption(t *testing.T) {
-	good := Options{Type: config.DirectoryLDAP, URLs: []string{"ldaps://dc1.example"}, BindDN: "cn=svc", BindPassword: "pw",
+	good := Options{Type: TypeLDAP, URLs: []string{"ldaps://dc1.example"}, BindDN: "cn=svc", BindPassword: "pw",
 		UserBaseDN: "dc=example", GroupBaseDN: "dc=example"}
 	for _, tc := range []struct {
 		change func(o *Options)

@@ -15,7 +15,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/directory/ldapentry"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
@@ -35,7 +34,7 @@ func TestMain(m *testing.M) {
 
 func sambaOptions(dc *servertest.Samba) Options {
 	return Options{
-		Type: config.DirectoryActiveDirectory, URLs: []string{dc.URL}, AllowInsecure: true,
+		Type: TypeActiveDirectory, URLs: []string{dc.URL}, AllowInsecure: true,
 		BindDN: servertest.SambaAdminUPN, BindPassword: servertest.SambaAdminPassword,
 		UserBaseDN: servertest.ADCorpDN, GroupBaseDN: servertest.ADCorpDN,
 		PageSize: 500, Timeout: 20 * time.Second,

@@ -11,7 +11,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/dirsync/dirsync/entitlement"
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -66,7 +65,7 @@ var slapdBindings = map[string]string{
 
 func slapdOptions(s *servertest.Slapd) Options {
 	return Options{
-		Type: config.DirectoryLDAP, URLs: []string{s.URL}, StartTLS: true, TLSConfig: s.TLS.ClientConfig(),
+		Type: TypeLDAP, URLs: []string{s.URL}, StartTLS: true, TLSConfig: s.TLS.ClientConfig(),
 		BindDN: s.ServiceDN, BindPassword: s.ServicePassword,
 		UserBaseDN: s.PeopleDN, GroupBaseDN: s.GroupsDN,
 		DisabledAttribute: "employeeType", DisabledValue: "disabled",

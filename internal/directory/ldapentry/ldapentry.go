@@ -38,6 +38,10 @@ func (e *Entry) First(name string) string {
 	return ""
 }
 
+// DefaultEmailAttributes are read in order when a source's
+// email_attributes is empty.
+func DefaultEmailAttributes() []string { return []string{"mail", "userPrincipalName"} }
+
 // Options says how to read users.
 type Options struct {
 	// EmailAttributes are tried in order; the first non-empty value that is

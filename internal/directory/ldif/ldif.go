@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/directory"
@@ -140,6 +141,16 @@ type Source struct {
 	last    *directory.Snapshot
 	lastMod time.Time
 	lastLen int64
+
+	// reads counts the times the file was read, entries the entries
+	// parsed from it.
+	reads, entries atomic.Int64
+}
+
+// Stats returns the source's counters (safe during a read): Requests are
+// the reads of the file, EntriesRead the entries parsed.
+func (s *Source) Stats() directory.SourceStats {
+	return directory.SourceStats{Requests: s.reads.Load(), EntriesRead: s.entries.Load(), RateLimitRemaining: -1}
 }
 
 // NewSource returns a source for the LDIF file at path.
@@ -185,6 +196,7 @@ func (s *Source) read(ctx context.Context) (*directory.Snapshot, error) {
 		return nil, fmt.Errorf("ldif %s: %w", s.path, err)
 	}
 	defer f.Close()
+	s.reads.Add(1)
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("ldif %s: %w", s.path, err)
@@ -199,6 +211,7 @@ func (s *Source) read(ctx context.Context) (*directory.Snapshot, error) {
 		}
 		b.Add(e)
 	})
+	s.entries.Add(int64(n))
 	if err == nil {
 		err = ctx.Err()
 	}

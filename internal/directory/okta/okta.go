@@ -34,7 +34,6 @@ import (
 	oktasdk "github.com/okta/okta-sdk-golang/v2/okta"
 	"github.com/okta/okta-sdk-golang/v2/okta/query"
 
-	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory"
 )
 
@@ -99,29 +98,6 @@ type Options struct {
 	// AllowEmptiedGroups accepts a bound group that had members in the
 	// previous snapshot and has none now; by default that read fails.
 	AllowEmptiedGroups bool
-}
-
-// OptionsFromAccount builds Options for an account whose directory.type is
-// okta: its org settings and the groups its bindings and access group name.
-// token is the API token the caller read with config.ReadSecret.
-func OptionsFromAccount(a *config.Account, token string) Options {
-	o := a.Directory.Okta
-	groups := make([]string, 0, len(a.Bindings)+1)
-	for _, b := range a.Bindings {
-		groups = append(groups, b.Group)
-	}
-	if a.AccessGroup != "" {
-		groups = append(groups, a.AccessGroup)
-	}
-	return Options{
-		OrgURL:         o.OrgURL,
-		Token:          token,
-		AllowHTTP:      o.AllowHTTP,
-		Groups:         groups,
-		PageSize:       o.PageSize,
-		RequestTimeout: o.RequestTimeout,
-		RateLimitShare: o.RateLimitShare,
-	}
 }
 
 func (o *Options) applyDefaults() {
@@ -236,8 +212,17 @@ func New(opts Options) (*Poller, error) {
 	return &Poller{opts: opts, source: "okta:" + u.Host, client: client, transport: tr}, nil
 }
 
-// Stats returns the request and pacing counters.
-func (p *Poller) Stats() Stats { return p.transport.snapshot() }
+// Counters returns the request and pacing counters.
+func (p *Poller) Counters() Counters { return p.transport.snapshot() }
+
+// Stats returns the counters the metrics export.
+func (p *Poller) Stats() directory.SourceStats {
+	c := p.transport.snapshot()
+	return directory.SourceStats{
+		Requests: int64(c.Requests), RateLimited: int64(c.RateLimited),
+		RateLimitRemaining: int64(c.RateLimitRemaining), EntriesRead: -1,
+	}
+}
 
 // state is what a successful read leaves behind.
 type state struct {

@@ -215,7 +215,7 @@ func TestSnapshotDecisionsForEveryStatusAndGroupType(t *testing.T) {
 			if c.ByRoute["GET /api/v1/groups/{id}/users"] <= len(snap.Groups) {
 				t.Errorf("member listing took %d requests for %d groups; the groups should need several pages", c.ByRoute["GET /api/v1/groups/{id}/users"], len(snap.Groups))
 			}
-			if s := p.Stats(); s.Requests != c.Requests {
+			if s := p.Stats(); s.Requests != int64(c.Requests) {
 				t.Errorf("poller counted %d requests, server %d", s.Requests, c.Requests)
 			}
 			// Cache off: the same read again reaches the server again.
@@ -293,7 +293,7 @@ func TestRateLimitedEveryNRequests(t *testing.T) {
 		t.Fatalf("Snapshot under 429 every 3 requests: %v", err)
 	}
 	checkDecisions(t, o, snap)
-	c, s := o.fake.Counters(), p.Stats()
+	c, s := o.fake.Counters(), p.Counters()
 	if c.Injected["429"] == 0 || s.RateLimited != c.Injected["429"] {
 		t.Errorf("server injected %d 429s, poller saw %d", c.Injected["429"], s.RateLimited)
 	}
@@ -321,7 +321,7 @@ func TestPacingKeepsWithinRateLimitShare(t *testing.T) {
 	if len(snap.Users) != 12 {
 		t.Errorf("%d users, want 12", len(snap.Users))
 	}
-	c, s := f.Counters(), p.Stats()
+	c, s := f.Counters(), p.Counters()
 	t.Logf("requests %d, pacing waits %d (%v), max used in a window %d of 8", c.Requests, s.PacingWaits, s.PacingWaited, c.MaxWindowUsed)
 	if s.PacingWaits == 0 {
 		t.Error("no pacing although the read needs more than half of a window")
@@ -381,7 +381,7 @@ func TestFailuresReturnErrorsNotPartialData(t *testing.T) {
 		if !errors.Is(err, errConnectionDropped) {
 			t.Fatalf("err %v, want errConnectionDropped", err)
 		}
-		if d := p.Stats().Dropped; d != 3 {
+		if d := p.Counters().Dropped; d != 3 {
 			t.Errorf("%d dropped attempts, want 3 (MaxDropped 2 plus the failing one)", d)
 		}
 	})
@@ -546,15 +546,16 @@ func TestIncrementalMembershipChanges(t *testing.T) {
 }
 
 func TestOptionsFromAccount(t *testing.T) {
+	s := &Section{
+		OrgURL: "https://acme.okta.com/", AllowHTTP: false, PageSize: 150,
+		RequestTimeout: 12 * time.Second, RateLimitShare: 0.25,
+	}
 	a := config.Account{
 		AccessGroup: "Everyone",
 		Bindings:    []config.Binding{{Group: "00g00000000000000001", Permission: "pro"}, {Group: "Sales", Permission: "basic"}},
-		Directory: config.Directory{Type: config.DirectoryOkta, Okta: config.Okta{
-			OrgURL: "https://acme.okta.com/", AllowHTTP: false, PageSize: 150,
-			RequestTimeout: 12 * time.Second, RateLimitShare: 0.25,
-		}},
+		Directory:   config.NewDirectory(Type, s),
 	}
-	o := OptionsFromAccount(&a, "tok")
+	o := optionsFrom(&a, s, "tok")
 	if o.OrgURL != "https://acme.okta.com/" || o.Token != "tok" || o.PageSize != 150 || o.RequestTimeout != 12*time.Second ||
 		o.RateLimitShare != 0.25 || strings.Join(o.Groups, "|") != "00g00000000000000001|Sales|Everyone" {
 		t.Errorf("options %+v", o)

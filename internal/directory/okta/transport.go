@@ -19,9 +19,9 @@ var errConnectionDropped = errors.New("okta: connection dropped without a respon
 // maxPacingWait bounds one pacing pause; Okta's windows are one minute.
 const maxPacingWait = 2 * time.Minute
 
-// Stats counts what a Poller sent and how it was paced. Counts accumulate
-// over the Poller's life.
-type Stats struct {
+// Counters count what a Poller sent and how it was paced. Counts
+// accumulate over the Poller's life.
+type Counters struct {
 	// Requests is the number of HTTP requests sent, retries included.
 	Requests int
 	// RateLimited is the number of 429 answers received (the SDK retries
@@ -52,7 +52,7 @@ type transport struct {
 	maxDropped int
 
 	mu    sync.Mutex
-	stats Stats
+	stats Counters
 	// The last rate-limit state seen: limit and remaining in the current
 	// window, and the local time at which the window resets.
 	limit, remaining int
@@ -176,7 +176,7 @@ func (t *transport) readStart() time.Time {
 	return t.serverDate
 }
 
-func (t *transport) snapshot() Stats {
+func (t *transport) snapshot() Counters {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.stats

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -13,23 +14,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 )
 
-// SourceStats are a directory source's own request counters.
-type SourceStats struct {
-	Requests    int
-	RateLimited int
-	// RateLimitRemaining is the last remaining budget seen; negative when
-	// unknown.
-	RateLimitRemaining int
-	// EntriesRead counts directory entries received; negative when the
-	// source does not count them.
-	EntriesRead int
+// Source is one account's directory source as the metrics see it.
+type Source struct {
+	// Kind is the account's directory type (the source label).
+	Kind string
+	// Stats is read at scrape time.
+	Stats StatsReader
 }
 
-// StatsFunc reads a source's counters at scrape time.
-type StatsFunc func() SourceStats
+// StatsReader is a directory source's own counters.
+type StatsReader interface {
+	Stats() directory.SourceStats
+}
 
 // Metrics holds every dirsync metric on its own registry.
 type Metrics struct {
@@ -45,7 +45,7 @@ type Metrics struct {
 	publish        *prometheus.HistogramVec
 	readErrors     *prometheus.CounterVec
 	sourcesMu      sync.Mutex
-	sources        map[string]sourceEntry
+	sources        map[string]Source
 	requestsDesc   *prometheus.Desc
 	rateLimitDesc  *prometheus.Desc
 	entriesDesc    *prometheus.Desc
@@ -55,16 +55,11 @@ type Metrics struct {
 	lookupDuration prometheus.Histogram
 }
 
-type sourceEntry struct {
-	kind  string
-	stats StatsFunc
-}
-
 // New returns the metrics, registered with Go and process collectors.
 func New() *Metrics {
 	m := &Metrics{
 		reg:     prometheus.NewRegistry(),
-		sources: map[string]sourceEntry{},
+		sources: map[string]Source{},
 		runDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dirsync_sync_duration_seconds", Help: "Duration of sync passes.",
 			Buckets: []float64{.005, .01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
@@ -131,16 +126,10 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // SetSources replaces the set of sources whose counters are exported (on
 // start-up and after a config reload).
-func (m *Metrics) SetSources(sources map[string]struct {
-	Kind  string
-	Stats StatsFunc
-}) {
+func (m *Metrics) SetSources(sources map[string]Source) {
 	m.sourcesMu.Lock()
 	defer m.sourcesMu.Unlock()
-	m.sources = map[string]sourceEntry{}
-	for account, s := range sources {
-		m.sources[account] = sourceEntry{kind: s.Kind, stats: s.Stats}
-	}
+	m.sources = maps.Clone(sources)
 }
 
 // ObserveRun records one pass.
@@ -218,13 +207,13 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.sourcesMu.Lock()
 	defer c.m.sourcesMu.Unlock()
 	for account, s := range c.m.sources {
-		st := s.stats()
-		ch <- prometheus.MustNewConstMetric(c.m.requestsDesc, prometheus.CounterValue, float64(st.Requests), account, s.kind)
-		ch <- prometheus.MustNewConstMetric(c.m.rateLimitDesc, prometheus.CounterValue, float64(st.RateLimited), account, s.kind)
+		st := s.Stats.Stats()
+		ch <- prometheus.MustNewConstMetric(c.m.requestsDesc, prometheus.CounterValue, float64(st.Requests), account, s.Kind)
+		ch <- prometheus.MustNewConstMetric(c.m.rateLimitDesc, prometheus.CounterValue, float64(st.RateLimited), account, s.Kind)
 		if st.EntriesRead >= 0 {
-			ch <- prometheus.MustNewConstMetric(c.m.entriesDesc, prometheus.CounterValue, float64(st.EntriesRead), account, s.kind)
+			ch <- prometheus.MustNewConstMetric(c.m.entriesDesc, prometheus.CounterValue, float64(st.EntriesRead), account, s.Kind)
 		}
-		if st.RateLimitRemaining >= 0 && s.kind == "okta" {
+		if st.RateLimitRemaining >= 0 && s.Kind == "okta" {
 			ch <- prometheus.MustNewConstMetric(c.m.remainingDesc, prometheus.GaugeValue, float64(st.RateLimitRemaining), account)
 		}
 	}
