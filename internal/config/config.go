@@ -9,6 +9,8 @@ package config
 import (
 	"time"
 
+	"github.com/dirsync/dirsync/internal/netpolicy"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -150,6 +152,12 @@ type Account struct {
 	Schedule Schedule `yaml:"schedule"`
 	// Console configures an account whose directory type is console.
 	Console AccountConsole `yaml:"console"`
+
+	// Network, when set, restricts the addresses the account's source may
+	// connect to (accounts created through the API: see package
+	// netpolicy). Not part of the file's schema; nil for accounts from the
+	// file.
+	Network *netpolicy.Policy `yaml:"-"`
 }
 
 // Directory selects the account's source of users and groups.

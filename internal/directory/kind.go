@@ -56,6 +56,10 @@ type Kind struct {
 	// is one of the kind's types; getenv resolves *_env secrets. It does
 	// not contact the directory.
 	Open func(a *config.Account, getenv func(string) string) (Source, error)
+	// Endpoints, when set, returns the hosts the account's source connects
+	// to (checked against the network policy when an account is created
+	// through the API). A kind without it connects nowhere.
+	Endpoints func(a *config.Account) []string
 	// EventHook, when set, returns the account's event hook credential;
 	// ok is false when the account accepts no event hooks. Optional.
 	EventHook func(a *config.Account, getenv func(string) string) (hook EventHook, ok bool, err error)

@@ -50,7 +50,10 @@ func (p *Poller) dialNet(ctx context.Context, rawURL string) (net.Conn, net.Conn
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	var d net.Dialer
+	d := p.o.Dialer
+	if d == nil {
+		d = &net.Dialer{}
+	}
 	raw, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect: %w", err)

@@ -80,8 +80,24 @@ func Kind() directory.Kind {
 			Defaults: applyDefaults,
 			Validate: validate,
 		}),
-		Open: open,
+		Open:      open,
+		Endpoints: endpoints,
 	}
+}
+
+// endpoints are the hosts of the account's LDAP URLs.
+func endpoints(a *config.Account) []string {
+	s, ok := config.SectionOf[Section](a.Directory)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, raw := range s.URLs {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			out = append(out, u.Hostname())
+		}
+	}
+	return out
 }
 
 func applyDefaults(s *Section, resolve func(string) string) {
@@ -203,7 +219,11 @@ func open(a *config.Account, getenv func(string) string) (directory.Source, erro
 		}
 		tc = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	p, err := New(optionsFrom(a.Directory.Type, s, password, tc))
+	o := optionsFrom(a.Directory.Type, s, password, tc)
+	if a.Network != nil {
+		o.Dialer = a.Network.Dialer(nil)
+	}
+	p, err := New(o)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"sync"
@@ -52,6 +53,9 @@ type Options struct {
 	URLs          []string
 	StartTLS      bool
 	AllowInsecure bool
+	// Dialer, when set, makes the TCP connections (a netpolicy dialer for
+	// accounts created through the API). Default: a plain net.Dialer.
+	Dialer *net.Dialer
 	// TLSConfig verifies the server (RootCAs from the account's ca_file);
 	// nil uses the system roots. ServerName defaults to the URL's host.
 	TLSConfig *tls.Config

@@ -2,6 +2,8 @@ package okta
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -57,7 +59,20 @@ func Kind() directory.Kind {
 		}),
 		Open:      open,
 		EventHook: eventHook,
+		Endpoints: endpoints,
 	}
+}
+
+// endpoints is the host of the account's org URL.
+func endpoints(a *config.Account) []string {
+	s, err := section(a)
+	if err != nil {
+		return nil
+	}
+	if u, err := url.Parse(s.OrgURL); err == nil && u.Hostname() != "" {
+		return []string{u.Hostname()}
+	}
+	return nil
 }
 
 func applyDefaults(s *Section, resolve func(string) string) {
@@ -121,7 +136,13 @@ func open(a *config.Account, getenv func(string) string) (directory.Source, erro
 	if err != nil {
 		return nil, fmt.Errorf("directory.okta.token: %w", err)
 	}
-	p, err := New(optionsFrom(a, s, token))
+	o := optionsFrom(a, s, token)
+	if a.Network != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = a.Network.Dialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		o.HTTPClient = &http.Client{Transport: tr}
+	}
+	p, err := New(o)
 	if err != nil {
 		return nil, err
 	}
