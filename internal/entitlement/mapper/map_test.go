@@ -291,7 +291,9 @@ func TestMapDuplicateEmails(t *testing.T) {
 		expires          time.Time
 		inPro            bool
 	}
-	active := func(created int64) obj { return obj{status: directory.StatusActive, created: created, changed: created, inPro: true} }
+	active := func(created int64) obj {
+		return obj{status: directory.StatusActive, created: created, changed: created, inPro: true}
+	}
 	disabled := func(st directory.Status, changed int64) obj {
 		return obj{status: st, created: changed - 100*day, changed: changed, inPro: true}
 	}
