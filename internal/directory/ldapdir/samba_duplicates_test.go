@@ -101,6 +101,11 @@ member: CN=sm-twin-b,%[1]s
 		if !found || res.Stats.DuplicateIdentities == 0 {
 			t.Errorf("%s: duplicate_identity not reported: %+v %+v", what, res.Problems, res.Stats)
 		}
+		if t.Failed() {
+			for _, u := range snap.Users {
+				t.Logf("%s: read %s %s %s created %d changed %d", what, u.DN, u.Email, u.Status, u.Created, u.Changed)
+			}
+		}
 	}
 	snap, err := p.Snapshot(ctx)
 	if err != nil {
