@@ -28,9 +28,15 @@ const (
 	ReasonSuspended        Reason = "suspended"
 	ReasonInactive         Reason = "inactive"
 	ReasonLockedOut        Reason = "locked_out"
-	ReasonNotInAccessGroup Reason = "not_in_access_group"
-	ReasonGranted          Reason = "granted"
-	ReasonNoPermission     Reason = "no_permission_group"
+	// ReasonDuplicateIdentity: several directory objects carry the email
+	// and the directory does not say which one is its owner (two active
+	// objects, or an active one and a disabled one that is not an old
+	// account disabled before the active one was created). Denied with
+	// permission none until one of them gives up the address.
+	ReasonDuplicateIdentity Reason = "duplicate_identity"
+	ReasonNotInAccessGroup  Reason = "not_in_access_group"
+	ReasonGranted           Reason = "granted"
+	ReasonNoPermission      Reason = "no_permission_group"
 	// ReasonUnknownUser: no account holds the email.
 	ReasonUnknownUser Reason = "unknown_user"
 

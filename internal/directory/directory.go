@@ -54,6 +54,13 @@ type User struct {
 	// zero means never. The mapper compares it with the evaluation time, so
 	// an expiry takes effect without any directory change.
 	ExpiresAt time.Time
+	// Created and Changed are when the directory object was created and
+	// last modified, in Unix seconds (AD whenCreated/whenChanged, OpenLDAP
+	// createTimestamp/modifyTimestamp, Okta created/lastUpdated); 0 when
+	// the directory gave none. They only decide between objects that share
+	// an email (an old disabled account is one whose last change precedes
+	// the active object's creation; see mapper.Map).
+	Created, Changed int64
 }
 
 // Group is one directory group. Members and Subgroups index into the

@@ -72,9 +72,9 @@ func (p *Poller) readDC(ctx context.Context, conn searchConn) (dcInfo, error) {
 func (p *Poller) userAttrs() []string {
 	a := []string{"objectClass"}
 	if p.ad {
-		a = append(a, "objectGUID", "objectSid", "primaryGroupID", "userAccountControl", "accountExpires")
+		a = append(a, "objectGUID", "objectSid", "primaryGroupID", "userAccountControl", "accountExpires", "whenCreated", "whenChanged")
 	} else {
-		a = append(a, "entryUUID", "uid", "modifyTimestamp")
+		a = append(a, "entryUUID", "uid", "createTimestamp", "modifyTimestamp")
 		if p.o.DisabledAttribute != "" {
 			a = append(a, p.o.DisabledAttribute)
 		}

@@ -93,6 +93,13 @@ func TestSlapdDecisionsRenameAndDisable(t *testing.T) {
 	if got := len(snap.Users); got != 4+fillerUsers {
 		t.Fatalf("%d users, want %d", got, 4+fillerUsers)
 	}
+	// createTimestamp/modifyTimestamp tell an old disabled account from a
+	// live one sharing its email (mapper.Map).
+	for _, u := range snap.Users {
+		if u.Created == 0 || u.Changed < u.Created {
+			t.Fatalf("%s: created %d, changed %d: createTimestamp/modifyTimestamp not read", u.DN, u.Created, u.Changed)
+		}
+	}
 	// Two connections (StartTLS and bind each), then pages of 100: at
 	// least 7 for the 605 users and 1 for the groups.
 	if st := p.Stats(); st.EntriesRead != 5+fillerUsers+3 || st.Requests < 4+7+1 {

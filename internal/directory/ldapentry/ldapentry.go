@@ -177,8 +177,12 @@ type Record struct {
 	// Unreadable names the attribute whose value could not be read when
 	// Status is a denial for that reason ("" otherwise).
 	Unreadable string
-	UID        string
-	PrimarySID string
+	// Created and Changed are the entry's whenCreated/whenChanged (AD) or
+	// createTimestamp/modifyTimestamp (OpenLDAP) in Unix seconds; 0 when
+	// absent or unparseable (see directory.User).
+	Created, Changed int64
+	UID              string
+	PrimarySID       string
 	// Group is set for groups.
 	Group *GroupRecord
 }
@@ -197,7 +201,7 @@ type GroupRecord struct {
 func Equal(a, b *Record) bool {
 	if a.Kind != b.Kind || a.Self != b.Self || a.ID != b.ID || a.DN != b.DN || a.Email != b.Email ||
 		a.Status != b.Status || !a.ExpiresAt.Equal(b.ExpiresAt) || a.UID != b.UID || a.PrimarySID != b.PrimarySID ||
-		a.Unreadable != b.Unreadable {
+		a.Unreadable != b.Unreadable || a.Created != b.Created || a.Changed != b.Changed {
 		return false
 	}
 	if (a.Group == nil) != (b.Group == nil) {
@@ -240,6 +244,8 @@ func (r *Reader) Record(e *Entry, dns *DNTable) Record {
 				rec.Status, rec.Unreadable = directory.StatusInactive, UnreadableAccountExpires
 			}
 		}
+		rec.Created = firstTime(e, "whencreated", "createtimestamp")
+		rec.Changed = firstTime(e, "whenchanged", "modifytimestamp")
 		if uid := e.First("uid"); uid != "" {
 			rec.UID = strings.ToLower(uid)
 		}
@@ -425,7 +431,8 @@ func (b *Builder) AddRecord(r *Record) {
 			return
 		}
 		idx := int32(len(b.snap.Users))
-		b.snap.Users = append(b.snap.Users, directory.User{ID: r.ID, DN: r.DN, Email: r.Email, Status: r.Status, ExpiresAt: r.ExpiresAt})
+		b.snap.Users = append(b.snap.Users, directory.User{ID: r.ID, DN: r.DN, Email: r.Email, Status: r.Status, ExpiresAt: r.ExpiresAt,
+			Created: r.Created, Changed: r.Changed})
 		if r.Unreadable != "" {
 			b.snap.Doubt(r.Unreadable, 1)
 		}
@@ -627,6 +634,89 @@ func ParseAccountExpires(v string) (time.Time, bool) {
 	const epochDiff = 116444736000000000 // 1601-01-01 → 1970-01-01 in 100 ns
 	n -= epochDiff
 	return time.Unix(n/1e7, (n%1e7)*100).UTC(), true
+}
+
+// firstTime returns the first of attrs that holds a GeneralizedTime, in
+// Unix seconds; 0 when none does.
+func firstTime(e *Entry, attrs ...string) int64 {
+	for _, a := range attrs {
+		if v := e.First(a); v != "" {
+			if t, ok := ParseGeneralizedTime(v); ok {
+				return t.Unix()
+			}
+		}
+	}
+	return 0
+}
+
+// ParseGeneralizedTime reads an LDAP GeneralizedTime (RFC 4517 3.3.13) with
+// seconds, as AD ("20261127041434.0Z") and OpenLDAP ("20261127041434Z")
+// write whenCreated and modifyTimestamp: YYYYMMDDHHMMSS, an optional
+// fraction, then Z or a ±HHMM offset. ok is false for anything else,
+// including dates that do not exist.
+func ParseGeneralizedTime(v string) (time.Time, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) < 15 {
+		return time.Time{}, false
+	}
+	var f [6]int
+	widths := [6]int{4, 2, 2, 2, 2, 2}
+	pos := 0
+	for i, w := range widths {
+		n, ok := digits(v[pos : pos+w])
+		if !ok {
+			return time.Time{}, false
+		}
+		f[i], pos = n, pos+w
+	}
+	rest := v[pos:]
+	if rest[0] == '.' || rest[0] == ',' {
+		i := 1
+		for i < len(rest) && '0' <= rest[i] && rest[i] <= '9' {
+			i++
+		}
+		if i == 1 {
+			return time.Time{}, false
+		}
+		rest = rest[i:] // sub-second precision is not needed
+	}
+	loc := time.UTC
+	switch {
+	case rest == "Z":
+	case len(rest) == 5 && (rest[0] == '+' || rest[0] == '-'):
+		hh, ok1 := digits(rest[1:3])
+		mm, ok2 := digits(rest[3:5])
+		if !ok1 || !ok2 || hh > 23 || mm > 59 {
+			return time.Time{}, false
+		}
+		off := hh*3600 + mm*60
+		if rest[0] == '-' {
+			off = -off
+		}
+		loc = time.FixedZone("", off)
+	default:
+		return time.Time{}, false
+	}
+	t := time.Date(f[0], time.Month(f[1]), f[2], f[3], f[4], f[5], 0, loc)
+	if t.Year() != f[0] || int(t.Month()) != f[1] || t.Day() != f[2] || t.Hour() != f[3] || t.Minute() != f[4] || t.Second() != f[5] {
+		return time.Time{}, false // normalised: the date does not exist
+	}
+	if t = t.UTC(); t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, false // an offset carried it out of four digits
+	}
+	return t, true
+}
+
+// digits parses s as a non-negative decimal made of ASCII digits only.
+func digits(s string) (int, bool) {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
 }
 
 // FileTime converts a time to AD's accountExpires form.

@@ -161,3 +161,58 @@ func TestBuilder(t *testing.T) {
 		t.Errorf("group ref = %q", groups["Pro"].Ref)
 	}
 }
+
+func TestParseGeneralizedTime(t *testing.T) {
+	want := time.Date(2026, 11, 27, 4, 14, 34, 0, time.UTC)
+	for _, v := range []string{"20261127041434.0Z", "20261127041434Z", " 20261127041434.123456Z ", "20261127051434+0100", "20261126231434,5-0500"} {
+		if got, ok := ParseGeneralizedTime(v); !ok || !got.Equal(want) {
+			t.Errorf("%q = %v, %t; want %v", v, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "2026112704", "202611270414Z", "20261127041434", "20261127041434.Z", "20261331041434Z",
+		"20260230041434Z", "20261127241434Z", "2026112704143xZ", "20261127041434+01", "20261127041434+2500", "20261127041434Zjunk", "٢٠٢٦1127041434Z", "00000101000000+0100", "99991231235959-0100"} {
+		if got, ok := ParseGeneralizedTime(bad); ok {
+			t.Errorf("%q read as %v", bad, got)
+		}
+	}
+}
+
+// TestCreatedAndChanged: a user's creation and last change come from
+// whenCreated/whenChanged (AD) or createTimestamp/modifyTimestamp
+// (OpenLDAP); the mapper needs them to tell an old disabled account from
+// a live one sharing its email. Unreadable values are 0 (no evidence).
+func TestCreatedAndChanged(t *testing.T) {
+	b := NewBuilder("test", Options{EmailAttributes: []string{"mail"}})
+	b.Add(entry("CN=AD,DC=x", "objectclass", "user", "mail", "ad@x.example", "useraccountcontrol", "512",
+		"whencreated", "20200102030405.0Z", "whenchanged", "20250102030405.0Z"))
+	b.Add(entry("uid=ol,dc=x", "objectclass", "inetOrgPerson", "mail", "ol@x.example",
+		"createtimestamp", "20210102030405Z", "modifytimestamp", "20240102030405Z"))
+	b.Add(entry("CN=Bad,DC=x", "objectclass", "user", "mail", "bad@x.example", "useraccountcontrol", "512",
+		"whencreated", "yesterday"))
+	snap := b.Snapshot(time.Now())
+	unix := func(s string) int64 { t, _ := time.Parse("20060102150405Z", s); return t.Unix() }
+	want := [][2]int64{{unix("20200102030405Z"), unix("20250102030405Z")}, {unix("20210102030405Z"), unix("20240102030405Z")}, {0, 0}}
+	for i, u := range snap.Users {
+		if got := [2]int64{u.Created, u.Changed}; got != want[i] {
+			t.Errorf("%s: created, changed = %v; want %v", u.Email, got, want[i])
+		}
+	}
+}
+
+func FuzzParseGeneralizedTime(f *testing.F) {
+	f.Add("20261127041434.0Z")
+	f.Add("20261127041434+0100")
+	f.Add("99991231235959,999Z")
+	f.Add("00010101000000+0100")
+	f.Fuzz(func(t *testing.T, v string) {
+		got, ok := ParseGeneralizedTime(v)
+		if !ok {
+			return
+		}
+		// Whatever parses must be the instant its digits name.
+		again, ok2 := ParseGeneralizedTime(got.Format("20060102150405Z"))
+		if !ok2 || !again.Equal(got) {
+			t.Fatalf("%q = %v does not round-trip (%v, %t)", v, got, again, ok2)
+		}
+	})
+}

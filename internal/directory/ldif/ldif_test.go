@@ -152,3 +152,40 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSourceUnreadableAccountState (issue 12 item 5): through the LDIF
+// source, a userAccountControl with a trailing space ("514 ", as hand-edited
+// exports have it) is still read as disabled, and an AD user whose
+// userAccountControl is absent (the export was made by an account an ACL
+// hides it from) or not a number is suspended and counted, never active.
+func TestSourceUnreadableAccountState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.ldif")
+	body := "dn: CN=Trailing,DC=x\nobjectClass: user\nmail: trailing@x.example\nuserAccountControl: 514 \n\n" +
+		"dn: CN=Hidden,DC=x\nobjectClass: top\nobjectClass: user\nmail: hidden@x.example\n\n" +
+		"dn: CN=Garbled,DC=x\nobjectClass: user\nmail: garbled@x.example\nuserAccountControl: 5l2\n\n" +
+		"dn: CN=Enabled,DC=x\nobjectClass: user\nmail: enabled@x.example\nuserAccountControl:  512 \n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := NewSource(path, opts, nil).Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]directory.Status{
+		"trailing@x.example": directory.StatusSuspended,
+		"hidden@x.example":   directory.StatusSuspended,
+		"garbled@x.example":  directory.StatusSuspended,
+		"enabled@x.example":  directory.StatusActive,
+	}
+	if len(snap.Users) != len(want) {
+		t.Fatalf("users %+v; want %d", snap.Users, len(want))
+	}
+	for _, u := range snap.Users {
+		if u.Status != want[u.Email] {
+			t.Errorf("%s: status %v; want %v", u.Email, u.Status, want[u.Email])
+		}
+	}
+	if n := snap.Unreadable[ldapentry.UnreadableUserAccountControl]; n != 2 {
+		t.Errorf("unreadable %v; want userAccountControl counted for the hidden and the garbled user (2)", snap.Unreadable)
+	}
+}

@@ -245,7 +245,12 @@ type boundGroup struct {
 
 type member struct {
 	status directory.Status
-	email  string // normalised; "" when no usable email
+	// email and login are profile.email and profile.login normalised; ""
+	// when not an address. build chooses the sign-in key from them.
+	email, login string
+	// created and changed are the user's created and lastUpdated in Unix
+	// seconds (0: absent).
+	created, changed int64
 }
 
 // Snapshot reads the bound groups and their members in full.
@@ -378,20 +383,62 @@ func (p *Poller) listMembers(ctx context.Context, g *boundGroup, users map[strin
 	return nil
 }
 
-// memberOf maps an Okta user to its status and sign-in email.
+// memberOf maps an Okta user to its status, addresses and timestamps.
 func memberOf(u *oktasdk.User) member {
-	m := member{status: mapStatus(u.Status)}
+	m := member{status: mapStatus(u.Status), created: unixOf(u.Created), changed: unixOf(u.LastUpdated)}
 	if u.Profile != nil {
-		for _, key := range []string{"email", "login"} {
-			if s, ok := (*u.Profile)[key].(string); ok {
-				if e := mailaddr.Normalize(s); e != "" {
-					m.email = e
-					break
-				}
-			}
+		if s, ok := (*u.Profile)["email"].(string); ok {
+			m.email = mailaddr.Normalize(s)
+		}
+		if s, ok := (*u.Profile)["login"].(string); ok {
+			m.login = mailaddr.Normalize(s)
 		}
 	}
 	return m
+}
+
+func unixOf(t *time.Time) int64 {
+	if t == nil || t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// addressHolders counts, per address, the users among ids whose
+// profile.email or login it is (a user whose email is its login counts once).
+func addressHolders(ids []string, users map[string]member) map[string]int {
+	holders := make(map[string]int, len(ids))
+	for _, id := range ids {
+		m, ok := users[id]
+		if !ok {
+			continue
+		}
+		if m.email != "" {
+			holders[m.email]++
+		}
+		if m.login != "" && m.login != m.email {
+			holders[m.login]++
+		}
+	}
+	return holders
+}
+
+// signInKey chooses m's sign-in email given addressHolders of every user
+// read. profile.email is the key when no other user read has that address
+// as its email or login; else login, which Okta keeps unique in an org (a
+// user may be allowed to set profile.email to any address, so an email
+// two users carry proves nothing about either). A user whose email is
+// shared and whose login is not an address keeps the email: the mapper then
+// denies it duplicate_identity unless one holder is an old disabled
+// account. "" means no usable address.
+func (m *member) signInKey(holders map[string]int) string {
+	switch {
+	case m.email != "" && holders[m.email] == 1:
+		return m.email
+	case m.login != "":
+		return m.login
+	}
+	return m.email
 }
 
 // mapStatus maps Okta's user status to the directory status. A status this
@@ -461,18 +508,20 @@ func (p *Poller) build(st *state) *directory.Snapshot {
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	index := make(map[string]int32, len(ids))
+	holders := addressHolders(ids, st.users)
 	noEmail := 0
 	for _, id := range ids {
 		m, ok := st.users[id]
 		if !ok {
 			continue
 		}
-		if m.email == "" {
+		email := m.signInKey(holders)
+		if email == "" {
 			noEmail++
 			continue
 		}
 		index[id] = int32(len(snap.Users))
-		snap.Users = append(snap.Users, directory.User{ID: id, Email: m.email, Status: m.status})
+		snap.Users = append(snap.Users, directory.User{ID: id, Email: email, Status: m.status, Created: m.created, Changed: m.changed})
 	}
 	snap.Skip("no_email", noEmail)
 	for _, g := range st.groups {

@@ -46,8 +46,8 @@ type Delta struct {
 	// LostAccess counts emails allowed before and denied or removed now.
 	LostAccess int
 	// LostAccessByStatus is the part of LostAccess the directory explains
-	// by account state (suspended, inactive, locked out): such losses are
-	// never held by the safeguard.
+	// by account state (AccountStateDenial: suspended, inactive, locked
+	// out, duplicate identity): such losses are never held by the safeguard.
 	LostAccessByStatus int
 	// Downgrades counts pro → basic.
 	Downgrades int
@@ -94,7 +94,7 @@ func Diff(prev map[string]Published, next []entitlement.Decision) Delta {
 		switch {
 		case wasAllowed && !n.Allowed:
 			d.LostAccess++
-			if n.Reason == entitlement.ReasonSuspended || n.Reason == entitlement.ReasonInactive || n.Reason == entitlement.ReasonLockedOut {
+			if AccountStateDenial(n.Reason) {
 				d.LostAccessByStatus++
 			}
 		case !wasAllowed && n.Allowed:

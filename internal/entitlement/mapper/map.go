@@ -44,6 +44,9 @@ type Stats struct {
 	DomainNotClaimed int `json:"domain_not_claimed"`
 	// DuplicateEmails counts users whose email another user also has.
 	DuplicateEmails int `json:"duplicate_emails"`
+	// DuplicateIdentities counts emails denied duplicate_identity: shared
+	// by objects the directory does not tell apart (see Map).
+	DuplicateIdentities int `json:"duplicate_identities"`
 	// Skipped is the snapshot's own count of objects it left out.
 	Skipped map[string]int `json:"skipped,omitempty"`
 	// UnreadableState counts users denied because an attribute deciding
@@ -64,6 +67,9 @@ const (
 	ProblemBindingAmbiguous    = "binding_ambiguous"
 	ProblemAccessGroupNotFound = "access_group_not_found"
 	ProblemDuplicateEmail      = "duplicate_email"
+	// ProblemDuplicateIdentity: emails shared by objects the directory does
+	// not tell apart were denied duplicate_identity.
+	ProblemDuplicateIdentity = "duplicate_identity"
 	// ProblemUnreadableState: users whose account state could not be
 	// read (an ACL hiding userAccountControl, an unparseable value) were
 	// denied.
@@ -88,6 +94,12 @@ type Result struct {
 // now. Rules, in order: domain not claimed (not published); suspended;
 // inactive (including expiry at or before now); locked out; not in the
 // access group; pro; basic; no permission group.
+//
+// An email several users share is decided by resolveShared: one active
+// user whose every other holder is an old account disabled before it was
+// created decides; two active users, or an active one and any other
+// holder, give duplicate_identity; when none is active the email is
+// denied for an account state.
 func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 	res := Result{Stats: Stats{
 		Users:           len(snap.Users),
@@ -135,10 +147,13 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 
 	byEmail := make(map[string]int, len(snap.Users))
 	decisions := make([]entitlement.Decision, 0, len(snap.Users))
+	// firstUser[j] is the user decisions[j] was made for; shared[j] holds
+	// the further users with that email, when there are any.
+	firstUser := make([]int32, 0, len(snap.Users))
+	var shared map[int][]holder
 	// Every decision's Detail lives in one slab: one allocation instead
 	// of one per user.
 	details := make([]entitlement.Detail, len(snap.Users))
-	var duplicates []string
 	for u := range snap.Users {
 		user := &snap.Users[u]
 		if !claimed[mailaddr.Domain(user.Email)] {
@@ -153,18 +168,37 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 		}
 		if j, dup := byEmail[user.Email]; dup {
 			res.Stats.DuplicateEmails++
-			duplicates = append(duplicates, user.Email)
-			if better(&d, &decisions[j]) {
-				decisions[j] = d
+			if shared == nil {
+				shared = make(map[int][]holder)
 			}
+			shared[j] = append(shared[j], holder{user: u, decision: d})
 			continue
 		}
 		byEmail[user.Email] = len(decisions)
 		decisions = append(decisions, d)
+		firstUser = append(firstUser, int32(u))
 	}
-	if len(duplicates) > 0 {
-		res.Problems = append(res.Problems, Problem{Code: ProblemDuplicateEmail,
-			Message: fmt.Sprintf("%d users share an email with another user (e.g. %s); the most usable account decides", len(duplicates), duplicates[0])})
+	if len(shared) > 0 {
+		var explained, conflicts []string
+		for _, j := range slices.Sorted(maps.Keys(shared)) {
+			holders := append([]holder{{user: int(firstUser[j]), decision: decisions[j]}}, shared[j]...)
+			d, conflict := resolveShared(p, snap, holders, now)
+			decisions[j] = d
+			if conflict {
+				conflicts = append(conflicts, d.Email)
+			} else {
+				explained = append(explained, d.Email)
+			}
+		}
+		res.Stats.DuplicateIdentities = len(conflicts)
+		if len(explained) > 0 {
+			res.Problems = append(res.Problems, Problem{Code: ProblemDuplicateEmail,
+				Message: fmt.Sprintf("%d emails are held by several users (e.g. %s): the active one decides, the others are old accounts disabled before it was created, or none is active", len(explained), explained[0])})
+		}
+		if len(conflicts) > 0 {
+			res.Problems = append(res.Problems, Problem{Code: ProblemDuplicateIdentity,
+				Message: fmt.Sprintf("%d emails are held by several users the directory does not tell apart (e.g. %s): denied duplicate_identity until only one of them carries the address, or the others are disabled accounts older than it", len(conflicts), conflicts[0])})
+		}
 	}
 	slices.SortFunc(decisions, func(a, b entitlement.Decision) int { return strings.Compare(a.Email, b.Email) })
 	for i := range decisions {
@@ -176,15 +210,148 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 	return res
 }
 
-// better reports whether a should decide an email shared by two directory
-// users instead of b: an active account beats a denied one (an old disabled
-// account that kept the address must not lock its owner out), then the
-// higher permission wins.
-func better(a, b *entitlement.Decision) bool {
-	if a.Allowed != b.Allowed {
-		return a.Allowed
+// holder is one of several users sharing an email, with the decision its
+// own state and groups give.
+type holder struct {
+	user     int
+	decision entitlement.Decision
+}
+
+// AccountStateDenial reports whether reason denies a user because of what
+// the directory says about that user's own account, not about groups or
+// bindings: suspended, inactive, locked_out, and duplicate_identity (a
+// doubt about who the user is). Such denials are trustworthy even in a read
+// that is otherwise held, so they are published under every hold and do
+// not count towards the safeguard's threshold.
+func AccountStateDenial(reason entitlement.Reason) bool {
+	switch reason {
+	case entitlement.ReasonSuspended, entitlement.ReasonInactive, entitlement.ReasonLockedOut, entitlement.ReasonDuplicateIdentity:
+		return true
 	}
-	return rank(a.Permission) > rank(b.Permission)
+	return false
+}
+
+// resolveShared decides an email that several users hold; conflict reports
+// a duplicate_identity denial. Holders are "active" when their own account
+// state does not deny them (whatever their groups give).
+//
+//   - No active holder: the email is denied for an account state (the first
+//     of suspended, inactive, locked_out in rule order, then by user id).
+//   - One active holder A, and every other holder D explained by an older
+//     disabled account: A's decision. D is explained when it is suspended or
+//     inactive (not locked out: that is a live account), the directory gives
+//     both D's last change and A's creation time, and D's last change (and,
+//     for an account that is only expired, its expiry) is strictly before A
+//     was created: D was already disabled, and has not been touched since,
+//     when A came to exist.
+//   - Otherwise (two active holders, or a disabled one the directory gives
+//     no such evidence for): denied duplicate_identity. Letting the "most
+//     usable" holder decide would let any active object that carries a
+//     suspended user's address keep that user signed in.
+func resolveShared(p Policy, snap *directory.Snapshot, holders []holder, now time.Time) (entitlement.Decision, bool) {
+	slices.SortFunc(holders, func(a, b holder) int {
+		return strings.Compare(snap.Users[a.user].ID, snap.Users[b.user].ID)
+	})
+	active := -1
+	for i := range holders {
+		if AccountStateDenial(holders[i].decision.Reason) {
+			continue
+		}
+		if active >= 0 {
+			return duplicateIdentity(p, snap, holders, now), true
+		}
+		active = i
+	}
+	if active < 0 {
+		best := 0
+		for i := range holders {
+			if stateOrder(holders[i].decision.Reason) < stateOrder(holders[best].decision.Reason) {
+				best = i
+			}
+		}
+		return holders[best].decision, false
+	}
+	a := &snap.Users[holders[active].user]
+	for i := range holders {
+		if i != active && !olderDisabled(&snap.Users[holders[i].user], holders[i].decision.Reason, a) {
+			return duplicateIdentity(p, snap, holders, now), true
+		}
+	}
+	return holders[active].decision, false
+}
+
+// olderDisabled reports whether user d, denied for reason, is an old
+// account disabled before the active user a was created (see resolveShared).
+func olderDisabled(d *directory.User, reason entitlement.Reason, a *directory.User) bool {
+	if reason != entitlement.ReasonSuspended && reason != entitlement.ReasonInactive {
+		return false
+	}
+	if a.Created == 0 || d.Changed == 0 || d.Changed >= a.Created {
+		return false
+	}
+	if d.Status == directory.StatusActive {
+		// Inactive only because it expired: it must have expired before
+		// a existed too.
+		return !d.ExpiresAt.IsZero() && d.ExpiresAt.Unix() < a.Created
+	}
+	return true
+}
+
+// stateOrder orders account-state reasons as the rules apply them.
+func stateOrder(r entitlement.Reason) int {
+	switch r {
+	case entitlement.ReasonSuspended:
+		return 0
+	case entitlement.ReasonInactive:
+		return 1
+	}
+	return 2
+}
+
+// maxListedHolders bounds how many holders a duplicate_identity rule names.
+const maxListedHolders = 5
+
+// duplicateIdentity is the denial of an email its holders dispute. It names
+// no user id (the email has no single owner); the rule lists the holders.
+func duplicateIdentity(p Policy, snap *directory.Snapshot, holders []holder, now time.Time) entitlement.Decision {
+	var rule strings.Builder
+	fmt.Fprintf(&rule, "%d directory objects carry this email and the directory does not say which one owns it:", len(holders))
+	for i, h := range holders {
+		if i == maxListedHolders {
+			fmt.Fprintf(&rule, " and %d more", len(holders)-i)
+			break
+		}
+		u := &snap.Users[h.user]
+		name := u.DN
+		if name == "" {
+			name = u.ID
+		}
+		if i > 0 {
+			rule.WriteByte(';')
+		}
+		fmt.Fprintf(&rule, " %s (%s, created %s, changed %s)", name, h.decision.Reason, unixLabel(u.Created), unixLabel(u.Changed))
+	}
+	return entitlement.Decision{
+		Email:      holders[0].decision.Email,
+		Account:    p.Account,
+		Permission: entitlement.PermissionNone,
+		Reason:     entitlement.ReasonDuplicateIdentity,
+		Via:        []string{},
+		SyncedAt:   now,
+		Detail: &entitlement.Detail{
+			Rule:            rule.String(),
+			DirectoryStatus: "duplicate",
+			Source:          snap.Source,
+		},
+	}
+}
+
+// unixLabel shows a Created/Changed value.
+func unixLabel(sec int64) string {
+	if sec == 0 {
+		return "unknown"
+	}
+	return time.Unix(sec, 0).UTC().Format(time.RFC3339)
 }
 
 // decide computes user u's decision; detail is where its Detail goes.

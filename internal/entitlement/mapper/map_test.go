@@ -3,6 +3,8 @@ package mapper
 import (
 	"github.com/dirsync/dirsync/entitlement"
 
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,29 +275,132 @@ func TestMapBindingResolution(t *testing.T) {
 	}
 }
 
+// TestMapDuplicateEmails (issue 12 item 11): an email several directory
+// objects carry is decided by the one active object only when every other
+// one is an old account disabled (and untouched) before the active one was
+// created; otherwise it is denied duplicate_identity. It used to be decided
+// by the "most usable" object, so any active object carrying a suspended
+// user's address kept that user allowed. Every case runs in every order of
+// the holders: the outcome must not depend on read order.
 func TestMapDuplicateEmails(t *testing.T) {
-	// An old disabled account that kept the address must not lock out the
-	// active one, whichever comes first.
-	for _, order := range [][]directory.Status{
-		{directory.StatusSuspended, directory.StatusActive},
-		{directory.StatusActive, directory.StatusSuspended},
-	} {
-		s := &directory.Snapshot{
-			Users: []directory.User{
-				{ID: "1", Email: "dup@acme.example", Status: order[0]},
-				{ID: "2", Email: "dup@acme.example", Status: order[1]},
-			},
-			Groups: []directory.Group{{Ref: "cn=pro", Name: "Pro", Members: []int32{0, 1}}},
-		}
-		p := Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}
-		res := Map(p, s, now)
-		if len(res.Decisions) != 1 || !res.Decisions[0].Allowed || res.Stats.DuplicateEmails != 1 {
-			t.Errorf("order %v: decisions %+v stats %+v", order, res.Decisions, res.Stats)
-		}
-		if len(res.Problems) != 1 || res.Problems[0].Code != ProblemDuplicateEmail {
-			t.Errorf("order %v: problems %+v", order, res.Problems)
+	t0 := now.Add(-365 * 24 * time.Hour).Unix() // a year ago
+	day := int64(24 * 3600)
+	type obj struct {
+		status           directory.Status
+		created, changed int64
+		expires          time.Time
+		inPro            bool
+	}
+	active := func(created int64) obj {
+		return obj{status: directory.StatusActive, created: created, changed: created, inPro: true}
+	}
+	disabled := func(st directory.Status, changed int64) obj {
+		return obj{status: st, created: changed - 100*day, changed: changed, inPro: true}
+	}
+	tests := []struct {
+		name        string
+		objs        []obj
+		wantReason  entitlement.Reason
+		wantAllowed bool
+		wantProblem string
+	}{
+		{"old disabled account, then a new one", []obj{disabled(directory.StatusSuspended, t0), active(t0 + day)},
+			entitlement.ReasonGranted, true, ProblemDuplicateEmail},
+		{"old deprovisioned account, then a new one", []obj{disabled(directory.StatusInactive, t0), active(t0 + day)},
+			entitlement.ReasonGranted, true, ProblemDuplicateEmail},
+		{"two old accounts, then a new one", []obj{disabled(directory.StatusSuspended, t0), disabled(directory.StatusSuspended, t0+day), active(t0 + 2*day)},
+			entitlement.ReasonGranted, true, ProblemDuplicateEmail},
+		{"suspended after the active one was created", []obj{disabled(directory.StatusSuspended, t0+day), active(t0)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"suspended the second the active one was created", []obj{disabled(directory.StatusSuspended, t0), active(t0)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"two active objects", []obj{active(t0), active(t0 + day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"an active object without groups and an active one with", []obj{{status: directory.StatusActive, created: t0, changed: t0}, active(t0 + day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"two active and an old disabled", []obj{disabled(directory.StatusSuspended, t0), active(t0 + day), active(t0 + 2*day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"no timestamps (no evidence)", []obj{{status: directory.StatusSuspended, inPro: true}, {status: directory.StatusActive, inPro: true}},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"active one's creation unknown", []obj{disabled(directory.StatusSuspended, t0), {status: directory.StatusActive, changed: t0 + day, inPro: true}},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"disabled one's last change unknown", []obj{{status: directory.StatusSuspended, created: t0, inPro: true}, active(t0 + day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"an older locked-out account is a live one", []obj{disabled(directory.StatusLockedOut, t0), active(t0 + day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"expired before the active one was created", []obj{{status: directory.StatusActive, created: t0 - day, changed: t0 - day, expires: time.Unix(t0, 0), inPro: true}, active(t0 + day)},
+			entitlement.ReasonGranted, true, ProblemDuplicateEmail},
+		{"expired after the active one was created", []obj{{status: directory.StatusActive, created: t0 - day, changed: t0 - day, expires: time.Unix(t0+2*day, 0), inPro: true}, active(t0 + day)},
+			entitlement.ReasonDuplicateIdentity, false, ProblemDuplicateIdentity},
+		{"two suspended", []obj{disabled(directory.StatusSuspended, t0), disabled(directory.StatusSuspended, t0+day)},
+			entitlement.ReasonSuspended, false, ProblemDuplicateEmail},
+		{"suspended and locked out", []obj{disabled(directory.StatusLockedOut, t0), disabled(directory.StatusSuspended, t0+day)},
+			entitlement.ReasonSuspended, false, ProblemDuplicateEmail},
+	}
+	for _, tt := range tests {
+		for _, order := range permutations(len(tt.objs)) {
+			t.Run(fmt.Sprintf("%s/%v", tt.name, order), func(t *testing.T) {
+				s := &directory.Snapshot{Source: "test", Groups: []directory.Group{{Ref: "cn=pro", Name: "Pro"}}}
+				for _, i := range order {
+					o := tt.objs[i]
+					s.Users = append(s.Users, directory.User{ID: fmt.Sprintf("id-%d", i), DN: fmt.Sprintf("CN=dup%d,DC=acme,DC=example", i),
+						Email: "dup@acme.example", Status: o.status, Created: o.created, Changed: o.changed, ExpiresAt: o.expires})
+					if o.inPro {
+						s.Groups[0].Members = append(s.Groups[0].Members, int32(len(s.Users)-1))
+					}
+				}
+				s.Users = append(s.Users, directory.User{ID: "id-other", Email: "other@acme.example"})
+				s.Groups[0].Members = append(s.Groups[0].Members, int32(len(s.Users)-1))
+				p := Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}
+				res := Map(p, s, now)
+				if len(res.Decisions) != 2 || res.Stats.DuplicateEmails != len(tt.objs)-1 {
+					t.Fatalf("decisions %+v stats %+v", res.Decisions, res.Stats)
+				}
+				d := res.Decisions[0]
+				if d.Email != "dup@acme.example" || d.Reason != tt.wantReason || d.Allowed != tt.wantAllowed {
+					t.Errorf("decision %+v; want reason %s allowed %t", d, tt.wantReason, tt.wantAllowed)
+				}
+				if other := res.Decisions[1]; !other.Allowed {
+					t.Errorf("an unrelated user was denied: %+v", other)
+				}
+				if len(res.Problems) != 1 || res.Problems[0].Code != tt.wantProblem {
+					t.Errorf("problems %+v; want one %s", res.Problems, tt.wantProblem)
+				}
+				conflict := tt.wantReason == entitlement.ReasonDuplicateIdentity
+				if got := res.Stats.DuplicateIdentities; got != map[bool]int{true: 1}[conflict] {
+					t.Errorf("duplicate identities = %d", got)
+				}
+				if conflict {
+					if d.UserID != "" || d.Permission != entitlement.PermissionNone || d.Capabilities != (entitlement.Capabilities{}) || len(d.Via) != 0 {
+						t.Errorf("a duplicate_identity denial names a user or grants something: %+v", d)
+					}
+					for i := range tt.objs {
+						if dn := fmt.Sprintf("CN=dup%d,", i); d.Detail == nil || !strings.Contains(d.Detail.Rule, dn) {
+							t.Errorf("rule does not name holder %s: %+v", dn, d.Detail)
+						}
+					}
+					if !AccountStateDenial(d.Reason) {
+						t.Error("duplicate_identity is not an account-state denial: a hold would keep the user signed in")
+					}
+				}
+			})
 		}
 	}
+}
+
+// permutations returns every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 1 {
+		return [][]int{{0}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := 0; i <= len(p); i++ {
+			q := append(append(append([]int{}, p[:i]...), n-1), p[i:]...)
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 func TestMapIsPure(t *testing.T) {

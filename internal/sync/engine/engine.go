@@ -610,15 +610,16 @@ func readHold(err error, d *mapper.Delta, now time.Time) *accesscache.Hold {
 	}
 }
 
-// statusDenials keeps the changes that deny a user because of account state.
+// statusDenials keeps the changes that deny a user because of account state
+// (mapper.AccountStateDenial: suspended, inactive, locked_out,
+// duplicate_identity).
 func statusDenials(changes []mapper.Change) []mapper.Change {
 	var out []mapper.Change
 	for _, c := range changes {
 		if c.New == nil || c.New.Allowed {
 			continue
 		}
-		switch c.New.Reason {
-		case entitlement.ReasonSuspended, entitlement.ReasonInactive, entitlement.ReasonLockedOut:
+		if mapper.AccountStateDenial(c.New.Reason) {
 			out = append(out, c)
 		}
 	}

@@ -184,6 +184,36 @@ func TestSafeguardHoldsButPublishesSuspensions(t *testing.T) {
 	}
 }
 
+// TestSafeguardHoldPublishesDuplicateIdentity (issue 12 item 11): an
+// email a second active object starts to carry is a doubt about who the
+// user is; its duplicate_identity denial is published at once even while
+// the same read is held by the safeguard, and it is not counted as an
+// unexplained loss.
+func TestSafeguardHoldPublishesDuplicateIdentity(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Users 0-4 leave the group (50% > 20%); an active object (in no group)
+	// now carries u009's address.
+	next := org(10, nil)
+	next.Groups[0].Members = next.Groups[0].Members[5:]
+	next.Users = append(next.Users, directory.User{ID: "twin", Email: "u009@acme.example"})
+	src.set(next, nil)
+	rep, err := e.Run(ctx, "acme", Options{})
+	if !errors.Is(err, ErrHeld) || rep.Result != ResultHeld || rep.Hold == nil || rep.Hold.LostAccess != 5 {
+		t.Fatalf("want a hold of 5 (the duplicate not among them): %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u009@acme.example"); d.Allowed || d.Reason != entitlement.ReasonDuplicateIdentity {
+		t.Errorf("u009 = %+v; want duplicate_identity published despite the hold", d)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); !d.Allowed {
+		t.Error("held change was published")
+	}
+}
+
 // TestLostGroupHoldPublishesSuspensions: a read in which a bound group
 // vanished (here a rename) used to fail every pass until someone forced a
 // sync, and `release` refused for want of a hold, while users disabled in

@@ -180,7 +180,7 @@ func (m *Metrics) ObserveRun(r engine.Report) {
 }
 
 var allReasons = []entitlement.Reason{
-	entitlement.ReasonSuspended, entitlement.ReasonInactive, entitlement.ReasonLockedOut,
+	entitlement.ReasonSuspended, entitlement.ReasonInactive, entitlement.ReasonLockedOut, entitlement.ReasonDuplicateIdentity,
 	entitlement.ReasonNotInAccessGroup, entitlement.ReasonNoPermission, entitlement.ReasonGranted,
 }
 
