@@ -205,9 +205,6 @@ func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, erro
 		}
 		*g = fresh
 	}
-	if err := p.checkEmptied(st.groups); err != nil {
-		return nil, err
-	}
 	// Forget users no bound group holds any more.
 	held := map[string]bool{}
 	for _, g := range st.groups {

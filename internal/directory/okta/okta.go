@@ -9,9 +9,11 @@
 // bounds the SDK's unlimited retry of dropped connections and paces requests
 // by X-Rate-Limit-Remaining/Reset.
 //
-// Failure rule: any error, exhausted retry, page cap or a bound group that
-// became empty fails the whole read; a Poller never returns partial data,
-// and a failed read leaves its previous state untouched.
+// Failure rule: any error, exhausted retry or page cap fails the whole read;
+// a Poller never returns partial data, and a failed read leaves its
+// previous state untouched. A bound group that became empty is read as
+// empty: judging it is the engine's job (it holds such a pass and still
+// publishes the suspensions the same read found, see package engine).
 package okta
 
 import (
@@ -95,9 +97,6 @@ type Options struct {
 	// lastMembershipUpdated, System Log since), because Okta's change
 	// data is eventually consistent. Default 1m.
 	ChangeOverlap time.Duration
-	// AllowEmptiedGroups accepts a bound group that had members in the
-	// previous snapshot and has none now; by default that read fails.
-	AllowEmptiedGroups bool
 }
 
 func (o *Options) applyDefaults() {
@@ -289,9 +288,6 @@ func (p *Poller) fullRead(ctx context.Context) (*state, error) {
 			st.groups = append(st.groups, bg)
 		}
 	}
-	if err := p.checkEmptied(st.groups); err != nil {
-		return nil, err
-	}
 	st.cursor = p.cursorFrom(p.transport.readStart())
 	st.snap = p.build(st)
 	return st, nil
@@ -303,24 +299,6 @@ func (p *Poller) cursorFrom(serverStart time.Time) time.Time {
 		serverStart = time.Now()
 	}
 	return serverStart.Add(-p.opts.ChangeOverlap).UTC()
-}
-
-// checkEmptied fails when a group that had members in the last snapshot
-// has none now: more likely a bad read than everyone leaving at once.
-func (p *Poller) checkEmptied(groups []boundGroup) error {
-	if p.last == nil || p.opts.AllowEmptiedGroups {
-		return nil
-	}
-	before := map[string]int{}
-	for _, g := range p.last.groups {
-		before[g.id] = len(g.members)
-	}
-	for _, g := range groups {
-		if len(g.members) == 0 && before[g.id] > 0 {
-			return fmt.Errorf("okta: group %q (%s) is empty but had %d members in the last snapshot; refusing an empty read (set AllowEmptiedGroups if it really was emptied)", g.name, g.id, before[g.id])
-		}
-	}
-	return nil
 }
 
 // oktaGroupID matches Okta group ids ("00g" and 17 more characters).

@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
+	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/sync/engine"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
 	"github.com/dirsync/dirsync/internal/config"
@@ -416,31 +419,70 @@ func TestFailuresReturnErrorsNotPartialData(t *testing.T) {
 	})
 }
 
-func TestEmptiedGroupFailsTheRead(t *testing.T) {
+// TestEmptiedGroupIsHeldByTheEngine (issue 12 item 4): the poller used to
+// refuse any read, full or incremental, in which a bound group that had
+// members was empty; every pass then failed at the source, so a user
+// suspended meanwhile kept access, and even a release (a forced full pass)
+// could not get past the refusal. The poller now reads the empty group as
+// it is and the engine holds the pass: the suspension read in the same
+// pass is published, the emptied group's members keep their access until
+// the release, which publishes the rest.
+func TestEmptiedGroupIsHeldByTheEngine(t *testing.T) {
 	f := oktafake.New(oktafake.Options{})
 	defer f.Close()
-	g := f.AddGroup("Engineering", oktafake.GroupOkta)
-	u := f.AddUser(oktafake.UserSpec{Login: "a@acme.example", Email: "a@acme.example"})
-	f.AddMember(g, u)
-	p := newPoller(t, f, []string{g}, nil)
-	if _, err := p.Snapshot(testContext(t)); err != nil {
+	pro := f.AddGroup("Engineering", oktafake.GroupOkta)
+	basic := f.AddGroup("Sales", oktafake.GroupOkta)
+	ann := f.AddUser(oktafake.UserSpec{Login: "ann@acme.example", Email: "ann@acme.example"})
+	bob := f.AddUser(oktafake.UserSpec{Login: "bob@acme.example", Email: "bob@acme.example"})
+	cat := f.AddUser(oktafake.UserSpec{Login: "cat@acme.example", Email: "cat@acme.example"})
+	f.AddMember(pro, ann)
+	f.AddMember(pro, bob)
+	f.AddMember(basic, cat)
+	p := newPoller(t, f, []string{pro, basic}, nil)
+	cache := store.NewMemory()
+	e := engine.New(cache, []engine.Account{{
+		Policy: mapper.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"}, Bindings: []mapper.Binding{
+			{Group: pro, Permission: entitlement.PermissionPro}, {Group: basic, Permission: entitlement.PermissionBasic}}},
+		Source:    p,
+		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 100},
+	}}, zap.NewNop(), nil)
+	ctx := testContext(t)
+	if _, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeFull}); err != nil {
 		t.Fatal(err)
 	}
-	f.RemoveMember(g, u)
-	if _, _, err := p.Incremental(testContext(t)); err == nil || !strings.Contains(err.Error(), "empty") {
-		t.Errorf("incremental: err %v, want the emptied group refused", err)
+	decision := func(email string) entitlement.Decision {
+		t.Helper()
+		d, err := cache.Check(ctx, email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
 	}
-	if _, err := p.Snapshot(testContext(t)); err == nil || !strings.Contains(err.Error(), "empty") {
-		t.Errorf("snapshot: err %v, want the emptied group refused", err)
+
+	// One change: Sales loses its only member, ann is suspended.
+	f.RemoveMember(basic, cat)
+	f.SetStatus(ann, oktafake.StatusSuspended)
+	for _, mode := range []engine.Mode{engine.ModeIncremental, engine.ModeFull} {
+		rep, err := e.Run(ctx, "acme", engine.Options{Mode: mode})
+		if !errors.Is(err, engine.ErrLostGroup) || rep.Result != engine.ResultHeld || rep.Hold == nil || len(rep.Hold.Groups) != 1 || rep.Hold.Groups[0] != basic {
+			t.Fatalf("%s pass after Sales emptied: %s, hold %+v, %v; want held for Sales", mode, rep.Result, rep.Hold, err)
+		}
+		if d := decision("ann@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+			t.Errorf("%s pass: ann = %+v; want suspended", mode, d)
+		}
+		if d := decision("cat@acme.example"); !d.Allowed || d.Permission != entitlement.PermissionBasic {
+			t.Errorf("%s pass: cat = %+v; the held loss was published", mode, d)
+		}
+		if d := decision("bob@acme.example"); !d.Allowed || d.Permission != entitlement.PermissionPro {
+			t.Errorf("%s pass: bob = %+v", mode, d)
+		}
 	}
-	allowing := newPoller(t, f, []string{g}, func(o *Options) { o.AllowEmptiedGroups = true })
-	f.AddMember(g, u)
-	if _, err := allowing.Snapshot(testContext(t)); err != nil {
-		t.Fatal(err)
+	rep, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeFull, Force: true})
+	if err != nil || rep.Result != engine.ResultPublished {
+		t.Fatalf("release: %s, %v", rep.Result, err)
 	}
-	f.RemoveMember(g, u)
-	if snap, err := allowing.Snapshot(testContext(t)); err != nil || len(snap.Users) != 0 {
-		t.Errorf("AllowEmptiedGroups: err %v", err)
+	if d := decision("cat@acme.example"); d.Allowed || d.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("after the release cat = %+v; want gone (in no bound group)", d)
 	}
 }
 
