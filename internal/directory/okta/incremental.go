@@ -81,23 +81,61 @@ func (p *Poller) Incremental(ctx context.Context) (*directory.Snapshot, bool, er
 	return st.snap, changed, nil
 }
 
+// incrementalRead reads what changed since prev in four steps (see
+// Incremental) and returns the new state; prev is not modified.
 func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, error) {
 	p.transport.markRead()
-	since := prev.cursor.Format(oktaTime)
-	st := &state{
-		groups:  slices.Clone(prev.groups),
-		users:   maps.Clone(prev.users),
-		logNext: prev.logNext,
+	r := &incrementalPass{
+		p:     p,
+		since: prev.cursor.Format(oktaTime),
+		st: &state{
+			groups:  slices.Clone(prev.groups),
+			users:   maps.Clone(prev.users),
+			logNext: prev.logNext,
+		},
+		byID:      map[string]int{},
+		relist:    map[string]bool{},
+		refreshed: map[string]bool{},
 	}
-	byID := map[string]int{}
-	for i, g := range st.groups {
-		byID[g.id] = i
+	for i, g := range r.st.groups {
+		r.byID[g.id] = i
 	}
-	relist := map[string]bool{}
+	for _, step := range []func(context.Context) error{
+		r.movedGroups,  // 1. bound groups whose membership changed
+		r.updatedUsers, // 2. users updated since the cursor
+		r.systemLog,    // 3. System Log events since the last poll
+		r.relistGroups, // 4. list changed groups again
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	r.st.forgetUnheld()
+	r.st.cursor = p.cursorFrom(p.transport.readStart())
+	r.st.snap = p.build(r.st)
+	return r.st, nil
+}
 
-	// 1. Bound groups whose membership changed.
-	ids := make([]string, len(st.groups))
-	for i, g := range st.groups {
+// incrementalPass is the working state of one incremental read.
+type incrementalPass struct {
+	p *Poller
+	// since is the change cursor in Okta's filter format.
+	since string
+	// st is the state being built, from a copy of the previous one.
+	st *state
+	// byID indexes st.groups by group id.
+	byID map[string]int
+	// relist holds the bound groups to list again in full (step 4).
+	relist map[string]bool
+	// refreshed holds the users already read in this pass.
+	refreshed map[string]bool
+}
+
+// movedGroups marks for relisting the bound groups whose
+// lastMembershipUpdated moved since the cursor.
+func (r *incrementalPass) movedGroups(ctx context.Context) error {
+	ids := make([]string, len(r.st.groups))
+	for i, g := range r.st.groups {
 		ids[i] = g.id
 	}
 	for chunk := range slices.Chunk(ids, groupIDsPerFilter) {
@@ -105,47 +143,55 @@ func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, erro
 		for i, id := range chunk {
 			clauses[i] = fmt.Sprintf(`id eq "%s"`, id)
 		}
-		filter := fmt.Sprintf(`lastMembershipUpdated gt "%s" and (%s)`, since, strings.Join(clauses, " or "))
-		moved, err := listAll(ctx, p, "list changed groups", func(ctx context.Context) ([]*oktasdk.Group, *oktasdk.Response, error) {
-			return p.client.Group.ListGroups(ctx, query.NewQueryParams(query.WithFilter(filter), query.WithLimit(int64(p.opts.PageSize))))
+		filter := fmt.Sprintf(`lastMembershipUpdated gt "%s" and (%s)`, r.since, strings.Join(clauses, " or "))
+		moved, err := listAll(ctx, r.p, "list changed groups", func(ctx context.Context) ([]*oktasdk.Group, *oktasdk.Response, error) {
+			return r.p.client.Group.ListGroups(ctx, query.NewQueryParams(query.WithFilter(filter), query.WithLimit(int64(r.p.opts.PageSize))))
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, g := range moved {
 			if g != nil {
-				if _, bound := byID[g.Id]; bound {
-					relist[g.Id] = true
+				if _, bound := r.byID[g.Id]; bound {
+					r.relist[g.Id] = true
 				}
 			}
 		}
 	}
+	return nil
+}
 
-	// 2. Users updated since the cursor: status and profile changes.
-	refreshed := map[string]bool{}
-	filter := fmt.Sprintf(`lastUpdated gt "%s"`, since)
-	updated, err := listAll(ctx, p, "list updated users", func(ctx context.Context) ([]*oktasdk.User, *oktasdk.Response, error) {
-		return p.client.User.ListUsers(ctx, query.NewQueryParams(query.WithFilter(filter), query.WithLimit(int64(p.opts.PageSize))))
+// updatedUsers takes the status and profile of every bound user whose
+// lastUpdated moved since the cursor.
+func (r *incrementalPass) updatedUsers(ctx context.Context) error {
+	filter := fmt.Sprintf(`lastUpdated gt "%s"`, r.since)
+	updated, err := listAll(ctx, r.p, "list updated users", func(ctx context.Context) ([]*oktasdk.User, *oktasdk.Response, error) {
+		return r.p.client.User.ListUsers(ctx, query.NewQueryParams(query.WithFilter(filter), query.WithLimit(int64(r.p.opts.PageSize))))
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, u := range updated {
 		if u == nil {
 			continue
 		}
-		if _, bound := st.users[u.Id]; bound {
-			st.users[u.Id] = memberOf(u)
-			refreshed[u.Id] = true
+		if _, bound := r.st.users[u.Id]; bound {
+			r.st.users[u.Id] = memberOf(u)
+			r.refreshed[u.Id] = true
 		}
 	}
+	return nil
+}
 
-	// 3. System Log events since the last poll.
-	events, next, err := p.pollLog(ctx, st.logNext, since)
+// systemLog polls the System Log forward: a membership event marks its
+// bound group for relisting, a user event has its bound user read again
+// (once per pass).
+func (r *incrementalPass) systemLog(ctx context.Context) error {
+	events, next, err := r.p.pollLog(ctx, r.st.logNext, r.since)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	st.logNext = next
+	r.st.logNext = next
 	var toRead []string
 	for _, e := range events {
 		if e == nil {
@@ -164,48 +210,64 @@ func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, erro
 			}
 		}
 		if groupID != "" {
-			if _, bound := byID[groupID]; bound {
-				relist[groupID] = true
+			if _, bound := r.byID[groupID]; bound {
+				r.relist[groupID] = true
 			}
 			continue
 		}
-		if _, bound := st.users[userID]; bound && !refreshed[userID] {
-			refreshed[userID] = true
+		if _, bound := r.st.users[userID]; bound && !r.refreshed[userID] {
+			r.refreshed[userID] = true
 			toRead = append(toRead, userID)
 		}
 	}
 	for _, id := range toRead {
-		cctx, cancel := p.callContext(ctx)
-		u, _, err := p.client.User.GetUser(cctx, id)
-		cancel()
-		switch {
-		case isNotFound(err):
-			// Deleted: it leaves every group, and so the snapshot.
-			delete(st.users, id)
-			for i := range st.groups {
-				if slices.Contains(st.groups[i].members, id) {
-					relist[st.groups[i].id] = true
-				}
-			}
-		case err != nil:
-			return nil, fmt.Errorf("okta: get user %s: %w", id, describe(err))
-		case u == nil:
-			return nil, fmt.Errorf("okta: get user %s: empty answer", id)
-		default:
-			st.users[id] = memberOf(u)
+		if err := r.readUser(ctx, id); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	// 4. List changed groups again, in a stable order.
-	for _, id := range slices.Sorted(maps.Keys(relist)) {
-		g := &st.groups[byID[id]]
+// readUser reads one bound user again. A deleted user leaves the state,
+// and every bound group that held it is listed again.
+func (r *incrementalPass) readUser(ctx context.Context, id string) error {
+	cctx, cancel := r.p.callContext(ctx)
+	u, _, err := r.p.client.User.GetUser(cctx, id)
+	cancel()
+	switch {
+	case isNotFound(err):
+		// Deleted: it leaves every group, and so the snapshot.
+		delete(r.st.users, id)
+		for i := range r.st.groups {
+			if slices.Contains(r.st.groups[i].members, id) {
+				r.relist[r.st.groups[i].id] = true
+			}
+		}
+	case err != nil:
+		return fmt.Errorf("okta: get user %s: %w", id, describe(err))
+	case u == nil:
+		return fmt.Errorf("okta: get user %s: empty answer", id)
+	default:
+		r.st.users[id] = memberOf(u)
+	}
+	return nil
+}
+
+// relistGroups lists the marked groups again in full, in a stable order.
+func (r *incrementalPass) relistGroups(ctx context.Context) error {
+	for _, id := range slices.Sorted(maps.Keys(r.relist)) {
+		g := &r.st.groups[r.byID[id]]
 		fresh := boundGroup{id: g.id, name: g.name}
-		if err := p.listMembers(ctx, &fresh, st.users); err != nil {
-			return nil, err
+		if err := r.p.listMembers(ctx, &fresh, r.st.users); err != nil {
+			return err
 		}
 		*g = fresh
 	}
-	// Forget users no bound group holds any more.
+	return nil
+}
+
+// forgetUnheld drops the users no bound group holds any more.
+func (st *state) forgetUnheld() {
 	held := map[string]bool{}
 	for _, g := range st.groups {
 		for _, id := range g.members {
@@ -217,9 +279,6 @@ func (p *Poller) incrementalRead(ctx context.Context, prev *state) (*state, erro
 			delete(st.users, id)
 		}
 	}
-	st.cursor = p.cursorFrom(p.transport.readStart())
-	st.snap = p.build(st)
-	return st, nil
 }
 
 // pollLog reads the System Log forward: from the stored next link, or from
