@@ -14,6 +14,11 @@
 // previous state untouched. A bound group that became empty is read as
 // empty: judging it is the engine's job (it holds such a pass and still
 // publishes the suspensions the same read found, see package engine).
+//
+// Errors: every error New and the Poller's methods return starts with
+// "okta: ", once. Errors made below them (the transport, sentinels such as
+// errMalformed) carry no prefix: they reach callers wrapped in one that
+// does.
 package okta
 
 import (

@@ -362,6 +362,9 @@ func TestFailuresReturnErrorsNotPartialData(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q does not mention %q", err, c.want)
 			}
+			if !strings.HasPrefix(err.Error(), "okta: ") || strings.Count(err.Error(), "okta:") != 1 {
+				t.Errorf("error %q: want the package's prefix \"okta: \" exactly once, in front", err)
+			}
 			if strings.Contains(err.Error(), o.fake.Token()) {
 				t.Errorf("error leaks the token: %v", err)
 			}

@@ -13,8 +13,10 @@ import (
 )
 
 // errConnectionDropped reports a connection the server closed without an
-// answer more times than allowed for one API call.
-var errConnectionDropped = errors.New("okta: connection dropped without a response")
+// answer more times than allowed for one API call. Like every error made
+// below the Poller's methods it has no "okta: " prefix: it reaches callers
+// inside one that has.
+var errConnectionDropped = errors.New("connection dropped without a response")
 
 // maxPacingWait bounds one pacing pause; Okta's windows are one minute.
 const maxPacingWait = 2 * time.Minute
@@ -157,7 +159,7 @@ func (t *transport) pace(ctx context.Context) error {
 	case <-timer.C:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("okta: waiting for the rate limit window to reset: %w", ctx.Err())
+		return fmt.Errorf("waiting for the rate limit window to reset: %w", ctx.Err())
 	}
 }
 
