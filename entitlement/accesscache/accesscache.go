@@ -106,7 +106,9 @@ const (
 type Hold struct {
 	// Kind is HoldSafeguard, HoldLostGroup or HoldEmptyRead (records
 	// written before kinds existed have none: a safeguard hold).
-	Kind       string    `json:"kind,omitempty"`
+	Kind string `json:"kind,omitempty"`
+	// Groups are the bound groups a lost_group hold lost.
+	Groups     []string  `json:"groups,omitempty"`
 	Since      time.Time `json:"since"`
 	LostAccess int       `json:"lost_access"`
 	Allowed    int       `json:"previously_allowed"`

@@ -548,18 +548,33 @@ func checkRead(res *mapper.Result, snap *directory.Snapshot, published map[strin
 	if len(snap.Users) == 0 && len(published) > 0 {
 		return ErrEmptyRead
 	}
+	var lost []string
+	var detail []string
 	for _, was := range status.Bindings {
 		if was.Users == 0 {
 			continue
 		}
 		for _, now := range res.Bindings {
 			if strings.EqualFold(now.Group, was.Group) && now.Users == 0 {
-				return fmt.Errorf("%w: %s had %d users", ErrLostGroup, was.Group, was.Users)
+				lost = append(lost, was.Group)
+				detail = append(detail, fmt.Sprintf("%s had %d users", was.Group, was.Users))
 			}
 		}
 	}
+	if len(lost) > 0 {
+		return &lostGroupError{groups: lost, detail: strings.Join(detail, "; ")}
+	}
 	return nil
 }
+
+// lostGroupError names the bound groups a read lost; it wraps ErrLostGroup.
+type lostGroupError struct {
+	groups []string
+	detail string
+}
+
+func (e *lostGroupError) Error() string { return ErrLostGroup.Error() + ": " + e.detail }
+func (e *lostGroupError) Unwrap() error { return ErrLostGroup }
 
 // hold returns a hold when the delta takes access away, for reasons other
 // than account state, from more users than the safeguard allows. A first
@@ -599,8 +614,13 @@ func readHold(err error, d *mapper.Delta, now time.Time) *accesscache.Hold {
 	if errors.Is(err, ErrEmptyRead) {
 		kind = accesscache.HoldEmptyRead
 	}
+	var groups []string
+	if lg := (*lostGroupError)(nil); errors.As(err, &lg) {
+		groups = lg.groups
+	}
 	return &accesscache.Hold{
 		Kind:       kind,
+		Groups:     groups,
 		Since:      now.UTC(),
 		LostAccess: d.LostAccess - d.LostAccessByStatus,
 		Allowed:    d.PreviouslyAllowed,
