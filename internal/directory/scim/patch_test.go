@@ -45,7 +45,9 @@ func TestPatchDialects(t *testing.T) {
 		{"entra add on a missing filtered element creates it", `[{"op":"Add","path":"phoneNumbers[type eq \"mobile\"].value","value":"+1 555"}]`,
 			func(d doc) bool { return asJSON(d["phoneNumbers"]) == `[{"type":"mobile","value":"+1 555"}]` }},
 		{"name.givenName", `[{"op":"replace","path":"name.givenName","value":"Babs"}]`,
-			func(d doc) bool { return d["name"].(map[string]any)["givenName"] == "Babs" && d["name"].(map[string]any)["familyName"] == "Jensen" }},
+			func(d doc) bool {
+				return d["name"].(map[string]any)["givenName"] == "Babs" && d["name"].(map[string]any)["familyName"] == "Jensen"
+			}},
 		{"enterprise extension path", `[{"op":"Replace","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department","value":"Sales"}]`,
 			func(d doc) bool { return d[URNEnterpriseUser].(map[string]any)["department"] == "Sales" }},
 		{"entra manager as a plain string", `[{"op":"Add","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager","value":"m-2"}]`,
@@ -110,8 +112,8 @@ func TestPatchGroupMembers(t *testing.T) {
 	}
 	// The fast path recognises the same shapes.
 	for ops, want := range map[string]memberChange{
-		`[{"op":"remove","path":"members[value eq \"a\" or value eq \"b\"]"}]`: {remove: []Member{{ID: "a"}, {ID: "b"}}},
-		`[{"op":"Remove","path":"members","value":[{"value":"a"}]}]`:          {remove: []Member{{ID: "a"}}},
+		`[{"op":"remove","path":"members[value eq \"a\" or value eq \"b\"]"}]`:  {remove: []Member{{ID: "a"}, {ID: "b"}}},
+		`[{"op":"Remove","path":"members","value":[{"value":"a"}]}]`:            {remove: []Member{{ID: "a"}}},
 		`[{"op":"Add","path":"members","value":[{"value":"a","type":"user"}]}]`: {add: []Member{{ID: "a", Type: "User"}}},
 	} {
 		parsed, e := parsePatch(patchBody(ops))
