@@ -8,134 +8,50 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dirsync/dirsync/internal/pgstore"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// lockNamespace is the first key of the advisory lock that serialises
-// SCIM migrations ("scim"); console accounts use their own.
-const lockNamespace = 0x7363696d
+// schemaTables are the SCIM tables in the shared database (pgstore); the
+// migration lock key is 17, the issue that added them (console 0, history 1).
+var schemaTables = pgstore.Schema{Table: "scim_schema_migrations", Lock: 17, Files: migrationFiles, Dir: "migrations"}
 
 // tombstoneRetention is how long a deleted resource is kept so that
 // incremental reads see the deletion. A Source older than half of it
 // reads everything again.
 const tombstoneRetention = 7 * 24 * time.Hour
 
-// Options configures Open.
-type Options struct {
-	// DSN is the PostgreSQL connection string (a secret: never logged).
-	DSN string
-	// MaxConns bounds the pool. Default 8.
-	MaxConns int
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
-}
-
 // Store is the system of record of every SCIM account: users, groups,
-// memberships and tokens in PostgreSQL. It is safe for concurrent use, and
-// several Stores (replicas) may share one database: an account's writes
-// are serialised by a row lock on its scim_accounts row.
+// memberships and tokens in PostgreSQL (the database of console accounts,
+// console.postgres_dsn). It is safe for concurrent use, and several Stores
+// (replicas) may share one database: an account's writes are serialised
+// by a row lock on its scim_accounts row.
 type Store struct {
 	pool *pgxpool.Pool
 	now  func() time.Time
 }
 
-// Open connects to PostgreSQL, applies the SCIM migrations and returns
-// the store. Close releases the pool.
-func Open(ctx context.Context, o Options) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(o.DSN)
-	if err != nil {
-		// pgx echoes the DSN (and its password) in parse errors.
-		return nil, errors.New("scim: postgres DSN is not a valid connection string (postgres://user:password@host:5432/db?sslmode=...)")
-	}
-	if o.MaxConns > 0 {
-		cfg.MaxConns = int32(o.MaxConns)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("scim: connect to postgres: %w", err)
-	}
-	if err := migrate(ctx, pool); err != nil {
-		pool.Close()
+// Open applies the SCIM migrations to the database of pool and returns
+// the store; the caller owns the pool. now is the clock (nil: time.Now).
+func Open(ctx context.Context, pool *pgxpool.Pool, now func() time.Time) (*Store, error) {
+	if err := pgstore.Migrate(ctx, pool, schemaTables); err != nil {
 		return nil, fmt.Errorf("scim: migrate database: %w", err)
 	}
-	s := &Store{pool: pool, now: o.Now}
-	if s.now == nil {
-		s.now = time.Now
+	if now == nil {
+		now = time.Now
 	}
-	return s, nil
-}
-
-// Close releases the database connections.
-func (s *Store) Close() { s.pool.Close() }
-
-// migrate applies the embedded migrations in one transaction under an
-// advisory lock; it refuses a database migrated by a newer dirsync.
-func migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return err
-	}
-	type migration struct {
-		version   int
-		name, sql string
-	}
-	var all []migration
-	for _, e := range entries {
-		num, _, _ := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number and _", e.Name())
-		}
-		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return err
-		}
-		all = append(all, migration{v, e.Name(), string(b)})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].version < all[j].version })
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockNamespace); err != nil {
-			return fmt.Errorf("lock migrations: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS scim_schema_migrations (
-			version    integer     PRIMARY KEY,
-			name       text        NOT NULL,
-			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-			return fmt.Errorf("create scim_schema_migrations: %w", err)
-		}
-		var current int
-		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM scim_schema_migrations").Scan(&current); err != nil {
-			return fmt.Errorf("read schema version: %w", err)
-		}
-		if latest := all[len(all)-1].version; current > latest {
-			return fmt.Errorf("database schema version %d is newer than this dirsync knows (%d): upgrade dirsync", current, latest)
-		}
-		for _, m := range all {
-			if m.version <= current {
-				continue
-			}
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %s: %w", m.name, err)
-			}
-			if _, err := tx.Exec(ctx, "INSERT INTO scim_schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.name, err)
-			}
-		}
-		return nil
-	})
+	return &Store{pool: pool, now: now}, nil
 }
 
 // newID returns a random (version 4) UUID.
