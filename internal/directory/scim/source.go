@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +31,8 @@ type Source struct {
 	account string
 	now     func() time.Time
 
+	requests, entries atomic.Int64
+
 	mu       sync.Mutex
 	loaded   bool
 	loadedAt time.Time
@@ -54,6 +57,12 @@ func (s *Store) Source(account string) *Source {
 	return &Source{store: s, account: account, now: s.now}
 }
 
+// Stats counts the reads of PostgreSQL (one per Snapshot or Incremental)
+// and the user and group rows they returned.
+func (src *Source) Stats() directory.SourceStats {
+	return directory.SourceStats{Requests: src.requests.Load(), RateLimitRemaining: -1, EntriesRead: src.entries.Load()}
+}
+
 // Snapshot reads the whole account from PostgreSQL.
 func (src *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 	src.mu.Lock()
@@ -61,7 +70,7 @@ func (src *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 	if err := src.store.purgeTombstones(ctx, src.account); err != nil {
 		return nil, err
 	}
-	d, err := src.store.changes(ctx, src.account, -1)
+	d, err := src.changes(ctx, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +94,7 @@ func (src *Source) Incremental(ctx context.Context) (*directory.Snapshot, bool, 
 	}
 	src.mu.Lock()
 	defer src.mu.Unlock()
-	d, err := src.store.changes(ctx, src.account, src.seq)
+	d, err := src.changes(ctx, src.seq)
 	if err != nil {
 		return nil, false, err
 	}
@@ -95,6 +104,16 @@ func (src *Source) Incremental(ctx context.Context) (*directory.Snapshot, bool, 
 	src.apply(d)
 	src.snap = src.build()
 	return src.snap, true, nil
+}
+
+// changes reads the account's rows above version since, counting them.
+func (src *Source) changes(ctx context.Context, since int64) (*delta, error) {
+	src.requests.Add(1)
+	d, err := src.store.changes(ctx, src.account, since)
+	if d != nil {
+		src.entries.Add(int64(len(d.users) + len(d.groups)))
+	}
+	return d, err
 }
 
 // apply merges a delta into the mirror.
