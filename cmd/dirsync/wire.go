@@ -15,6 +15,7 @@ import (
 	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/pgstore"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/notify"
@@ -131,7 +132,7 @@ func newAccounts(ctx context.Context, cfg *config.Config, e env, db *database) (
 		case kind.OpenStored != nil && db.pool == nil: // validation requires the DSN
 			err = fmt.Errorf("console.postgres_dsn: required by directory type %s", a.Directory.Type)
 		case kind.OpenStored != nil:
-			src, err = kind.OpenStored(ctx, &a, db.pool)
+			src, err = kind.OpenStored(ctx, &a, pgstore.DB{Pool: db.pool})
 		default:
 			src, err = kind.Open(&a, e.getenv)
 		}

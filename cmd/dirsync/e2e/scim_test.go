@@ -26,12 +26,18 @@ const (
 
 // scimLab is a `dirsync run` with two SCIM accounts, acme and globex.
 type scimLab struct {
-	t    *testing.T
+	t    testing.TB
 	d    *daemon
 	base string // http://addr
 }
 
-func startSCIMLab(t *testing.T, safeguard string) *scimLab {
+func startSCIMLab(t testing.TB, safeguard string) *scimLab {
+	t.Helper()
+	return startSCIMLabWith(t, binary, safeguard)
+}
+
+// startSCIMLabWith is startSCIMLab with another build of dirsync.
+func startSCIMLabWith(t testing.TB, bin, safeguard string) *scimLab {
 	t.Helper()
 	pg := servertest.StartPostgres(t)
 	rs := servertest.StartRedis(t)
@@ -57,7 +63,7 @@ accounts:
 `, rs.Addr, dsn, acmeTok, safeguard))
 	writeFile(t, cfg, strings.Replace(mustRead(t, cfg), "api: {listen: ", "api: {admin_token_file: "+admin+", listen: ", 1))
 	t.Setenv("GLOBEX_SCIM", globexSCIMToken)
-	d := startDaemon(t, dir, cfg, addr)
+	d := startBinary(t, bin, dir, cfg, addr)
 	return &scimLab{t: t, d: d, base: "http://" + addr}
 }
 
@@ -111,7 +117,7 @@ func (l *scimLab) acme(method, path, body string, headers ...string) scimAnswer 
 
 // want fails unless the answer has status (and, for errors, the SCIM
 // error schema with scimType when given).
-func (a scimAnswer) want(t *testing.T, what string, status int, scimType ...string) scimAnswer {
+func (a scimAnswer) want(t testing.TB, what string, status int, scimType ...string) scimAnswer {
 	t.Helper()
 	if a.status != status {
 		t.Fatalf("%s: HTTP %d %s; want %d", what, a.status, a.raw, status)

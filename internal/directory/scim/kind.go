@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory"
+	"github.com/dirsync/dirsync/internal/pgstore"
 )
 
 // Type is the directory type this package serves, configured by the scim
@@ -42,8 +41,8 @@ func Kind() directory.Kind {
 			Database:        true,
 			SafeguardWindow: DefaultSafeguardWindow,
 		}),
-		OpenStored: func(ctx context.Context, a *config.Account, pool *pgxpool.Pool) (directory.Source, error) {
-			st, err := Open(ctx, pool, nil)
+		OpenStored: func(ctx context.Context, a *config.Account, db pgstore.DB) (directory.Source, error) {
+			st, err := Open(ctx, db.Pool, nil)
 			if err != nil {
 				return nil, err
 			}

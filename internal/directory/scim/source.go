@@ -57,6 +57,10 @@ func (s *Store) Source(account string) *Source {
 	return &Source{store: s, account: account, now: s.now}
 }
 
+// Cause is the access history's cause of the changes a pass of this
+// source publishes: an identity provider's SCIM push.
+func (src *Source) Cause() string { return "scim" }
+
 // Stats counts the reads of PostgreSQL (one per Snapshot or Incremental)
 // and the user and group rows they returned.
 func (src *Source) Stats() directory.SourceStats {

@@ -47,6 +47,14 @@ type IncrementalSource interface {
 	Incremental(ctx context.Context) (*directory.Snapshot, bool, error)
 }
 
+// Causer is a source whose reads are caused by something other than the
+// directory being read (a SCIM source's data is what an identity provider
+// pushed): its Cause is the access history's cause of the changes its
+// passes publish (default history.CauseDirectory).
+type Causer interface {
+	Cause() string
+}
+
 // Cache is where decisions are published.
 type Cache interface {
 	Published(ctx context.Context, account string) (map[string]mapper.Published, error)
@@ -377,6 +385,9 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 		return Report{Account: account, Mode: opts.Mode, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
 	}
 	cause := history.CauseDirectory
+	if c, ok := a.cfg.Source.(Causer); ok {
+		cause = c.Cause()
+	}
 	if a.takeNext() {
 		cause = history.CauseBinding
 	}
