@@ -10,12 +10,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/directory/scim"
 	"github.com/dirsync/dirsync/internal/entitlement/console"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/httpapi"
+	"github.com/dirsync/dirsync/internal/sync/scimapi"
 )
 
 // stubSyncer knows one account, acme, whose passes publish.
@@ -74,7 +76,50 @@ func (stubConsole) Audit(_ context.Context, account string, _ int64, _ int) ([]c
 	return []console.AuditEntry{{ID: 1, At: time.Now().UTC(), Account: account, Actor: "ops", Action: "invite", Email: "a@x.example", Detail: []byte(`{"permission":"pro"}`)}}, nil
 }
 
-const testAdminToken = "docs-admin-token"
+// stubSCIM is a SCIM store with one user, u-1, in account acme.
+type stubSCIM struct{}
+
+func (stubSCIM) user() *scim.Resource {
+	now := time.Now().UTC()
+	return &scim.Resource{ID: "2819c223-7f76-453a-919d-413861904646", Kind: "User", Version: 3, Created: now, Modified: now,
+		Doc: map[string]any{"userName": "alice@acme.example", "active": true}}
+}
+func (s stubSCIM) Create(_ context.Context, _, kind string, _ []byte) (*scim.Resource, error) {
+	return s.user(), nil
+}
+func (s stubSCIM) Get(_ context.Context, _, kind, id string) (*scim.Resource, error) {
+	if id != s.user().ID {
+		return nil, &scim.Error{Status: 404, Detail: "User " + id + " not found"}
+	}
+	return s.user(), nil
+}
+func (s stubSCIM) Replace(context.Context, string, string, string, []byte, int64) (*scim.Resource, error) {
+	return s.user(), nil
+}
+func (s stubSCIM) Patch(context.Context, string, string, string, []byte, int64) (*scim.Resource, error) {
+	return s.user(), nil
+}
+func (stubSCIM) Delete(context.Context, string, string, string, int64) error { return nil }
+func (s stubSCIM) List(_ context.Context, _, _ string, o scim.ListOptions) (*scim.ListResult, error) {
+	if o.Filter != "" {
+		if _, err := scim.ParseFilter("User", o.Filter); err != nil {
+			return nil, err
+		}
+	}
+	return &scim.ListResult{Total: 1, StartIndex: 1, Resources: []*scim.Resource{s.user()}}, nil
+}
+func (stubSCIM) IssueToken(_ context.Context, account, actor string) (string, scim.TokenInfo, error) {
+	return "dsscim_x", scim.TokenInfo{ID: "t1", Account: account, CreatedAt: time.Now().UTC(), CreatedBy: actor}, nil
+}
+func (stubSCIM) Tokens(_ context.Context, account string) ([]scim.TokenInfo, error) {
+	return []scim.TokenInfo{{ID: "t1", Account: account, CreatedAt: time.Now().UTC(), CreatedBy: "ops"}}, nil
+}
+func (stubSCIM) RevokeToken(context.Context, string, string) error { return nil }
+
+const (
+	testAdminToken = "docs-admin-token"
+	testSCIMToken  = "docs-scim-token"
+)
 
 // fullAPI is the API with every optional part on: what `dirsync run`
 // serves with console accounts, a metrics registry and reloads.
@@ -99,10 +144,16 @@ func fullAPI(t *testing.T) *apimux.Mux {
 	if err != nil {
 		t.Fatal(err)
 	}
+	scimToken, err := scimapi.NewStaticToken("acme", "directory.scim.token_file", testSCIMToken)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return httpapi.New(httpapi.Options{
 		Checker: mem, Status: mem, Syncer: stubSyncer{}, Console: stubConsole{},
+		SCIM: &scimapi.Options{Store: stubSCIM{}, Tokens: stubSCIM{}, IsAccount: func(id string) bool { return id == "acme" }},
 		Auth: apimux.Credentials{Admin: admin, OpenSignIn: open,
-			OktaHooks: []apimux.OktaHookSecret{{Account: "acme", Header: "Authorization", Secret: hook}}},
+			OktaHooks: []apimux.OktaHookSecret{{Account: "acme", Header: "Authorization", Secret: hook}},
+			SCIM:      &scimapi.Authenticator{Static: []scimapi.StaticToken{scimToken}}},
 		Metrics: promhttp.Handler(), Reload: func(context.Context) error { return nil },
 		Trigger: func(string) bool { return true }, Log: zap.NewNop(),
 	})

@@ -77,6 +77,8 @@ func TestAnswersMatchOpenAPI(t *testing.T) {
 	}
 	admin := map[string]string{"Authorization": "Bearer " + testAdminToken}
 	jsonAdmin := map[string]string{"Authorization": "Bearer " + testAdminToken, "Content-Type": "application/json"}
+	scimAuth := map[string]string{"Authorization": "Bearer " + testSCIMToken}
+	scimJSON := map[string]string{"Authorization": "Bearer " + testSCIMToken, "Content-Type": "application/scim+json"}
 	for _, c := range []struct {
 		method, path, body string
 		headers            map[string]string
@@ -107,6 +109,29 @@ func TestAnswersMatchOpenAPI(t *testing.T) {
 		{"DELETE", "/v1/accounts/team/users/a@x.example", "", admin, 200},
 		{"GET", "/v1/accounts/team/users?limit=10", "", admin, 200},
 		{"GET", "/v1/accounts/team/audit", "", admin, 200},
+		{"GET", "/scim/v2/acme/ServiceProviderConfig", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/ResourceTypes", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/ResourceTypes/Group", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/Schemas", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/Users?filter=userName%20eq%20%22alice%40acme.example%22&count=10", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/Users?filter=userName%20eq", "", scimAuth, 400},
+		{"GET", "/scim/v2/acme/Users", "", nil, 401},
+		{"GET", "/scim/v2/acme/Users", "", admin, 403},
+		{"GET", "/scim/v2/other/Users", "", scimAuth, 403},
+		{"POST", "/scim/v2/acme/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@acme.example"}`, scimJSON, 201},
+		{"POST", "/scim/v2/acme/Users", "userName=x", map[string]string{"Authorization": "Bearer " + testSCIMToken, "Content-Type": "text/plain"}, 415},
+		{"GET", "/scim/v2/acme/Users/2819c223-7f76-453a-919d-413861904646", "", scimAuth, 200},
+		{"GET", "/scim/v2/acme/Users/nope", "", scimAuth, 404},
+		{"PUT", "/scim/v2/acme/Users/2819c223-7f76-453a-919d-413861904646", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@acme.example"}`, scimJSON, 200},
+		{"PATCH", "/scim/v2/acme/Users/2819c223-7f76-453a-919d-413861904646", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}`, scimJSON, 200},
+		{"PATCH", "/scim/v2/acme/Groups/2819c223-7f76-453a-919d-413861904646", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[]}]}`, scimJSON, 204},
+		{"DELETE", "/scim/v2/acme/Users/2819c223-7f76-453a-919d-413861904646", "", scimAuth, 204},
+		{"POST", "/v1/accounts/acme/scim/tokens", "", admin, 200},
+		{"POST", "/v1/accounts/acme/scim/tokens", "", scimAuth, 401},
+		{"GET", "/v1/accounts/acme/scim/tokens", "", admin, 200},
+		{"DELETE", "/v1/accounts/acme/scim/tokens/t1", "", admin, 200},
+		{"GET", "/v1/accounts/team/scim/tokens", "", admin, 404},
 	} {
 		var rd io.Reader
 		if c.body != "" {

@@ -227,7 +227,17 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		gen.db.Close()
 		return nil, err
 	}
-	accounts, err := newAccounts(cfg, d.env)
+	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	if gen.db, err = openDatabase(mctx, cfg, d.env, d.log); err != nil {
+		return fail(err)
+	}
+	accounts, err := newAccounts(mctx, cfg, d.env, gen.db)
+	if err != nil {
+		return fail(err)
+	}
+	scimService, err := newSCIM(mctx, cfg, d.env, gen.db, gen.trigger, d.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -244,10 +254,8 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if err != nil {
 		return fail(err)
 	}
-	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if gen.db, err = openDatabase(mctx, cfg, d.env, d.log); err != nil {
-		return fail(err)
+	if scimService != nil {
+		auth.SCIM = scimService.auth
 	}
 	var publishTo engine.Cache
 	gen.ha, publishTo = newReplicaHA(cfg, d.env, gen.cache, d.log)
@@ -279,7 +287,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		accessHistory = gen.db.history
 	}
 	var h http.Handler = httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory,
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(),
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),

@@ -97,16 +97,16 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	}
 	defer closeCache()
 	tuneBatchGC(ctx, cfg, e, c, only)
-	opened, err := newAccounts(cfg, e)
-	if err != nil {
-		return nil, err
-	}
-	accounts := engineAccounts(opened)
 	db, err := openDatabase(ctx, cfg, e, log)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
+	opened, err := newAccounts(ctx, cfg, e, db)
+	if err != nil {
+		return nil, err
+	}
+	accounts := engineAccounts(opened)
 	svc, closeConsole, err := newConsole(ctx, cfg, db, db.record(c), log)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/pgstore"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/notify"
@@ -113,8 +114,9 @@ type account struct {
 
 // newAccounts opens, through its kind, the source of every account that
 // has one (console accounts are served from PostgreSQL by the console
-// service).
-func newAccounts(cfg *config.Config, e env) ([]account, error) {
+// service). A kind that keeps its data in dirsync's database (scim) gets
+// db's pool; ctx bounds bringing its tables up to date.
+func newAccounts(ctx context.Context, cfg *config.Config, e env, db *database) ([]account, error) {
 	var out []account
 	for _, a := range cfg.Accounts {
 		if a.Directory.Type == config.DirectoryConsole {
@@ -124,7 +126,16 @@ func newAccounts(cfg *config.Config, e env) ([]account, error) {
 		if !ok { // config.Load accepts only the kinds' types
 			return nil, fmt.Errorf("account %s: directory type %q has no source kind in this build", a.ID, a.Directory.Type)
 		}
-		src, err := kind.Open(&a, e.getenv)
+		var src directory.Source
+		var err error
+		switch {
+		case kind.OpenStored != nil && db.pool == nil: // validation requires the DSN
+			err = fmt.Errorf("console.postgres_dsn: required by directory type %s", a.Directory.Type)
+		case kind.OpenStored != nil:
+			src, err = kind.OpenStored(ctx, &a, pgstore.DB{Pool: db.pool})
+		default:
+			src, err = kind.Open(&a, e.getenv)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("account %s: %w", a.ID, err)
 		}
@@ -135,6 +146,7 @@ func newAccounts(cfg *config.Config, e env) ([]account, error) {
 				Safeguard: engine.Safeguard{
 					MaxLostAccessPercent: *a.Safeguard.MaxLostAccessPercent,
 					MaxLostAccessUsers:   *a.Safeguard.MaxLostAccessUsers,
+					Window:               *a.Safeguard.Window,
 				},
 			},
 			kind:   a.Directory.Type,

@@ -192,6 +192,12 @@ type Safeguard struct {
 	MaxLostAccessPercent *float64 `yaml:"max_lost_access_percent"`
 	// MaxLostAccessUsers. Default 500.
 	MaxLostAccessUsers *int `yaml:"max_lost_access_users"`
+	// Window, when positive, makes the limits apply to the losses of all
+	// the passes within it rather than of one pass, so that a mass removal
+	// arriving piecemeal (a SCIM push, one request per user) is held like
+	// one arriving at once. Default: the source kind's (1h for scim), else
+	// 0 (each pass alone).
+	Window *time.Duration `yaml:"window"`
 }
 
 // DirectoryConsole is the directory type of console-managed accounts:

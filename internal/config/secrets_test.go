@@ -34,9 +34,14 @@ accounts:
     claimed_domains: [okta.example]
     directory: {type: okta, okta: {org_url: "https://o.okta.com", %s, %s}}
     bindings: [{group: g, permission: pro}]
+  - id: scim
+    claimed_domains: [scim.example]
+    directory: {type: scim, scim: {%s}}
+    bindings: [{group: g, permission: pro}]
 `
 	fields := []string{"cache.redis.password", "api.admin_token", "api.read_token", "console.postgres_dsn", "notify.webhooks[0].secret",
-		"accounts[0].directory.ldap.bind_password", "accounts[1].directory.okta.token", "accounts[1].directory.okta.event_hook_secret"}
+		"accounts[0].directory.ldap.bind_password", "accounts[1].directory.okta.token", "accounts[1].directory.okta.event_hook_secret",
+		"accounts[2].directory.scim.token"}
 	var listed []string
 	for _, f := range fields {
 		listed = append(listed, regexp.MustCompile(`\[\d+\]`).ReplaceAllString(f, "[]"))

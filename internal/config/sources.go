@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -23,6 +24,9 @@ type SourceKind struct {
 	newSection  func() any
 	defaults    func(section any, resolve func(string) string)
 	validate    func(section any, c *Check)
+	// database and safeguardWindow: see Section.
+	database        bool
+	safeguardWindow time.Duration
 }
 
 // Section describes a source kind's config section: S is the section's
@@ -39,6 +43,13 @@ type Section[S any] struct {
 	Defaults func(s *S, resolve func(path string) string)
 	// Validate reports every problem of s to c, each under its field.
 	Validate func(s *S, c *Check)
+	// Database marks a kind whose directory data dirsync keeps in its own
+	// PostgreSQL database (scim): its accounts require
+	// console.postgres_dsn.
+	Database bool
+	// SafeguardWindow is the default safeguard.window of the kind's
+	// accounts (0: each pass judged alone).
+	SafeguardWindow time.Duration
 }
 
 // NewSourceKind returns the kind described by s.
@@ -58,6 +69,8 @@ func NewSourceKind[S any](s Section[S]) SourceKind {
 				s.Validate(section.(*S), c)
 			}
 		},
+		database:        s.Database,
+		safeguardWindow: s.SafeguardWindow,
 	}
 }
 

@@ -11,27 +11,27 @@ import (
 	"github.com/dirsync/dirsync/internal/directory/sources"
 )
 
-// scimSection is a source kind config has never heard of (issue 17 will
-// add a scim source): the tests below prove that a kind's section,
+// hrisSection is a source kind config has never heard of (an HR system
+// feed, say): the tests below prove that a kind's section,
 // defaults and validation plug into decoding and validation through the
 // table alone.
-type scimSection struct {
+type hrisSection struct {
 	TokenFile string `yaml:"token_file"`
 	TokenEnv  string `yaml:"token_env"`
 	Realm     string `yaml:"realm"`
 }
 
-func scimKind() config.SourceKind {
-	return config.NewSourceKind(config.Section[scimSection]{
-		Types: []string{"scim"},
-		Key:   "scim",
-		Defaults: func(s *scimSection, resolve func(string) string) {
+func hrisKind() config.SourceKind {
+	return config.NewSourceKind(config.Section[hrisSection]{
+		Types: []string{"hris"},
+		Key:   "hris",
+		Defaults: func(s *hrisSection, resolve func(string) string) {
 			s.TokenFile = resolve(s.TokenFile)
 			if s.Realm == "" {
 				s.Realm = "default-realm"
 			}
 		},
-		Validate: func(s *scimSection, c *config.Check) {
+		Validate: func(s *hrisSection, c *config.Check) {
 			c.Secret("token", s.TokenFile, s.TokenEnv, true)
 			if strings.Contains(s.Realm, " ") {
 				c.Add("realm", "%q has a space", s.Realm)
@@ -40,14 +40,14 @@ func scimKind() config.SourceKind {
 	})
 }
 
-const scimAccount = `
+const hrisAccount = `
 cache: {backend: memory}
 accounts:
   - id: crm
     claimed_domains: [crm.example]
     directory:
-      type: scim
-      scim: %s
+      type: hris
+      hris: %s
     bindings: [{group: g, permission: pro}]
 `
 
@@ -71,35 +71,35 @@ func problemsOf(t *testing.T, err error) map[string]string {
 
 func TestNewSourceKindNeedsNoConfigChange(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "scim-token"), []byte("tok\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "hris-token"), []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kinds := append(sources.Config(), scimKind())
-	doc := func(section string) []byte { return []byte(strings.Replace(scimAccount, "%s", section, 1)) }
+	kinds := append(sources.Config(), hrisKind())
+	doc := func(section string) []byte { return []byte(strings.Replace(hrisAccount, "%s", section, 1)) }
 
-	cfg, err := config.Parse(doc("{token_file: scim-token}"), dir, "scim.yaml", kinds, nil)
+	cfg, err := config.Parse(doc("{token_file: hris-token}"), dir, "hris.yaml", kinds, nil)
 	if err != nil {
-		t.Fatalf("valid scim account: %v", err)
+		t.Fatalf("valid hris account: %v", err)
 	}
-	s, ok := config.SectionOf[scimSection](cfg.Accounts[0].Directory)
+	s, ok := config.SectionOf[hrisSection](cfg.Accounts[0].Directory)
 	if !ok {
-		t.Fatal("no scim section after Parse")
+		t.Fatal("no hris section after Parse")
 	}
-	if s.TokenFile != filepath.Join(dir, "scim-token") || s.Realm != "default-realm" {
+	if s.TokenFile != filepath.Join(dir, "hris-token") || s.Realm != "default-realm" {
 		t.Errorf("defaults not applied: %+v", s)
 	}
 
 	for _, tt := range []struct {
 		name, section, path, want string
 	}{
-		{"unknown field", "{token_fil: x}", "accounts[0].directory.scim.token_fil", `(line 8): unknown field (did you mean "token_file"?); known fields here: realm, token_env, token_file`},
-		{"wrong type", "{token_file: [a, b]}", "accounts[0].directory.scim.token_file", "(line 8): wrong type"},
-		{"validation", "{realm: a b}", "accounts[0].directory.scim.token_file", "required: a file holding the secret"},
-		{"validation of a field", "{token_file: scim-token, realm: a b}", "accounts[0].directory.scim.realm", `"a b" has a space`},
-		{"secret empty", "{token_env: EMPTY}", "accounts[0].directory.scim.token_env", "environment variable EMPTY is empty"},
+		{"unknown field", "{token_fil: x}", "accounts[0].directory.hris.token_fil", `(line 8): unknown field (did you mean "token_file"?); known fields here: realm, token_env, token_file`},
+		{"wrong type", "{token_file: [a, b]}", "accounts[0].directory.hris.token_file", "(line 8): wrong type"},
+		{"validation", "{realm: a b}", "accounts[0].directory.hris.token_file", "required: a file holding the secret"},
+		{"validation of a field", "{token_file: hris-token, realm: a b}", "accounts[0].directory.hris.realm", `"a b" has a space`},
+		{"secret empty", "{token_env: EMPTY}", "accounts[0].directory.hris.token_env", "environment variable EMPTY is empty"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := config.Parse(doc(tt.section), dir, "scim.yaml", kinds, func(string) string { return " " })
+			_, err := config.Parse(doc(tt.section), dir, "hris.yaml", kinds, func(string) string { return " " })
 			got := problemsOf(t, err)
 			if !strings.Contains(got[tt.path], tt.want) {
 				t.Errorf("problem at %s = %q; want it to contain %q (all: %v)", tt.path, got[tt.path], tt.want, got)
@@ -108,13 +108,13 @@ func TestNewSourceKindNeedsNoConfigChange(t *testing.T) {
 	}
 
 	// Without the kind in the table, the type and its section are unknown.
-	_, err = config.Parse(doc("{token_file: scim-token}"), dir, "scim.yaml", sources.Config(), nil)
+	_, err = config.Parse(doc("{token_file: hris-token}"), dir, "hris.yaml", sources.Config(), nil)
 	got := problemsOf(t, err)
-	if want := `"scim" is not a directory type; use active_directory, ldap, okta, ldif or console`; !strings.Contains(got["accounts[0].directory.type"], want) {
+	if want := `"hris" is not a directory type; use active_directory, ldap, okta, ldif, scim or console`; !strings.Contains(got["accounts[0].directory.type"], want) {
 		t.Errorf("type problem %q; want %q", got["accounts[0].directory.type"], want)
 	}
-	if want := "unknown field; known fields here: ldap, ldif, okta, type"; !strings.Contains(got["accounts[0].directory.scim"], want) {
-		t.Errorf("section problem %q; want %q", got["accounts[0].directory.scim"], want)
+	if want := "unknown field; known fields here: ldap, ldif, okta, scim, type"; !strings.Contains(got["accounts[0].directory.hris"], want) {
+		t.Errorf("section problem %q; want %q", got["accounts[0].directory.hris"], want)
 	}
 }
 
@@ -151,7 +151,7 @@ accounts:
 // directory that is not a mapping, is a problem with its path.
 func TestDirectoryTypeProblems(t *testing.T) {
 	for _, tt := range []struct{ directory, path, want string }{
-		{"{ldif: {path: /dev/null}}", "accounts[0].directory.type", "required: active_directory, ldap, okta, ldif or console"},
+		{"{ldif: {path: /dev/null}}", "accounts[0].directory.type", "required: active_directory, ldap, okta, ldif, scim or console"},
 		{"{type: ldiff}", "accounts[0].directory.type", `"ldiff" is not a directory type`},
 		{"ldif", "accounts[0].directory", "wrong type: cannot use text `ldif` into config.Directory"},
 		{"{type: [ldif]}", "accounts[0].directory.type", "wrong type"},

@@ -97,6 +97,13 @@ func (c *Config) applyAccountDefaults(a *Account) {
 		v := DefaultMaxLostAccessUsers
 		a.Safeguard.MaxLostAccessUsers = &v
 	}
+	if a.Safeguard.Window == nil {
+		var v time.Duration
+		if k, ok := kindFor(c.kinds, a.Directory.Type); ok {
+			v = k.safeguardWindow
+		}
+		a.Safeguard.Window = &v
+	}
 	applyDirectoryDefaults(&a.Directory, c.kinds, c.path)
 }
 
@@ -189,14 +196,15 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
 	}
 	taken := newTakenNames()
-	consoleAccounts := 0
+	needDatabase := false
 	for i := range c.Accounts {
 		c.validateAccount(&ps, i, fmt.Sprintf("accounts[%d]", i), &c.Accounts[i], taken, getenv)
-		if c.Accounts[i].Directory.Type == DirectoryConsole {
-			consoleAccounts++
+		k, _ := kindFor(c.kinds, c.Accounts[i].Directory.Type)
+		if c.Accounts[i].Directory.Type == DirectoryConsole || k.database {
+			needDatabase = true
 		}
 	}
-	if consoleAccounts > 0 {
+	if needDatabase {
 		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, true, getenv)
 	} else {
 		checkSecret(&ps, "console.postgres_dsn", c.Console.PostgresDSNFile, c.Console.PostgresDSNEnv, false, getenv)
@@ -307,6 +315,9 @@ func (c *Config) validateAccount(ps *problems, i int, p string, a *Account, take
 	}
 	if v := *a.Safeguard.MaxLostAccessUsers; v < 0 {
 		ps.add(joinPath(p, "safeguard.max_lost_access_users"), "%d is negative; use 0 or more", v)
+	}
+	if v := *a.Safeguard.Window; v < 0 {
+		ps.add(joinPath(p, "safeguard.window"), "%v is negative; use a duration such as 1h, or 0 to judge each pass alone", v)
 	}
 	// An inherited schedule was checked at the top level already.
 	if a.Schedule.Full != c.Schedule.Full {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/dirsync/dirsync/internal/config"
+	"github.com/dirsync/dirsync/internal/pgstore"
 )
 
 // Source is a polled directory: it reads complete snapshots and counts
@@ -56,6 +57,12 @@ type Kind struct {
 	// is one of the kind's types; getenv resolves *_env secrets. It does
 	// not contact the directory.
 	Open func(a *config.Account, getenv func(string) string) (Source, error)
+	// OpenStored is set instead of Open by a kind whose directory data
+	// dirsync keeps in its own PostgreSQL database (its config section
+	// sets Database; scim): it builds the account's source on that
+	// database (console.postgres_dsn), bringing the kind's tables up to
+	// date within ctx.
+	OpenStored func(ctx context.Context, a *config.Account, db pgstore.DB) (Source, error)
 	// Endpoints, when set, returns the hosts the account's source connects
 	// to (checked against the network policy when an account is created
 	// through the API). A kind without it connects nowhere.

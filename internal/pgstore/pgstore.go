@@ -21,6 +21,14 @@ import (
 // ("dirs"); the second says what is locked (Schema.Lock for migrations).
 const LockNamespace = 0x64697273
 
+// DB is dirsync's database as it is handed through code that must not
+// depend on the driver (a directory source kind that keeps its data in
+// the database, see directory.Kind.OpenStored): only the packages that own
+// tables use Pool.
+type DB struct {
+	Pool *pgxpool.Pool
+}
+
 // Connect opens a pool on dsn (a secret: it never appears in errors).
 func Connect(ctx context.Context, dsn string, maxConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)

@@ -75,7 +75,14 @@ func writeSecret(t testing.TB, dir, name, value string) string {
 
 func startDaemon(t testing.TB, dir, cfg, addr string) *daemon {
 	t.Helper()
-	p, err := servertest.Start(dir, binary, "run", "--config", cfg)
+	return startBinary(t, binary, dir, cfg, addr)
+}
+
+// startBinary is startDaemon with another build of dirsync (a benchmark's,
+// without -race).
+func startBinary(t testing.TB, bin, dir, cfg, addr string) *daemon {
+	t.Helper()
+	p, err := servertest.Start(dir, bin, "run", "--config", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

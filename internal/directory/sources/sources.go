@@ -16,6 +16,7 @@ import (
 	"github.com/dirsync/dirsync/internal/directory/ldapdir"
 	"github.com/dirsync/dirsync/internal/directory/ldif"
 	"github.com/dirsync/dirsync/internal/directory/okta"
+	"github.com/dirsync/dirsync/internal/directory/scim"
 )
 
 // Kinds returns the source kinds of the build, in the order their
@@ -25,6 +26,7 @@ func Kinds() []directory.Kind {
 		ldapdir.Kind(), // active_directory, ldap
 		okta.Kind(),
 		ldif.Kind(),
+		scim.Kind(),
 	}
 }
 

@@ -22,8 +22,8 @@ func TestKindsAreDistinct(t *testing.T) {
 			t.Errorf("section key %q is empty, reserved or taken", key)
 		}
 		keys[key] = true
-		if len(k.Config.Types()) == 0 || k.Open == nil || k.Config.SectionType() == nil {
-			t.Errorf("kind %q: types %v, Open set %v, section type %v", key, k.Config.Types(), k.Open != nil, k.Config.SectionType())
+		if len(k.Config.Types()) == 0 || (k.Open == nil) == (k.OpenStored == nil) || k.Config.SectionType() == nil {
+			t.Errorf("kind %q: types %v, Open set %v, OpenStored set %v, section type %v", key, k.Config.Types(), k.Open != nil, k.OpenStored != nil, k.Config.SectionType())
 		}
 		for _, typ := range k.Config.Types() {
 			if typ == config.DirectoryConsole || types[typ] {
@@ -35,7 +35,7 @@ func TestKindsAreDistinct(t *testing.T) {
 			}
 		}
 	}
-	for _, typ := range []string{"active_directory", "ldap", "okta", "ldif"} {
+	for _, typ := range []string{"active_directory", "ldap", "okta", "ldif", "scim"} {
 		if !types[typ] {
 			t.Errorf("no kind serves directory type %s", typ)
 		}

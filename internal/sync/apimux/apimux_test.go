@@ -1,6 +1,9 @@
 package apimux
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +185,93 @@ func TestRoutesGoThroughOneMiddleware(t *testing.T) {
 	}
 	if got := m.Routes(); len(got) != 2 || got[0].Path != "/read" || got[1].Scope != AdminWrite {
 		t.Errorf("routes %+v", got)
+	}
+}
+
+// fakeSCIMTokens knows tok-a (account a) and tok-b (account b); "down"
+// cannot be checked.
+type fakeSCIMTokens struct{ calls int }
+
+func (f *fakeSCIMTokens) AuthenticateSCIM(_ context.Context, token string) (string, string, error) {
+	f.calls++
+	switch token {
+	case "tok-a":
+		return "a", "scim token a1", nil
+	case "tok-b":
+		return "b", "scim token b1", nil
+	case "down":
+		return "", "", errors.New("postgres: connection refused")
+	}
+	return "", "", fmt.Errorf("look up: %w", ErrUnknownCredential)
+}
+
+// TestSCIMScope: a SCIM route admits its own account's SCIM token only;
+// no token or an unknown one is 401, every other credential 403, a token
+// store that cannot answer 503; SCIM tokens open no other route, and the
+// route's errors are written in its own format.
+func TestSCIMScope(t *testing.T) {
+	admin, _ := NewToken("api.admin_token_file", "adm")
+	reader, _ := NewToken("api.read_token_file", "rd")
+	tokens := &fakeSCIMTokens{}
+	var seen Principal
+	h := func(r *http.Request) (any, *Error) {
+		seen = PrincipalOf(r.Context())
+		return map[string]string{"ok": "yes"}, nil
+	}
+	m := New(Options{Credentials: Credentials{Admin: admin, Reader: reader, SCIM: tokens}},
+		[]Route{
+			{Method: "GET", Path: "/scim/v2/{account}/Users", Scope: SCIM, Handle: h,
+				WriteError: func(w http.ResponseWriter, e *Error) { w.WriteHeader(e.Status); fmt.Fprintf(w, "scim:%d", e.Status) }},
+			{Method: "POST", Path: "/write", Scope: AdminWrite, Handle: h},
+			{Method: "GET", Path: "/read", Scope: SignInRead, Handle: h},
+		})
+	send := func(path, auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		if strings.HasPrefix(path, "/write") {
+			req.Method = "POST"
+		}
+		req.Host = "127.0.0.1"
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		rec := httptest.NewRecorder()
+		m.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, tt := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/scim/v2/a/Users", "tok-a", 200},
+		{"/scim/v2/a/Users", "", 401},
+		{"/scim/v2/a/Users", "nope", 401},
+		{"/scim/v2/a/Users", "tok-b", 403},
+		{"/scim/v2/b/Users", "tok-a", 403},
+		{"/scim/v2/a/Users", "adm", 403},
+		{"/scim/v2/a/Users", "rd", 403},
+		{"/scim/v2/a/Users", "down", 503},
+		{"/write", "tok-a", 401},
+		{"/read", "tok-a", 401},
+	} {
+		rec := send(tt.path, tt.auth)
+		if rec.Code != tt.want {
+			t.Errorf("%s with %q: HTTP %d %s; want %d", tt.path, tt.auth, rec.Code, rec.Body, tt.want)
+		}
+		if strings.HasPrefix(tt.path, "/scim/") && tt.want != 200 && rec.Body.String() != fmt.Sprintf("scim:%d", tt.want) {
+			t.Errorf("%s with %q: answer %q is not the route's own error format", tt.path, tt.auth, rec.Body)
+		}
+		if tt.want == 401 && strings.HasPrefix(tt.path, "/scim/") && rec.Header().Get("WWW-Authenticate") == "" {
+			t.Errorf("%s with %q: 401 without WWW-Authenticate", tt.path, tt.auth)
+		}
+	}
+	send("/scim/v2/a/Users", "tok-a")
+	if seen.Kind != SCIMClient || seen.Credential != "scim token a1" || len(seen.Accounts) != 1 || seen.Accounts[0] != "a" {
+		t.Errorf("principal %+v", seen)
+	}
+	before := tokens.calls
+	send("/read", "whatever")
+	send("/write", "whatever")
+	if tokens.calls != before {
+		t.Error("the SCIM token store was asked on a route that takes no SCIM token")
 	}
 }

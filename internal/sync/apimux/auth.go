@@ -1,12 +1,15 @@
 package apimux
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -93,7 +96,23 @@ type Credentials struct {
 	OpenAdminReads Loopback
 	// OktaHooks are the accounts' event hook secrets.
 	OktaHooks []OktaHookSecret
+	// SCIM, when set, checks the bearer tokens of SCIM routes (each token
+	// belongs to one account). It is asked only on SCIM routes, after the
+	// admin and read tokens.
+	SCIM SCIMAuthenticator
 }
+
+// SCIMAuthenticator resolves a SCIM bearer token into the one account it
+// belongs to and the name of the credential (for audit), or returns an
+// error wrapping ErrUnknownCredential. Any other error means the token
+// could not be checked (its store is down): the request is answered 503,
+// so the identity provider retries instead of disabling provisioning.
+type SCIMAuthenticator interface {
+	AuthenticateSCIM(ctx context.Context, token string) (account, credential string, err error)
+}
+
+// ErrUnknownCredential: the token is no one's (unknown or revoked).
+var ErrUnknownCredential = errors.New("unknown or revoked credential")
 
 // Kind is what a principal is.
 type Kind int
@@ -107,6 +126,9 @@ const (
 	SignInReader
 	// HookSender presented the event hook secret of Accounts.
 	HookSender
+	// SCIMClient presented the SCIM token of its one account (an identity
+	// provider pushing users and groups).
+	SCIMClient
 	// Next: Tenant (a token of one account), ConsoleSession (a /ui/ cookie).
 )
 
@@ -144,27 +166,44 @@ const (
 	AccountWrite
 	// OktaHook routes take Okta event hook deliveries: a hook secret.
 	OktaHook
+	// SCIM routes are one account's SCIM service provider, under
+	// /scim/v2/{account}/: that account's SCIM token only. No token or an
+	// unknown one is 401; any other credential (the admin token, the read
+	// token, another account's SCIM token) is 403.
+	SCIM
 )
 
 var scopeNames = map[Scope]string{
 	Public: "public", SignInRead: "sign-in read", AdminRead: "admin read", AdminWrite: "admin write",
-	AccountRead: "account read", AccountWrite: "account write", OktaHook: "okta hook",
+	AccountRead: "account read", AccountWrite: "account write", OktaHook: "okta hook", SCIM: "scim",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
 
 // StateChanging reports whether the scope's routes change state (and so
 // always need a token).
-func (s Scope) StateChanging() bool { return s == AdminWrite || s == AccountWrite || s == OktaHook }
+func (s Scope) StateChanging() bool {
+	return s == AdminWrite || s == AccountWrite || s == OktaHook || s == SCIM
+}
 
-// resolve finds the principal whose credential the request carries.
-func (c *Credentials) resolve(r *http.Request) Principal {
+// resolve finds the principal whose credential the request carries. The
+// SCIM authenticator is asked on SCIM routes only; its error (other than
+// an unknown token) is returned: the credential could not be checked.
+func (c *Credentials) resolve(r *http.Request, s Scope) (Principal, error) {
 	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		switch {
 		case c.Admin.matches(got):
-			return Principal{Kind: GlobalAdmin, Credential: c.Admin.source}
+			return Principal{Kind: GlobalAdmin, Credential: c.Admin.source}, nil
 		case c.Reader.matches(got):
-			return Principal{Kind: SignInReader, Credential: c.Reader.source}
+			return Principal{Kind: SignInReader, Credential: c.Reader.source}, nil
+		case s == SCIM && c.SCIM != nil && strings.TrimSpace(got) != "":
+			account, credential, err := c.SCIM.AuthenticateSCIM(r.Context(), got)
+			switch {
+			case err == nil:
+				return Principal{Kind: SCIMClient, Credential: credential, Accounts: []string{account}}, nil
+			case !errors.Is(err, ErrUnknownCredential):
+				return Principal{Kind: Anonymous}, err
+			}
 		}
 	}
 	var accounts []string
@@ -174,13 +213,32 @@ func (c *Credentials) resolve(r *http.Request) Principal {
 		}
 	}
 	if len(accounts) > 0 {
-		return Principal{Kind: HookSender, Credential: "okta event hook secret", Accounts: accounts}
+		return Principal{Kind: HookSender, Credential: "okta event hook secret", Accounts: accounts}, nil
 	}
-	return Principal{Kind: Anonymous}
+	return Principal{Kind: Anonymous}, nil
+}
+
+// refused returns 0 when p may call a route of scope s, else the status
+// to answer: 401 for a caller without a credential the route takes, 403
+// for a known principal a SCIM route does not admit.
+func (c *Credentials) refused(p Principal, s Scope, r *http.Request) int {
+	if s == SCIM {
+		switch {
+		case p.Kind == SCIMClient && slices.Contains(p.Accounts, r.PathValue("account")):
+			return 0
+		case p.Kind == Anonymous:
+			return http.StatusUnauthorized
+		}
+		return http.StatusForbidden
+	}
+	if c.admits(p, s) {
+		return 0
+	}
+	return http.StatusUnauthorized
 }
 
 // admits reports whether p may call a route of scope s.
-func (c *Credentials) admits(p Principal, s Scope, _ *http.Request) bool {
+func (c *Credentials) admits(p Principal, s Scope) bool {
 	switch s {
 	case Public:
 		return true
@@ -203,6 +261,9 @@ func (c *Credentials) refusal(s Scope) string {
 		return "send Authorization: Bearer <token from api.read_token_file>"
 	case OktaHook:
 		return "unknown or missing event hook secret"
+	case SCIM:
+		return "send Authorization: Bearer <the account's SCIM token> (directory.scim.token_file, or one issued with POST /v1/accounts/{id}/scim/tokens); " +
+			"a token of another account, the admin token and the read token are refused"
 	}
 	source := c.Admin.source
 	if source == "" {

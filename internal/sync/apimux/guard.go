@@ -71,13 +71,14 @@ func sameOrigin(r *http.Request) (string, bool) {
 	return "", true
 }
 
-// jsonBody reports whether the request has no body or a JSON one. A
-// browser can send text/plain or a form cross-site without asking; it
-// cannot send application/json without a preflight dirsync never grants.
+// jsonBody reports whether the request has no body or a JSON one
+// (application/json, or SCIM's application/scim+json). A browser can send
+// text/plain or a form cross-site without asking; it cannot send a JSON
+// media type without a preflight dirsync never grants.
 func jsonBody(r *http.Request) bool {
 	if r.ContentLength == 0 {
 		return true
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return err == nil && mt == "application/json"
+	return err == nil && (mt == "application/json" || mt == "application/scim+json")
 }

@@ -29,7 +29,7 @@ type Handler func(r *http.Request) (any, *Error)
 
 // Route is one method and path of the API.
 type Route struct {
-	// Method is GET, POST, PUT or DELETE.
+	// Method is GET, POST, PUT, PATCH or DELETE.
 	Method string
 	// Path is a net/http pattern path, e.g. /v1/accounts/{id}/release; the
 	// same text is its path in docs/openapi.yaml.
@@ -49,6 +49,9 @@ type Route struct {
 	// Refused, when set, is called when the route's scope refuses a caller
 	// (to count it).
 	Refused func()
+	// WriteError, when set, writes the route's refusals and errors in the
+	// route's own format (SCIM's error schema) instead of {"error": …}.
+	WriteError func(w http.ResponseWriter, e *Error)
 }
 
 // Pattern is the route's net/http pattern.
@@ -130,12 +133,20 @@ func (m *Mux) wrap(rt Route) http.Handler {
 		limit = DefaultMaxBody
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := m.o.Credentials.resolve(r)
-		if !m.o.Credentials.admits(p, rt.Scope, r) {
+		p, err := m.o.Credentials.resolve(r, rt.Scope)
+		if err != nil {
+			m.write(w, r, rt, p, nil, &Error{Status: http.StatusServiceUnavailable,
+				Message: "the credential cannot be checked right now; retry", Cause: err})
+			return
+		}
+		if status := m.o.Credentials.refused(p, rt.Scope, r); status != 0 {
 			if rt.Refused != nil {
 				rt.Refused()
 			}
-			m.write(w, r, rt, p, nil, &Error{Status: http.StatusUnauthorized, Message: m.o.Credentials.refusal(rt.Scope)})
+			if status == http.StatusUnauthorized && rt.Scope == SCIM {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dirsync SCIM"`) // RFC 7644 §2
+			}
+			m.write(w, r, rt, p, nil, &Error{Status: status, Message: m.o.Credentials.refusal(rt.Scope)})
 			return
 		}
 		if !rt.ForeignBody && !jsonBody(r) {
@@ -164,6 +175,10 @@ func (m *Mux) write(w http.ResponseWriter, r *http.Request, rt Route, p Principa
 			}
 			log("api request failed", zap.String("route", rt.Pattern()), zap.String("path", r.URL.Path),
 				zap.Int("status", e.Status), zap.String("principal", p.Credential), zap.Error(e.Cause))
+		}
+		if rt.WriteError != nil {
+			rt.WriteError(w, e)
+			return
 		}
 		body := e.Body
 		if body == nil {

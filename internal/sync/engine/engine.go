@@ -47,6 +47,14 @@ type IncrementalSource interface {
 	Incremental(ctx context.Context) (*directory.Snapshot, bool, error)
 }
 
+// Causer is a source whose reads are caused by something other than the
+// directory being read (a SCIM source's data is what an identity provider
+// pushed): its Cause is the access history's cause of the changes its
+// passes publish (default history.CauseDirectory).
+type Causer interface {
+	Cause() string
+}
+
 // Cache is where decisions are published.
 type Cache interface {
 	Published(ctx context.Context, account string) (map[string]mapper.Published, error)
@@ -60,6 +68,14 @@ type Cache interface {
 type Safeguard struct {
 	MaxLostAccessPercent float64
 	MaxLostAccessUsers   int
+	// Window, when positive, counts against the limits every unexplained
+	// loss the account's passes published within it, not only the
+	// current pass's: a mass removal pushed one user at a time (a SCIM
+	// client, an incremental pass every few seconds) is held once it
+	// crosses the limits, like one read at once. A release (a forced
+	// pass) confirms the losses and empties the window. The window lives
+	// in memory: a restart empties it.
+	Window time.Duration
 }
 
 // Account is one account's configuration as the engine needs it.
@@ -195,6 +211,9 @@ type accountState struct {
 	// removed: the account was removed from the engine; a pass that was
 	// waiting for the run lock does nothing.
 	removed bool
+	// losses are the emails whose access a pass published as lost for a
+	// reason other than account state, with when (Safeguard.Window).
+	losses map[string]time.Time
 
 	mu   sync.Mutex // guards last and next
 	last map[Mode]Report
@@ -366,6 +385,9 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 		return Report{Account: account, Mode: opts.Mode, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
 	}
 	cause := history.CauseDirectory
+	if c, ok := a.cfg.Source.(Causer); ok {
+		cause = c.Cause()
+	}
 	if a.takeNext() {
 		cause = history.CauseBinding
 	}
@@ -462,7 +484,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		if readErr = checkRead(&res, snap, published, status); readErr != nil {
 			hold = readHold(readErr, &delta, now)
 		} else {
-			hold = e.hold(a.cfg.Safeguard, &delta, now)
+			hold = e.hold(a.cfg.Safeguard, &delta, a.recentLosses(now), now)
 		}
 	}
 	toPublish := delta.Changes
@@ -493,6 +515,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		status.Generation++
 	}
 	rep.Changes.Published += len(toPublish)
+	a.recordLosses(toPublish, opts.Force, now)
 	a.published = applyToIndex(published, toPublish)
 	a.read = true
 	a.nextExpiry = res.NextExpiry
@@ -579,23 +602,72 @@ func (e *lostGroupError) Unwrap() error { return ErrLostGroup }
 // hold returns a hold when the delta takes access away, for reasons other
 // than account state, from more users than the safeguard allows. A first
 // sync (nothing allowed yet) is never held.
-func (e *Engine) hold(sg Safeguard, d *mapper.Delta, now time.Time) *accesscache.Hold {
+//
+// recent is how many users lost access, for reasons other than account
+// state, in the passes published within the safeguard's window: they
+// count against the limits too, and the limits are taken of the users
+// allowed before them.
+func (e *Engine) hold(sg Safeguard, d *mapper.Delta, recent int, now time.Time) *accesscache.Hold {
 	if d.PreviouslyAllowed == 0 {
 		return nil
 	}
-	unexplained := d.LostAccess - d.LostAccessByStatus
-	limit := min(int(sg.MaxLostAccessPercent*float64(d.PreviouslyAllowed)/100), sg.MaxLostAccessUsers)
+	unexplained := d.LostAccess - d.LostAccessByStatus + recent
+	allowed := d.PreviouslyAllowed + recent
+	limit := min(int(sg.MaxLostAccessPercent*float64(allowed)/100), sg.MaxLostAccessUsers)
 	if unexplained <= limit {
 		return nil
+	}
+	within := ""
+	if sg.Window > 0 {
+		within = fmt.Sprintf(" within %v (%d of them in passes already published)", sg.Window, recent)
 	}
 	return &accesscache.Hold{
 		Kind:       accesscache.HoldSafeguard,
 		Since:      now.UTC(),
 		LostAccess: unexplained,
-		Allowed:    d.PreviouslyAllowed,
+		Allowed:    allowed,
 		Downgrades: d.Downgrades,
-		Reason: fmt.Sprintf("%d of %d allowed users would lose access (limit %d: %.0f%% or %d users); release with `dirsync release --account ID` once the change is confirmed",
-			unexplained, d.PreviouslyAllowed, limit, sg.MaxLostAccessPercent, sg.MaxLostAccessUsers),
+		Reason: fmt.Sprintf("%d of %d allowed users would lose access%s (limit %d: %.0f%% or %d users); release with `dirsync release --account ID` once the change is confirmed",
+			unexplained, allowed, within, limit, sg.MaxLostAccessPercent, sg.MaxLostAccessUsers),
+	}
+}
+
+// recentLosses forgets the losses older than the safeguard's window and
+// counts the others (0 without a window). Run lock held.
+func (a *accountState) recentLosses(now time.Time) int {
+	w := a.cfg.Safeguard.Window
+	if w <= 0 {
+		a.losses = nil
+		return 0
+	}
+	for email, at := range a.losses {
+		if now.Sub(at) >= w {
+			delete(a.losses, email)
+		}
+	}
+	return len(a.losses)
+}
+
+// recordLosses notes the published changes that took access away for a
+// reason other than account state, and forgets users who regained it. A
+// forced pass (a release) confirms every loss: the window starts empty.
+// Run lock held.
+func (a *accountState) recordLosses(published []mapper.Change, forced bool, now time.Time) {
+	if a.cfg.Safeguard.Window <= 0 || forced {
+		a.losses = nil
+		return
+	}
+	for _, c := range published {
+		wasAllowed := c.Old != nil && c.Old.Allowed
+		switch {
+		case c.New != nil && c.New.Allowed:
+			delete(a.losses, c.Email)
+		case wasAllowed && (c.New == nil || !mapper.AccountStateDenial(c.New.Reason)):
+			if a.losses == nil {
+				a.losses = map[string]time.Time{}
+			}
+			a.losses[c.Email] = now
+		}
 	}
 }
 

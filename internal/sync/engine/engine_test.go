@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -319,7 +320,7 @@ func TestSafeguardLimits(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := &Engine{}
 			d := &mapper.Delta{PreviouslyAllowed: tt.allowed, LostAccess: tt.lose}
-			held := e.hold(Safeguard{MaxLostAccessPercent: tt.pct, MaxLostAccessUsers: tt.users}, d, time.Now()) != nil
+			held := e.hold(Safeguard{MaxLostAccessPercent: tt.pct, MaxLostAccessUsers: tt.users}, d, 0, time.Now()) != nil
 			if held != tt.wantHeld {
 				t.Errorf("held = %t; want %t", held, tt.wantHeld)
 			}
@@ -529,5 +530,89 @@ func TestPutAndRemoveAccountsLive(t *testing.T) {
 	}
 	if _, err := e.Remove(ctx, "globex", true); !errors.Is(err, ErrUnknownAccount) {
 		t.Errorf("removing twice: %v", err)
+	}
+}
+
+// TestSafeguardWindowHoldsPiecemealRemovals: with a window, losses
+// published by earlier passes count against the limits, so a mass removal
+// pushed one user per pass (a SCIM client unassigning everyone) is held
+// once it crosses them; suspensions still go through; time and a release
+// empty the window. Without a window each pass is judged alone.
+func TestSafeguardWindowHoldsPiecemealRemovals(t *testing.T) {
+	removeFirst := func(n int, suspended ...int) *directory.Snapshot {
+		s := org(100, nil)
+		s.Groups[0].Members = s.Groups[0].Members[n:] // u000..u(n-1) lose the bound group
+		for _, i := range suspended {
+			s.Users[i].Status = directory.StatusSuspended
+		}
+		return s
+	}
+	for _, window := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("window ", window), func(t *testing.T) {
+			e, src, cache, clk := setup(t)
+			e.Put(Account{Policy: e.account("acme").cfg.Policy, Source: src,
+				Safeguard: Safeguard{MaxLostAccessPercent: 20, MaxLostAccessUsers: 500, Window: window}})
+			ctx := context.Background()
+			src.set(org(100, nil), nil)
+			if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+				t.Fatal(err)
+			}
+			// 20 passes, one removal each: 20% of 100, within the limit.
+			for n := 1; n <= 20; n++ {
+				clk.t = clk.t.Add(time.Second)
+				src.set(removeFirst(n), nil)
+				if rep, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental}); err != nil {
+					t.Fatalf("removal %d: %+v %v", n, rep.Hold, err)
+				}
+			}
+			// The 21st is one too many within the window; u099's
+			// suspension in the same pass is published anyway.
+			clk.t = clk.t.Add(time.Second)
+			src.set(removeFirst(21, 99), nil)
+			rep, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental})
+			if window == 0 {
+				if err != nil {
+					t.Fatalf("without a window each pass is judged alone: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrHeld) || rep.Hold == nil || rep.Hold.LostAccess != 21 || !strings.Contains(rep.Hold.Reason, "within 1h0m0s") {
+				t.Fatalf("21st removal within the window: %+v %v; want a safeguard hold of 21", rep.Hold, err)
+			}
+			if d := allowed(t, cache, "u020@acme.example"); !d.Allowed {
+				t.Errorf("u020 lost access although the pass was held: %+v", d)
+			}
+			if d := allowed(t, cache, "u099@acme.example"); d.Reason != entitlement.ReasonSuspended {
+				t.Errorf("u099's suspension waited for the hold: %+v", d)
+			}
+			// An hour later the earlier losses leave the window: at the
+			// next evaluation (the hourly full pass) the held removal alone
+			// is within the limit and is published.
+			clk.t = clk.t.Add(time.Hour)
+			if rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull}); err != nil || rep.Hold != nil {
+				t.Fatalf("after the window: %+v %v", rep.Hold, err)
+			}
+			if d := allowed(t, cache, "u020@acme.example"); d.Allowed {
+				t.Errorf("u020 still allowed: %+v", d)
+			}
+			// 20 more within the new window, then a release confirms them
+			// and the next removal starts an empty window.
+			for n := 22; n <= 42; n++ {
+				clk.t = clk.t.Add(time.Second)
+				src.set(removeFirst(n, 99), nil)
+				_, err = e.Run(ctx, "acme", Options{Mode: ModeIncremental})
+			}
+			if !errors.Is(err, ErrHeld) {
+				t.Fatalf("21 more removals within the window: %v", err)
+			}
+			if _, err := e.Run(ctx, "acme", Options{Mode: ModeFull, Force: true}); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			clk.t = clk.t.Add(time.Second)
+			src.set(removeFirst(43, 99), nil)
+			if _, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental}); err != nil {
+				t.Fatalf("after a release the window is empty: %v", err)
+			}
+		})
 	}
 }

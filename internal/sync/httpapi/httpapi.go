@@ -25,6 +25,7 @@ import (
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/scimapi"
 )
 
 // Checker answers sign-in lookups.
@@ -84,6 +85,10 @@ type Options struct {
 	// Scheduler, when set, describes the pass queue (depth, workers, lag)
 	// for /v1/status.
 	Scheduler func() any
+	// SCIM, when set (an account's directory type is scim), serves the
+	// accounts' SCIM service providers under /scim/v2/{account}/ and the
+	// routes that issue and revoke their tokens.
+	SCIM *scimapi.Options
 	// History, when set (a database is configured), answers an account
 	// user's access history.
 	History History
@@ -117,6 +122,9 @@ func New(o Options) *apimux.Mux {
 	groups := [][]apimux.Route{s.routes()}
 	if o.Console != nil {
 		groups = append(groups, consoleapi.Routes(consoleapi.Options{Console: o.Console}))
+	}
+	if o.SCIM != nil {
+		groups = append(groups, scimapi.Routes(*o.SCIM), scimapi.TokenRoutes(*o.SCIM))
 	}
 	return apimux.New(apimux.Options{Credentials: o.Auth, Hosts: o.Hosts, Log: o.Log}, groups...)
 }

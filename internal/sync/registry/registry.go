@@ -7,9 +7,9 @@ package registry
 
 import (
 	"context"
-	"embed"
 	"crypto/rand"
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
