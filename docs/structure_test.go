@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -176,4 +177,43 @@ func readmeLayout(t *testing.T) map[string]bool {
 		t.Fatalf("README layout lists only %v", listed)
 	}
 	return listed
+}
+
+// TestSecurityTableNamesRealTests: every test docs/security.md cites as
+// proof exists, so the table cannot outlive a renamed or deleted test.
+func TestSecurityTableNamesRealTests(t *testing.T) {
+	b, err := os.ReadFile("security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cited := regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)").FindAllStringSubmatch(string(b), -1)
+	if len(cited) < 20 {
+		t.Fatalf("security.md cites only %d tests", len(cited))
+	}
+	var sources strings.Builder
+	err = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == ".bench" || d.Name() == ".cache") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(path, "_test.go") {
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			sources.Write(src)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := sources.String()
+	for _, m := range cited {
+		if !strings.Contains(all, "func "+m[1]+"(") {
+			t.Errorf("security.md cites %s, which is no test", m[1])
+		}
+	}
 }
