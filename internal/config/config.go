@@ -25,6 +25,8 @@ type Config struct {
 	// Notify configures webhooks told about holds, failing and recovered
 	// accounts and releases.
 	Notify Notify `yaml:"notify"`
+	// AccountsAPI configures accounts created through the API.
+	AccountsAPI AccountsAPI `yaml:"accounts_api"`
 	// Console configures the store of console-managed accounts (directory
 	// type console); required when any account uses it.
 	Console  Console   `yaml:"console"`
@@ -123,6 +125,16 @@ type Console struct {
 	// change, kept when a database is configured) is kept. Default 8760h
 	// (a year); 0 with the default applied means the default.
 	HistoryRetention time.Duration `yaml:"history_retention"`
+	// SecretKeyFile (or SecretKeyEnv) holds the 32-byte key (64 hex digits
+	// or base64) that seals the directory secrets of accounts created
+	// through the API (AES-256-GCM). Without it, such accounts cannot carry
+	// secrets.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	SecretKeyEnv  string `yaml:"secret_key_env"`
+	// PreviousSecretKeyFiles are older keys, used only to open values
+	// sealed before a rotation (dirsync re-seals them with the current key
+	// at start-up).
+	PreviousSecretKeyFiles []string `yaml:"previous_secret_key_files"`
 }
 
 // AccountConsole configures a console-managed account.

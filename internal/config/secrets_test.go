@@ -23,7 +23,7 @@ func TestEmptySecretsAreProblems(t *testing.T) {
 	const base = `
 cache: {backend: redis, redis: {%s}}
 api: {%s, %s}
-console: {%s}
+console: {%s, %s}
 notify: {webhooks: [{url: "https://hooks.example/dirsync", %s}]}
 accounts:
   - id: ad
@@ -39,7 +39,7 @@ accounts:
     directory: {type: scim, scim: {%s}}
     bindings: [{group: g, permission: pro}]
 `
-	fields := []string{"cache.redis.password", "api.admin_token", "api.read_token", "console.postgres_dsn", "notify.webhooks[0].secret",
+	fields := []string{"cache.redis.password", "api.admin_token", "api.read_token", "console.postgres_dsn", "console.secret_key", "notify.webhooks[0].secret",
 		"accounts[0].directory.ldap.bind_password", "accounts[1].directory.okta.token", "accounts[1].directory.okta.event_hook_secret",
 		"accounts[2].directory.scim.token"}
 	var listed []string

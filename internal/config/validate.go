@@ -56,6 +56,11 @@ func (c *Config) applyDefaults() {
 	}
 	c.HA.applyDefaults()
 	c.Notify.applyDefaults(c)
+	c.AccountsAPI.applyDefaults(c)
+	c.Console.SecretKeyFile = c.path(c.Console.SecretKeyFile)
+	for i, f := range c.Console.PreviousSecretKeyFiles {
+		c.Console.PreviousSecretKeyFiles[i] = c.path(f)
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -192,6 +197,11 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 
 	c.HA.validate(&ps)
 	c.Notify.validate(&ps, getenv)
+	c.AccountsAPI.validate(&ps)
+	checkSecret(&ps, "console.secret_key", c.Console.SecretKeyFile, c.Console.SecretKeyEnv, false, getenv)
+	for i, f := range c.Console.PreviousSecretKeyFiles {
+		checkFile(&ps, fmt.Sprintf("console.previous_secret_key_files[%d]", i), f)
+	}
 	if len(c.Accounts) == 0 {
 		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
 	}

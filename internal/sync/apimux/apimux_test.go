@@ -275,3 +275,79 @@ func TestSCIMScope(t *testing.T) {
 		t.Error("the SCIM token store was asked on a route that takes no SCIM token")
 	}
 }
+
+// fakeTenants knows dst_a_1 (account a) and dst_b_1 (account b).
+type fakeTenants struct{ calls int }
+
+func (f *fakeTenants) AuthenticateTenant(_ context.Context, token string) (string, string, error) {
+	f.calls++
+	switch token {
+	case "dst_a_1":
+		return "a", "tok_a1", nil
+	case "dst_b_1":
+		return "b", "tok_b1", nil
+	case "dst_down":
+		return "", "", errors.New("postgres: connection refused")
+	}
+	return "", "", fmt.Errorf("look up: %w", ErrUnknownCredential)
+}
+
+// TestTenantScope: a tenant token opens its own account's routes and no
+// other: another account's routes and global routes are 403, an unknown
+// tenant token 401; the principal's credential is the token id.
+func TestTenantScope(t *testing.T) {
+	admin, _ := NewToken("api.admin_token_file", "adm")
+	tenants := &fakeTenants{}
+	var seen Principal
+	h := func(r *http.Request) (any, *Error) {
+		seen = PrincipalOf(r.Context())
+		return map[string]string{"ok": "yes"}, nil
+	}
+	m := New(Options{Credentials: Credentials{Admin: admin, Tenants: tenants}},
+		[]Route{
+			{Method: "GET", Path: "/v1/accounts/{id}/groups", Scope: AccountRead, Handle: h},
+			{Method: "PUT", Path: "/v1/accounts/{id}/bindings", Scope: AccountWrite, Handle: h},
+			{Method: "GET", Path: "/v1/status", Scope: AdminRead, Handle: h},
+			{Method: "POST", Path: "/v1/sync", Scope: AdminWrite, Handle: h},
+		})
+	send := func(method, path, auth string) int {
+		req := httptest.NewRequest(method, path, strings.NewReader("{}"))
+		req.Host = "127.0.0.1"
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		rec := httptest.NewRecorder()
+		m.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for _, tt := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"GET", "/v1/accounts/a/groups", "dst_a_1", 200},
+		{"PUT", "/v1/accounts/a/bindings", "dst_a_1", 200},
+		{"GET", "/v1/accounts/b/groups", "dst_a_1", 403},
+		{"PUT", "/v1/accounts/b/bindings", "dst_a_1", 403},
+		{"GET", "/v1/status", "dst_a_1", 403},
+		{"POST", "/v1/sync", "dst_a_1", 403},
+		{"GET", "/v1/accounts/a/groups", "dst_nope", 401},
+		{"GET", "/v1/accounts/a/groups", "dst_down", 503},
+		{"GET", "/v1/accounts/b/groups", "adm", 200},
+		{"POST", "/v1/sync", "adm", 200},
+	} {
+		if got := send(tt.method, tt.path, tt.auth); got != tt.want {
+			t.Errorf("%s %s with %q: HTTP %d; want %d", tt.method, tt.path, tt.auth, got, tt.want)
+		}
+	}
+	send("GET", "/v1/accounts/a/groups", "dst_a_1")
+	if seen.Kind != Tenant || seen.Credential != "tok_a1" {
+		t.Errorf("principal %+v", seen)
+	}
+	before := tenants.calls
+	send("GET", "/v1/accounts/a/groups", "adm")
+	send("GET", "/v1/accounts/a/groups", "other-token")
+	if tenants.calls != before {
+		t.Error("the tenant token store was asked for a token without the tenant prefix")
+	}
+}

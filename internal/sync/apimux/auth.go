@@ -100,7 +100,21 @@ type Credentials struct {
 	// belongs to one account). It is asked only on SCIM routes, after the
 	// admin and read tokens.
 	SCIM SCIMAuthenticator
+	// Tenants, when set, checks tenant tokens.
+	Tenants TenantAuthenticator
 }
+
+// TenantAuthenticator resolves a tenant token (issued by POST
+// /v1/accounts/{id}/tokens; they start with TenantTokenPrefix) into its
+// account and its id (the audit actor). An unknown or revoked token is
+// ErrUnknownCredential; another error means it could not be checked.
+type TenantAuthenticator interface {
+	AuthenticateTenant(ctx context.Context, token string) (account, credential string, err error)
+}
+
+// TenantTokenPrefix starts every tenant token, so other bearer tokens
+// never cost a lookup.
+const TenantTokenPrefix = "dst_"
 
 // SCIMAuthenticator resolves a SCIM bearer token into the one account it
 // belongs to and the name of the credential (for audit), or returns an
@@ -129,7 +143,9 @@ const (
 	// SCIMClient presented the SCIM token of its one account (an identity
 	// provider pushing users and groups).
 	SCIMClient
-	// Next: Tenant (a token of one account), ConsoleSession (a /ui/ cookie).
+	// Tenant presented a tenant token: one account's administrator, who
+	// may call that account's routes (/v1/accounts/{id}/…) and no other.
+	Tenant
 )
 
 // Principal is who is calling, resolved from the request's credentials
@@ -159,10 +175,10 @@ const (
 	// AdminWrite routes change state: the admin token, always.
 	AdminWrite
 	// AccountRead routes read the account named by the {id} path value:
-	// as AdminRead (next: also a tenant token of that account).
+	// as AdminRead, or a tenant token of that account.
 	AccountRead
-	// AccountWrite routes change the account named by {id}: as AdminWrite
-	// (next: also a tenant token of that account).
+	// AccountWrite routes change the account named by {id}: as AdminWrite,
+	// or a tenant token of that account.
 	AccountWrite
 	// OktaHook routes take Okta event hook deliveries: a hook secret.
 	OktaHook
@@ -204,6 +220,14 @@ func (c *Credentials) resolve(r *http.Request, s Scope) (Principal, error) {
 			case !errors.Is(err, ErrUnknownCredential):
 				return Principal{Kind: Anonymous}, err
 			}
+		case s != SCIM && c.Tenants != nil && strings.HasPrefix(got, TenantTokenPrefix):
+			account, credential, err := c.Tenants.AuthenticateTenant(r.Context(), got)
+			switch {
+			case err == nil:
+				return Principal{Kind: Tenant, Credential: credential, Accounts: []string{account}}, nil
+			case !errors.Is(err, ErrUnknownCredential):
+				return Principal{Kind: Anonymous}, err
+			}
 		}
 	}
 	var accounts []string
@@ -228,6 +252,13 @@ func (c *Credentials) refused(p Principal, s Scope, r *http.Request) int {
 			return 0
 		case p.Kind == Anonymous:
 			return http.StatusUnauthorized
+		}
+		return http.StatusForbidden
+	}
+	if p.Kind == Tenant {
+		// A tenant may call its own account's routes, nothing else.
+		if (s == AccountRead || s == AccountWrite) && slices.Contains(p.Accounts, r.PathValue("id")) {
+			return 0
 		}
 		return http.StatusForbidden
 	}
