@@ -11,7 +11,8 @@ import (
 // what it asks of the directory.
 type Source interface {
 	// Snapshot reads the whole directory: a complete snapshot or an
-	// error, never a partial one.
+	// error, never a partial one. A returned snapshot is never changed
+	// afterwards (the engine keeps its groups for the group picker).
 	Snapshot(ctx context.Context) (*Snapshot, error)
 	// Stats returns the source's counters; safe during a read.
 	Stats() SourceStats

@@ -107,6 +107,9 @@ type Options struct {
 	// Actor is who asked for the pass (an API caller's credential), for the
 	// access history; empty for scheduled passes.
 	Actor string
+	// Policy, with DryRun, maps the read with this policy instead of the
+	// account's (a binding change previewed before it is made).
+	Policy *mapper.Policy
 }
 
 // Results of a pass.
@@ -215,8 +218,12 @@ type accountState struct {
 	// reason other than account state, with when (Safeguard.Window).
 	losses map[string]time.Time
 
-	mu   sync.Mutex // guards last and next
+	mu   sync.Mutex // guards last, next and groups
 	last map[Mode]Report
+	// groups are the groups of the last snapshot read (for Groups): the
+	// snapshot's own slices, which a source never changes once returned.
+	groups    []directory.Group
+	userCount int
 	// next is a configuration given by Put while the account exists; the
 	// next pass takes it over (never in the middle of a pass).
 	next *Account
@@ -438,6 +445,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.ReadFailed = true
 		return true, fmt.Errorf("read directory: %w", err)
 	}
+	a.keepGroups(snap)
 	now := e.now()
 	if !changed && !a.unpublished && (a.nextExpiry.IsZero() || now.Before(a.nextExpiry)) && !opts.DryRun {
 		rep.Result = ResultUnchanged
@@ -454,7 +462,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	// until the next full pass).
 	a.unpublished = true
 
-	res := mapper.Map(a.cfg.Policy, snap, now)
+	policy := a.cfg.Policy
+	if opts.DryRun && opts.Policy != nil {
+		policy = *opts.Policy
+	}
+	res := mapper.Map(policy, snap, now)
 	rep.Stats, rep.Problems = res.Stats, res.Problems
 
 	status, _, err := e.cache.Status(ctx, a.cfg.Policy.Account)

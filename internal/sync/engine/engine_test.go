@@ -616,3 +616,49 @@ func TestSafeguardWindowHoldsPiecemealRemovals(t *testing.T) {
 		})
 	}
 }
+
+// TestGroupsAndPolicyDryRun: the last read's groups are listed with
+// direct and transitive member counts (nested, with a cycle), and a dry
+// run with another policy previews a binding change without publishing.
+func TestGroupsAndPolicyDryRun(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	if _, _, ok := e.Groups("acme", "", 10); ok {
+		t.Error("groups listed before any read")
+	}
+	snap := org(4, nil) // Pro: u000-u003
+	snap.Groups = append(snap.Groups,
+		directory.Group{Ref: "staff", Name: "Staff", Members: []int32{0, 3}, Subgroups: []int32{2}},
+		directory.Group{Ref: "ops", Name: "Ops", Members: []int32{1}, Subgroups: []int32{1}}) // a cycle
+	src.set(snap, nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, total, ok := e.Groups("acme", "", 10)
+	if !ok || total != 3 || len(got) != 3 {
+		t.Fatalf("groups %+v total %d ok %v", got, total, ok)
+	}
+	byRef := map[string]GroupSummary{}
+	for _, g := range got {
+		byRef[g.Ref] = g
+	}
+	if s := byRef["staff"]; s.DirectMembers != 2 || s.TransitiveMembers != 3 || s.Subgroups != 1 {
+		t.Errorf("staff %+v; want 2 direct, 3 transitive (ops nested, cycle back)", s)
+	}
+	if g, _, _ := e.Groups("acme", "OP", 10); len(g) != 1 || g[0].Ref != "ops" || g[0].TransitiveMembers != 3 {
+		t.Errorf("search OP: %+v", g)
+	}
+	if g, total, _ := e.Groups("acme", "", 1); len(g) != 1 || total != 3 || g[0].Name != "Ops" {
+		t.Errorf("limit 1: %+v total %d (sorted by name)", g, total)
+	}
+	// Preview binding Staff to basic instead of Pro to pro.
+	preview := mapper.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"},
+		Bindings: []mapper.Binding{{Group: "Staff", Permission: entitlement.PermissionBasic}}}
+	rep, err := e.Run(ctx, "acme", Options{Mode: ModeIncremental, DryRun: true, Policy: &preview})
+	if err != nil || rep.Result != ResultDryRun || len(rep.Diff) != 4 {
+		t.Fatalf("dry run: %+v %v", rep, err)
+	}
+	if d := allowed(t, cache, "u002@acme.example"); d.Permission != entitlement.PermissionPro {
+		t.Errorf("the preview published: %+v", d)
+	}
+}
