@@ -14,6 +14,7 @@ import (
 	"github.com/dirsync/dirsync/internal/entitlement/console"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/entitlement/store"
+	"github.com/dirsync/dirsync/internal/sync/accountsapi"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/httpapi"
@@ -150,7 +151,8 @@ func fullAPI(t *testing.T) *apimux.Mux {
 	}
 	return httpapi.New(httpapi.Options{
 		Checker: mem, Status: mem, Syncer: stubSyncer{}, Console: stubConsole{},
-		SCIM: &scimapi.Options{Store: stubSCIM{}, Tokens: stubSCIM{}, IsAccount: func(id string) bool { return id == "acme" }},
+		SCIM:     &scimapi.Options{Store: stubSCIM{}, Tokens: stubSCIM{}, IsAccount: func(id string) bool { return id == "acme" }},
+		Accounts: &accountsapi.Options{},
 		Auth: apimux.Credentials{Admin: admin, OpenSignIn: open,
 			OktaHooks: []apimux.OktaHookSecret{{Account: "acme", Header: "Authorization", Secret: hook}},
 			SCIM:      &scimapi.Authenticator{Static: []scimapi.StaticToken{scimToken}}},

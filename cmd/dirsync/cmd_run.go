@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/directory"
+	"github.com/dirsync/dirsync/internal/directory/scim"
+	"github.com/dirsync/dirsync/internal/sync/accountsapi"
 	"github.com/dirsync/dirsync/internal/sync/apimux"
 	"github.com/dirsync/dirsync/internal/sync/consoleapi"
 	"github.com/dirsync/dirsync/internal/sync/engine"
@@ -112,8 +115,10 @@ type generation struct {
 	sched    *schedule.Scheduler
 	ha       *replicaHA // nil unless the cache is Redis
 	notifier *notify.Notifier
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// live adds, changes and removes accounts one at a time.
+	live   *liveAccounts
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) error {
@@ -190,6 +195,16 @@ func (d *daemon) reload(ctx context.Context, old *generation) (*generation, erro
 	if cfg.API.Listen != old.cfg.API.Listen {
 		d.log.Warn("api.listen changed: restart dirsync to listen on the new address", zap.String("listening", old.cfg.API.Listen))
 	}
+	if cfg.SameOutside(old.cfg) && !d.hooksChange(old.cfg, cfg) && !scimChange(old.cfg, cfg) {
+		// Only accounts changed: apply those, touching no other account
+		// (no engine rebuild, no pass of the others, leases kept).
+		if err := old.live.applyFile(ctx, cfg); err != nil {
+			d.log.Error("config reload: some accounts could not be applied; they keep running as before", zap.Error(err))
+			return old, err
+		}
+		old.cfg = cfg
+		return old, nil
+	}
 	next, err := d.build(cfg, old)
 	if err != nil {
 		d.log.Error("config reload rejected; the running config is kept", zap.Error(err))
@@ -204,6 +219,38 @@ func (d *daemon) reload(ctx context.Context, old *generation) (*generation, erro
 	d.start(ctx, next)
 	d.log.Info("config reloaded", zap.Int("accounts", len(cfg.Accounts)))
 	return next, nil
+}
+
+// hooksChange reports whether the event hook credentials of a and b
+// differ (they are part of the API's credentials, built with a
+// generation).
+func (d *daemon) hooksChange(a, b *config.Config) bool {
+	ha, errA := eventHooks(a, d.env)
+	hb, errB := eventHooks(b, d.env)
+	if errA != nil || errB != nil || len(ha) != len(hb) {
+		return true
+	}
+	for i := range ha {
+		if ha[i].Account != hb[i].Account || ha[i].Header != hb[i].Header || !ha[i].Secret.Equal(hb[i].Secret) {
+			return true
+		}
+	}
+	return false
+}
+
+// scimChange reports whether a and b differ in their SCIM or console
+// accounts, whose services are built with a generation.
+func scimChange(a, b *config.Config) bool {
+	prints := func(c *config.Config) map[string]string {
+		out := map[string]string{}
+		for i := range c.Accounts {
+			if t := c.Accounts[i].Directory.Type; t == scim.Type || t == config.DirectoryConsole {
+				out[c.Accounts[i].ID] = c.Accounts[i].Fingerprint()
+			}
+		}
+		return out
+	}
+	return !maps.Equal(prints(a), prints(b))
 }
 
 // build makes a generation from cfg. When the cache config is unchanged the
@@ -241,15 +288,10 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if err != nil {
 		return fail(err)
 	}
-	sourceMetrics := map[string]metrics.Source{}
-	for _, a := range accounts {
-		sourceMetrics[a.Policy.Account] = metrics.Source{Kind: a.kind, Stats: a.source}
-	}
 	hooks, err := eventHooks(cfg, d.env)
 	if err != nil {
 		return fail(err)
 	}
-	d.metrics.SetSources(sourceMetrics)
 	auth, err := d.apiCredentials(cfg, hooks)
 	if err != nil {
 		return fail(err)
@@ -270,6 +312,14 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if prev != nil {
 		gen.engine.KeepReports(prev.engine.Engine)
 	}
+	if gen.live, err = newLiveAccounts(d, gen, accounts); err != nil {
+		return fail(err)
+	}
+	var accountsRoutes *accountsapi.Options
+	if gen.db.registry != nil {
+		accountsRoutes = &accountsapi.Options{Registry: gen.db.registry, Live: gen.live, Kinds: d.env.kinds, Network: gen.live.network}
+		auth.Tenants = accountsapi.TenantTokens{Registry: gen.db.registry}
+	}
 	// Console accounts publish through the plain writer: their actions are
 	// serialised by PostgreSQL, on whichever replica takes the request.
 	svc, closeConsole, err := newConsole(mctx, cfg, gen.db, gen.db.record(gen.cache), d.log)
@@ -287,7 +337,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		accessHistory = gen.db.history
 	}
 	var h http.Handler = httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(),
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(), Accounts: accountsRoutes,
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
@@ -355,10 +405,14 @@ func (d *daemon) start(ctx context.Context, gen *generation) {
 		defer wg.Done()
 		gen.sched.Run(ctx)
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		gen.db.prune(ctx, d.log.Named("history"))
+	}()
+	go func() {
+		defer wg.Done()
+		gen.live.follow(ctx)
 	}()
 	if gen.ha != nil {
 		wg.Add(2)
@@ -390,8 +444,7 @@ func (g *generation) passOnAcquire(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		for _, a := range g.cfg.Accounts {
-			id := a.ID
+		for _, id := range g.engine.Accounts() {
 			if token, ok := g.ha.Token(id); ok && token != seen[id] {
 				seen[id] = token
 				g.trigger(id)

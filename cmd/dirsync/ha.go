@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,7 +66,7 @@ func (h *replicaHA) serve(ctx context.Context) {
 	}
 	defer client.Close()
 	m, err := lease.New(client, lease.Options{
-		Replica: h.ha.ReplicaID, KeyPrefix: h.redis.KeyPrefix, Accounts: h.accounts, Period: h.ha.LeasePeriod, Log: h.log,
+		Replica: h.ha.ReplicaID, KeyPrefix: h.redis.KeyPrefix, Accounts: h.accountIDs(), Period: h.ha.LeasePeriod, Log: h.log,
 	})
 	if err != nil {
 		h.log.Error("lease manager not started; this replica syncs nothing", zap.Error(err))
@@ -73,7 +74,9 @@ func (h *replicaHA) serve(ctx context.Context) {
 	}
 	h.mu.Lock()
 	h.m = m
+	ids := slices.Clone(h.accounts) // changed since New was given them?
 	h.mu.Unlock()
+	m.SetAccounts(ids)
 	h.log.Info("replica started: accounts are shared with other replicas through Redis leases",
 		zap.String("holder", m.Holder()), zap.Duration("lease_period", m.Period()))
 	_ = m.Run(ctx) // only fails when already running
@@ -161,5 +164,27 @@ func (h *replicaHA) statusFunc() func(ctx context.Context, account string) any {
 			out.Holder = holder
 		}
 		return out
+	}
+}
+
+// accountIDs returns the accounts the replicas share.
+func (h *replicaHA) accountIDs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.accounts)
+}
+
+// setAccounts changes the accounts the replicas share (an account created
+// or deleted through the API, a reload). A nil h does nothing.
+func (h *replicaHA) setAccounts(ids []string) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.accounts = slices.Clone(ids)
+	m := h.m
+	h.mu.Unlock()
+	if m != nil {
+		m.SetAccounts(ids)
 	}
 }

@@ -122,38 +122,48 @@ func newAccounts(ctx context.Context, cfg *config.Config, e env, db *database) (
 		if a.Directory.Type == config.DirectoryConsole {
 			continue
 		}
-		kind, ok := directory.KindOf(e.kinds, a.Directory.Type)
-		if !ok { // config.Load accepts only the kinds' types
-			return nil, fmt.Errorf("account %s: directory type %q has no source kind in this build", a.ID, a.Directory.Type)
-		}
-		var src directory.Source
-		var err error
-		switch {
-		case kind.OpenStored != nil && db.pool == nil: // validation requires the DSN
-			err = fmt.Errorf("console.postgres_dsn: required by directory type %s", a.Directory.Type)
-		case kind.OpenStored != nil:
-			src, err = kind.OpenStored(ctx, &a, pgstore.DB{Pool: db.pool})
-		default:
-			src, err = kind.Open(&a, e.getenv)
-		}
+		acct, err := openAccount(ctx, &a, e.getenv, e.kinds, db)
 		if err != nil {
-			return nil, fmt.Errorf("account %s: %w", a.ID, err)
+			return nil, err
 		}
-		out = append(out, account{
-			Account: engine.Account{
-				Policy: policyOf(a),
-				Source: src,
-				Safeguard: engine.Safeguard{
-					MaxLostAccessPercent: *a.Safeguard.MaxLostAccessPercent,
-					MaxLostAccessUsers:   *a.Safeguard.MaxLostAccessUsers,
-					Window:               *a.Safeguard.Window,
-				},
-			},
-			kind:   a.Directory.Type,
-			source: src,
-		})
+		out = append(out, acct)
 	}
 	return out, nil
+}
+
+// openAccount opens, through its kind, the source of one account (not a
+// console account); getenv resolves its *_env secrets.
+func openAccount(ctx context.Context, a *config.Account, getenv func(string) string, kinds []directory.Kind, db *database) (account, error) {
+	kind, ok := directory.KindOf(kinds, a.Directory.Type)
+	if !ok { // config validation accepts only the kinds' types
+		return account{}, fmt.Errorf("account %s: directory type %q has no source kind in this build", a.ID, a.Directory.Type)
+	}
+	var src directory.Source
+	var err error
+	switch {
+	case kind.OpenStored != nil && db.pool == nil: // validation requires the DSN
+		err = fmt.Errorf("console.postgres_dsn: required by directory type %s", a.Directory.Type)
+	case kind.OpenStored != nil:
+		src, err = kind.OpenStored(ctx, a, pgstore.DB{Pool: db.pool})
+	default:
+		src, err = kind.Open(a, getenv)
+	}
+	if err != nil {
+		return account{}, fmt.Errorf("account %s: %w", a.ID, err)
+	}
+	return account{
+		Account: engine.Account{
+			Policy: policyOf(*a),
+			Source: src,
+			Safeguard: engine.Safeguard{
+				MaxLostAccessPercent: *a.Safeguard.MaxLostAccessPercent,
+				MaxLostAccessUsers:   *a.Safeguard.MaxLostAccessUsers,
+				Window:               *a.Safeguard.Window,
+			},
+		},
+		kind:   a.Directory.Type,
+		source: src,
+	}, nil
 }
 
 // engineAccounts is the engine's view of accounts.

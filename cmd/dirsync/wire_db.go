@@ -13,15 +13,19 @@ import (
 	"github.com/dirsync/dirsync/internal/entitlement/historydb"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 	"github.com/dirsync/dirsync/internal/pgstore"
+	"github.com/dirsync/dirsync/internal/secretbox"
 	"github.com/dirsync/dirsync/internal/sync/engine"
+	"github.com/dirsync/dirsync/internal/sync/registry"
 )
 
 // database is dirsync's PostgreSQL (console.postgres_dsn): one pool shared
 // by the console accounts and the access history. Its zero value (no
 // database configured) records no history.
 type database struct {
-	pool      *pgxpool.Pool
-	history   *historydb.Store
+	pool    *pgxpool.Pool
+	history *historydb.Store
+	// registry holds the accounts created through the accounts API.
+	registry  *registry.Store
 	recorder  *history.Recorder
 	retention time.Duration
 }
@@ -44,8 +48,52 @@ func openDatabase(ctx context.Context, cfg *config.Config, e env, log *zap.Logge
 		pool.Close()
 		return nil, err
 	}
-	return &database{pool: pool, history: st, recorder: history.NewRecorder(st, log.Named("history")),
+	keys, err := secretKeys(cfg.Console, e)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	reg, err := registry.Open(ctx, pool, keys)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if n, err := reg.Reseal(ctx); err != nil {
+		log.Warn("re-sealing account secrets with the current key failed; will retry at the next start", zap.Error(err))
+	} else if n > 0 {
+		log.Info("account secrets re-sealed with the current key", zap.Int("accounts", n))
+	}
+	return &database{pool: pool, history: st, registry: reg, recorder: history.NewRecorder(st, log.Named("history")),
 		retention: cfg.Console.HistoryRetention}, nil
+}
+
+// secretKeys reads console.secret_key_file (and the previous keys) into
+// the keyring that seals API accounts' secrets; nil when none is set.
+func secretKeys(c config.Console, e env) (*secretbox.Keyring, error) {
+	if c.SecretKeyFile == "" && c.SecretKeyEnv == "" {
+		return nil, nil
+	}
+	text, err := config.ReadSecret(c.SecretKeyFile, c.SecretKeyEnv, e.getenv)
+	if err != nil {
+		return nil, fmt.Errorf("console.secret_key: %w", err)
+	}
+	primary, err := secretbox.ParseKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("console.secret_key: %w", err)
+	}
+	var previous [][]byte
+	for i, f := range c.PreviousSecretKeyFiles {
+		text, err := config.ReadSecret(f, "", e.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("console.previous_secret_key_files[%d]: %w", i, err)
+		}
+		k, err := secretbox.ParseKey(text)
+		if err != nil {
+			return nil, fmt.Errorf("console.previous_secret_key_files[%d]: %w", i, err)
+		}
+		previous = append(previous, k)
+	}
+	return secretbox.NewKeyring(primary, previous...)
 }
 
 // Close releases the pool.

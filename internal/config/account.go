@@ -1,5 +1,12 @@
 package config
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
 // ParseAccount decodes, defaults and validates one account given on its
 // own: a YAML or JSON document with exactly the fields of one accounts[]
 // entry (an account created through an API, for example). It runs the
@@ -33,4 +40,31 @@ func (c *Config) ParseAccount(doc []byte, path string, getenv func(string) strin
 		return nil, &Error{File: "account", Problems: all}
 	}
 	return &a, nil
+}
+
+// Fingerprint identifies what a's configuration says, section included:
+// two accounts with the same fingerprint configure the same account (a
+// config reload applies only the accounts whose fingerprint changed).
+func (a *Account) Fingerprint() string {
+	b, err := json.Marshal(struct {
+		Account *Account
+		Section any
+	}{a, a.Directory.section})
+	if err != nil { // plain data: cannot happen
+		return fmt.Sprintf("unencodable %p", a)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// SameOutside reports whether c and d configure the same daemon apart from
+// their accounts: a reload between them can apply account changes alone.
+func (c *Config) SameOutside(d *Config) bool {
+	strip := func(x *Config) []byte {
+		y := *x
+		y.Accounts = nil
+		b, _ := json.Marshal(&y)
+		return b
+	}
+	return string(strip(c)) == string(strip(d))
 }

@@ -139,3 +139,33 @@ func TestParseAccountJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprint: accounts differing only in their directory section get
+// different fingerprints; the same account read twice the same one.
+func TestFingerprint(t *testing.T) {
+	doc := func(url string) string {
+		return `cache: {backend: memory}
+accounts:
+  - id: a
+    claimed_domains: [a.example]
+    directory: {type: ldap, ldap: {urls: ["` + url + `"], bind_dn: cn=x, bind_password_env: PW, base_dn: dc=a}}
+    bindings: [{group: "cn=g", permission: pro}]
+`
+	}
+	getenv := func(string) string { return "pw" }
+	one, err := parse([]byte(doc("ldaps://one:636")), t.TempDir(), "a", getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := parse([]byte("\n\n"+doc("ldaps://one:636")), t.TempDir(), "a", getenv)
+	two, _ := parse([]byte(doc("ldaps://two:636")), t.TempDir(), "a", getenv)
+	if one.Accounts[0].Fingerprint() != again.Accounts[0].Fingerprint() {
+		t.Error("the same account (on other lines) has another fingerprint")
+	}
+	if one.Accounts[0].Fingerprint() == two.Accounts[0].Fingerprint() {
+		t.Error("accounts with other LDAP URLs share a fingerprint")
+	}
+	if !one.SameOutside(two) {
+		t.Error("configs differing only in an account are not the same outside them")
+	}
+}

@@ -169,7 +169,7 @@ type Account struct {
 	// connect to (accounts created through the API: see package
 	// netpolicy). Not part of the file's schema; nil for accounts from the
 	// file.
-	Network *netpolicy.Policy `yaml:"-"`
+	Network *netpolicy.Policy `yaml:"-" json:"-"`
 }
 
 // Directory selects the account's source of users and groups.

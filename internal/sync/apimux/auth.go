@@ -40,6 +40,11 @@ func GenerateToken(source string) (Token, error) {
 	return Token{source: source, secret: []byte(hex.EncodeToString(b))}, nil
 }
 
+// Equal reports whether t and u hold the same secret (in constant time).
+func (t Token) Equal(u Token) bool {
+	return len(t.secret) == len(u.secret) && subtle.ConstantTimeCompare(t.secret, u.secret) == 1
+}
+
 // IsZero reports whether t is the zero Token.
 func (t Token) IsZero() bool { return len(t.secret) == 0 }
 

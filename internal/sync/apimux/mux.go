@@ -187,6 +187,10 @@ func (m *Mux) write(w http.ResponseWriter, r *http.Request, rt Route, p Principa
 		WriteJSON(w, e.Status, body)
 		return
 	}
+	if a, ok := v.(StatusAnswer); ok {
+		WriteJSON(w, a.Code, a.Body)
+		return
+	}
 	if raw, ok := v.(RawJSON); ok {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -215,6 +219,16 @@ func (e *Error) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.M
 func Errorf(status int, format string, args ...any) *Error {
 	return &Error{Status: status, Message: fmt.Sprintf(format, args...)}
 }
+
+// StatusAnswer is a successful result answered with another status than
+// 200 (201 Created).
+type StatusAnswer struct {
+	Code int
+	Body any
+}
+
+// Answer returns v to be answered with status code.
+func Answer(code int, v any) StatusAnswer { return StatusAnswer{Code: code, Body: v} }
 
 // RawJSON is a result already encoded (the sign-in hot path): written as
 // it is, with status 200.

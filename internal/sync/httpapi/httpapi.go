@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dirsync/dirsync/internal/sync/accountsapi"
+
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
@@ -89,6 +91,10 @@ type Options struct {
 	// accounts' SCIM service providers under /scim/v2/{account}/ and the
 	// routes that issue and revoke their tokens.
 	SCIM *scimapi.Options
+	// Accounts, when set (a database is configured), serves the accounts
+	// API: accounts created, changed and deleted through HTTP, their
+	// groups, bindings and tenant tokens.
+	Accounts *accountsapi.Options
 	// History, when set (a database is configured), answers an account
 	// user's access history.
 	History History
@@ -125,6 +131,9 @@ func New(o Options) *apimux.Mux {
 	}
 	if o.SCIM != nil {
 		groups = append(groups, scimapi.Routes(*o.SCIM), scimapi.TokenRoutes(*o.SCIM))
+	}
+	if o.Accounts != nil {
+		groups = append(groups, accountsapi.Routes(*o.Accounts))
 	}
 	return apimux.New(apimux.Options{Credentials: o.Auth, Hosts: o.Hosts, Log: o.Log}, groups...)
 }

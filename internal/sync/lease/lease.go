@@ -68,6 +68,9 @@ type Manager struct {
 	period  time.Duration
 	log     *zap.Logger
 
+	// wake asks Run for a step before the next tick (SetAccounts).
+	wake chan struct{}
+
 	mu sync.Mutex
 	// accounts are the accounts to share, in this holder's order of
 	// preference; SetAccounts changes them.
@@ -110,6 +113,7 @@ func New(c redis.UniversalClient, o Options) (*Manager, error) {
 		period: o.Period,
 		log:    o.Log,
 		owned:  map[string]held{},
+		wake:   make(chan struct{}, 1),
 	}
 	m.replica = o.Replica
 	m.accounts = m.preferenceOrder(o.Accounts)
@@ -141,6 +145,10 @@ func (m *Manager) SetAccounts(accounts []string) {
 	m.mu.Lock()
 	m.accounts = sorted
 	m.mu.Unlock()
+	select { // take or give up leases now, not at the next tick
+	case m.wake <- struct{}{}:
+	default:
+	}
 }
 
 // preference spreads first choices: each replica tries accounts in its own
@@ -250,6 +258,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			cancel()
 			return nil
 		case <-tick.C:
+		case <-m.wake:
 		}
 	}
 }
