@@ -30,8 +30,8 @@ type liveAccounts struct {
 	network *netpolicy.Policy
 
 	mu      sync.Mutex
-	cfg     *config.Config           // the file's
-	api     map[string]apiAccount    // accounts run from the registry
+	cfg     *config.Config            // the file's
+	api     map[string]apiAccount     // accounts run from the registry
 	sources map[string]metrics.Source // every directory account's source
 	// seen is the registry version last applied.
 	seen int64

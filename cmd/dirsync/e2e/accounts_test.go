@@ -144,8 +144,8 @@ accounts:
 	// The Okta account.
 	globex := map[string]any{
 		"claimed_domains": []string{"globex.example"},
-		"directory": map[string]any{"type": "okta", "okta": map[string]any{"org_url": org.fake.URL, "allow_http": true, "token": org.fake.Token()}},
-		"bindings":  []map[string]string{{"group": "Chime Pro", "permission": "pro"}},
+		"directory":       map[string]any{"type": "okta", "okta": map[string]any{"org_url": org.fake.URL, "allow_http": true, "token": org.fake.Token()}},
+		"bindings":        []map[string]string{{"group": "Chime Pro", "permission": "pro"}},
 	}
 	if code := d.call("PUT", "/v1/accounts/globex", adminToken, globex, nil); code != http.StatusCreated {
 		t.Fatalf("create globex: HTTP %d", code)
