@@ -193,7 +193,7 @@ func TestMain(m *testing.M) {
 var (
 	commandLineRE = regexp.MustCompile(`(?m)^  ([a-z][a-z-]*)\s{2,}\S`)
 	flagLineRE    = regexp.MustCompile(`(?m)^\s+-([a-z][a-z-]*)`)
-	actionsRE     = regexp.MustCompile(`usage: dirsync [a-z]+ <([a-z|]+)>`)
+	actionsRE     = regexp.MustCompile(`usage: dirsync [a-z]+ <([a-z|-]+)>`)
 	docFlagRE     = regexp.MustCompile("`--([a-z][a-z-]*)")
 )
 

@@ -253,7 +253,7 @@ type apiClient struct {
 }
 
 // do sends the request. It returns the raw JSON answer whenever one came,
-// and an error for any status but 200 (the answer's "error" message when
+// and an error for any status but 2xx (the answer's "error" message when
 // it has one).
 func (c apiClient) do(ctx context.Context, method, u string, body any) ([]byte, error) {
 	var rd io.Reader
@@ -292,7 +292,7 @@ func (c apiClient) do(ctx context.Context, method, u string, body any) ([]byte, 
 	if jerr := json.Unmarshal(raw, &msg); jerr != nil {
 		return nil, fmt.Errorf("daemon answered HTTP %d with %q", resp.StatusCode, truncate(string(raw), 200))
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		if msg.Error == "" {
 			msg.Error = http.StatusText(resp.StatusCode)
 		}

@@ -68,6 +68,7 @@ func commands() []command {
 		{"check", "print the decision for an email, read as the sign-in service reads it", cmdCheck},
 		{"status", "print per-account sync status from a running daemon", cmdStatus},
 		{"users", "manage users of console accounts (invite, accept, assign, remove, suspend, list)", cmdUsers},
+		{"accounts", "manage accounts through the accounts API (list, show, apply, delete, groups, bindings, tokens)", cmdAccounts},
 		{"validate", "check a config file without touching any server", cmdValidate},
 		{"healthcheck", "exit 0 when the daemon's /healthz answers 200 (for container health checks)", cmdHealthcheck},
 		{"version", "print the version", cmdVersion},

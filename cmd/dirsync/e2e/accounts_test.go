@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -300,6 +301,27 @@ accounts:
 	}
 	if !strings.Contains(d.log(), "only the accounts that changed were applied") {
 		t.Error("the reload rebuilt the daemon instead of applying lab alone")
+	}
+	// The CLI mirrors the API.
+	cli := func(args ...string) string {
+		cmd := exec.Command(binary, append([]string{"accounts"}, append(args, "--server", "http://"+addr)...)...)
+		cmd.Env = append(os.Environ(), "DIRSYNC_ADMIN_TOKEN="+adminToken)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dirsync accounts %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := cli("list"); !strings.Contains(out, "corp") || !strings.Contains(out, "api") || !strings.Contains(out, "lab") {
+		t.Errorf("dirsync accounts list:\n%s", out)
+	}
+	if out := cli("groups", "--account", "corp", "--search", "G-Basic"); !strings.Contains(out, "G-Basic") {
+		t.Errorf("dirsync accounts groups:\n%s", out)
+	}
+	bfile := filepath.Join(dir, "bindings.yaml")
+	writeFile(t, bfile, "- {group: \""+servertest.ADGroupDN("G-Pro")+"\", permission: basic}\n")
+	if out := cli("bindings", "--account", "corp", "-f", bfile, "--dry-run"); !strings.Contains(out, "downgrade") {
+		t.Errorf("dirsync accounts bindings --dry-run shows no downgrade:\n%s", out)
 	}
 	assertNoSecrets(t, "daemon log", d.log(), servertest.SambaAdminPassword, org.fake.Token(), adminToken)
 	if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil && strings.Contains(string(b), servertest.SambaAdminPassword) {
