@@ -29,6 +29,7 @@ import (
 	"github.com/dirsync/dirsync/internal/sync/metrics"
 	"github.com/dirsync/dirsync/internal/sync/notify"
 	"github.com/dirsync/dirsync/internal/sync/schedule"
+	"github.com/dirsync/dirsync/internal/sync/telemetry"
 )
 
 // Pass deadlines, the same in the daemon and in a one-off `dirsync sync`
@@ -101,7 +102,9 @@ type reloadRequest struct {
 
 // generation is everything built from one config.
 type generation struct {
-	cfg        *config.Config
+	cfg *config.Config
+	// tracing exports the engine's pass spans (telemetry.otlp_endpoint).
+	tracing    telemetry.Tracing
 	cache      cache
 	closeCache func()
 	engine     *observedEngine
@@ -141,6 +144,7 @@ func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Si
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*d.handler.Load()).ServeHTTP(w, r) }),
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
+	telemetry.LogExportErrors(d.log)
 	d.log.Info("dirsync started", zap.String("version", version), zap.String("listen", ln.Addr().String()),
 		zap.String("cache", cfg.Cache.Backend), zap.Int("accounts", len(cfg.Accounts)))
 
@@ -272,6 +276,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 			gen.closeCache()
 		}
 		gen.db.Close()
+		gen.closeTracing()
 		return nil, err
 	}
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -308,7 +313,11 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if gen.sched, err = d.newScheduler(gen); err != nil {
 		return fail(err)
 	}
+	if gen.tracing, err = telemetry.New(cfg.Telemetry, version); err != nil {
+		return fail(err)
+	}
 	gen.engine = &observedEngine{Engine: engine.New(publishTo, engineAccounts(accounts), d.log, time.Now), metrics: d.metrics, ha: gen.ha, notifier: gen.notifier}
+	gen.engine.SetTracer(gen.tracing.Tracer)
 	if prev != nil {
 		gen.engine.KeepReports(prev.engine.Engine)
 	}
@@ -469,6 +478,19 @@ func (d *daemon) stop(gen *generation) {
 		gen.closeConsole()
 	}
 	gen.db.Close()
+	gen.closeTracing()
+}
+
+// closeTracing exports the generation's buffered spans (bounded by
+// shutdownTimeout) and stops its exporter.
+func (g *generation) closeTracing() {
+	if g.tracing.Shutdown == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	_ = g.tracing.Shutdown(ctx) // failures were logged by the SDK's handler
+	g.tracing.Shutdown = nil
 }
 
 // observedEngine records every pass in the metrics.

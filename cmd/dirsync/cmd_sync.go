@@ -23,6 +23,7 @@ import (
 	"github.com/dirsync/dirsync/internal/config"
 	"github.com/dirsync/dirsync/internal/sync/engine"
 	"github.com/dirsync/dirsync/internal/sync/lease"
+	"github.com/dirsync/dirsync/internal/sync/telemetry"
 )
 
 func cmdSync(ctx context.Context, e env, args []string) error {
@@ -118,7 +119,19 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	}
 	defer release()
 	publishTo = db.record(publishTo)
-	eng := newSyncer(engine.New(publishTo, accounts, log, time.Now), svc)
+	tracing, err := telemetry.New(cfg.Telemetry, version)
+	if err != nil {
+		return nil, err
+	}
+	telemetry.LogExportErrors(log)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = tracing.Shutdown(sctx) // failures were logged by the SDK's handler
+	}()
+	passes := engine.New(publishTo, accounts, log, time.Now)
+	passes.SetTracer(tracing.Tracer)
+	eng := newSyncer(passes, svc)
 	ids := eng.Accounts()
 	if only != "" {
 		ids = []string{only}

@@ -27,6 +27,8 @@ type Config struct {
 	Notify Notify `yaml:"notify"`
 	// AccountsAPI configures accounts created through the API.
 	AccountsAPI AccountsAPI `yaml:"accounts_api"`
+	// Telemetry configures OpenTelemetry traces of passes (off by default).
+	Telemetry Telemetry `yaml:"telemetry"`
 	// Console configures the store of console-managed accounts (directory
 	// type console); required when any account uses it.
 	Console  Console   `yaml:"console"`

@@ -57,6 +57,7 @@ func (c *Config) applyDefaults() {
 	c.HA.applyDefaults()
 	c.Notify.applyDefaults(c)
 	c.AccountsAPI.applyDefaults(c)
+	c.Telemetry.applyDefaults(c)
 	c.Console.SecretKeyFile = c.path(c.Console.SecretKeyFile)
 	for i, f := range c.Console.PreviousSecretKeyFiles {
 		c.Console.PreviousSecretKeyFiles[i] = c.path(f)
@@ -198,6 +199,7 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	c.HA.validate(&ps)
 	c.Notify.validate(&ps, getenv)
 	c.AccountsAPI.validate(&ps)
+	c.Telemetry.validate(&ps)
 	checkSecret(&ps, "console.secret_key", c.Console.SecretKeyFile, c.Console.SecretKeyEnv, false, getenv)
 	for i, f := range c.Console.PreviousSecretKeyFiles {
 		checkFile(&ps, fmt.Sprintf("console.previous_secret_key_files[%d]", i), f)

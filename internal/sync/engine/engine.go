@@ -30,6 +30,8 @@ import (
 	"github.com/dirsync/dirsync/internal/entitlement/history"
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/dirsync/dirsync/entitlement"
@@ -184,6 +186,8 @@ type Engine struct {
 	cache Cache
 	log   *zap.Logger
 	now   func() time.Time
+	// tracer makes the spans of passes (SetTracer); a no-op by default.
+	tracer trace.Tracer
 
 	mu       sync.RWMutex // guards accounts and order
 	accounts map[string]*accountState
@@ -234,7 +238,7 @@ func New(cache Cache, accounts []Account, log *zap.Logger, now func() time.Time)
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{cache: cache, log: log, now: now, accounts: map[string]*accountState{}}
+	e := &Engine{cache: cache, log: log, now: now, tracer: defaultTracer(), accounts: map[string]*accountState{}}
 	for _, a := range accounts {
 		e.accounts[a.Policy.Account] = &accountState{cfg: a, last: map[Mode]Report{}}
 		e.order = append(e.order, a.Policy.Account)
@@ -409,7 +413,9 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 
 	start := e.now()
 	rep := Report{Account: account, Mode: opts.Mode, DryRun: opts.DryRun, StartedAt: start.UTC()}
+	ctx, span := e.startPass(ctx, account, opts)
 	changed, err := e.pass(ctx, a, opts, &rep)
+	endPass(span, &rep, err)
 	rep.DurationSeconds = e.now().Sub(start).Seconds()
 	if err != nil {
 		rep.Error = err.Error()
@@ -466,8 +472,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	if opts.DryRun && opts.Policy != nil {
 		policy = *opts.Policy
 	}
+	_, mapSpan := e.tracer.Start(ctx, SpanMap)
 	res := mapper.Map(policy, snap, now)
 	rep.Stats, rep.Problems = res.Stats, res.Problems
+	mapSpan.SetAttributes(attribute.Int("dirsync.decisions", res.Stats.Decisions))
+	mapSpan.End()
 
 	status, _, err := e.cache.Status(ctx, a.cfg.Policy.Account)
 	if err != nil {
@@ -516,6 +525,8 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.Result = ResultDryRun
 		return true, nil
 	}
+	ctx, publishSpan := e.tracer.Start(ctx, SpanPublish, trace.WithAttributes(attribute.Int("dirsync.changes", len(toPublish))))
+	defer publishSpan.End()
 	if len(toPublish) > 0 {
 		publishStart := time.Now()
 		err := e.cache.Apply(ctx, a.cfg.Policy.Account, toPublish, now)
@@ -568,11 +579,20 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 
 // read gets a snapshot: an incremental update when asked for and the
 // source supports it, otherwise a full read.
-func (e *Engine) read(ctx context.Context, a *accountState, mode Mode) (*directory.Snapshot, bool, error) {
-	if inc, ok := a.cfg.Source.(IncrementalSource); ok && mode == ModeIncremental && a.read {
+func (e *Engine) read(ctx context.Context, a *accountState, mode Mode) (snap *directory.Snapshot, changed bool, err error) {
+	inc, incremental := a.cfg.Source.(IncrementalSource)
+	incremental = incremental && mode == ModeIncremental && a.read
+	ctx, span := e.tracer.Start(ctx, SpanRead, trace.WithAttributes(attribute.Bool("dirsync.incremental", incremental)))
+	defer func() {
+		if snap != nil {
+			span.SetAttributes(attribute.Bool("dirsync.changed", changed), attribute.Int("dirsync.users", len(snap.Users)), attribute.Int("dirsync.groups", len(snap.Groups)))
+		}
+		endSpan(span, err)
+	}()
+	if incremental {
 		return inc.Incremental(ctx)
 	}
-	snap, err := a.cfg.Source.Snapshot(ctx)
+	snap, err = a.cfg.Source.Snapshot(ctx)
 	return snap, true, err
 }
 
