@@ -65,6 +65,9 @@ func TestMain(m *testing.M) {
 	if buildPath != "" {
 		os.RemoveAll(filepath.Dir(buildPath))
 	}
+	if helmDir != "" {
+		os.RemoveAll(helmDir)
+	}
 	os.Exit(code)
 }
 

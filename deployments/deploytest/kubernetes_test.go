@@ -36,7 +36,12 @@ type k8sObject struct {
 	Data       map[string]string `yaml:"data"`
 	StringData map[string]string `yaml:"stringData"`
 	Spec       struct {
-		Replicas     *int           `yaml:"replicas"`
+		Replicas *int `yaml:"replicas"`
+		// Endpoints: a ServiceMonitor's scrape endpoints.
+		Endpoints []struct {
+			Port string `yaml:"port"`
+			Path string `yaml:"path"`
+		} `yaml:"endpoints"`
 		Selector     map[string]any `yaml:"selector"`
 		MinAvailable any            `yaml:"minAvailable"`
 		Ports        []struct {
@@ -98,41 +103,55 @@ type k8sProbe struct {
 	} `yaml:"httpGet"`
 }
 
-// manifests is deployments/kubernetes parsed, one object per kind.
+// manifests is a set of Kubernetes objects for dirsync, one per kind: the
+// plain manifests of deployments/kubernetes or the Helm chart rendered.
 type manifests struct {
-	configMap, deployment, service, pdb, secret *k8sObject
+	configMap, deployment, service *k8sObject
+	// pdb, secret and serviceMonitor are optional: a chart with one
+	// replica has no disruption budget, one using an existing Secret makes
+	// none, and the ServiceMonitor is a value.
+	pdb, secret, serviceMonitor *k8sObject
 }
 
-// readObjects decodes every document of a multi-document YAML file. Fields
-// the structs leave out are ignored.
-func readObjects(t *testing.T, rel string) []*k8sObject {
+// decodeObjects decodes every document of a multi-document YAML stream
+// (empty documents skipped). Fields the structs leave out are ignored.
+func decodeObjects(t *testing.T, what string, data []byte) []*k8sObject {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot, rel))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []*k8sObject
-	for {
+	for n := 1; ; n++ {
 		var o k8sObject
 		err := dec.Decode(&o)
 		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {
-			t.Fatalf("%s: document %d: %v", rel, len(out)+1, err)
+			t.Fatalf("%s: document %d: %v", what, n, err)
+		}
+		if o.APIVersion == "" && o.Kind == "" && o.Metadata.Name == "" {
+			continue
 		}
 		if o.APIVersion == "" || o.Kind == "" || o.Metadata.Name == "" {
-			t.Fatalf("%s: document %d lacks apiVersion, kind or metadata.name", rel, len(out)+1)
+			t.Fatalf("%s: document %d lacks apiVersion, kind or metadata.name", what, n)
 		}
 		out = append(out, &o)
 	}
 }
 
-func readManifests(t *testing.T) manifests {
+func readObjects(t *testing.T, rel string) []*k8sObject {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeObjects(t, rel, data)
+}
+
+// sortObjects files objs by kind; it fails t on an unexpected kind, a kind
+// twice, or a missing ConfigMap, Deployment or Service.
+func sortObjects(t *testing.T, objs []*k8sObject) manifests {
 	t.Helper()
 	var m manifests
-	objs := append(readObjects(t, k8sManifest), readObjects(t, k8sSecret)...)
 	for _, o := range objs {
 		var slot **k8sObject
 		switch o.Kind {
@@ -146,6 +165,8 @@ func readManifests(t *testing.T) manifests {
 			slot = &m.pdb
 		case "Secret":
 			slot = &m.secret
+		case "ServiceMonitor":
+			slot = &m.serviceMonitor
 		default:
 			t.Fatalf("unexpected %s %s", o.Kind, o.Metadata.Name)
 		}
@@ -154,10 +175,33 @@ func readManifests(t *testing.T) manifests {
 		}
 		*slot = o
 	}
-	if m.configMap == nil || m.deployment == nil || m.service == nil || m.pdb == nil || m.secret == nil {
-		t.Fatalf("want a ConfigMap, Deployment, Service, PodDisruptionBudget and (example) Secret; have %+v", m)
+	if m.configMap == nil || m.deployment == nil || m.service == nil {
+		t.Fatalf("want a ConfigMap, Deployment and Service; have %+v", m)
 	}
 	return m
+}
+
+// readManifests reads deployments/kubernetes: the manifests and the example
+// Secret.
+func readManifests(t *testing.T) manifests {
+	t.Helper()
+	m := sortObjects(t, append(readObjects(t, k8sManifest), readObjects(t, k8sSecret)...))
+	if m.pdb == nil || m.secret == nil {
+		t.Fatalf("deployments/kubernetes: want a PodDisruptionBudget and an example Secret")
+	}
+	return m
+}
+
+// secretKeys returns the keys of a Secret object (data or stringData).
+func secretKeys(o *k8sObject) map[string]bool {
+	out := map[string]bool{}
+	for k := range o.Data {
+		out[k] = true
+	}
+	for k := range o.StringData {
+		out[k] = true
+	}
+	return out
 }
 
 func (m manifests) container(t *testing.T) k8sContainer {
@@ -237,18 +281,36 @@ func selects(sel, labels map[string]string) bool {
 	return true
 }
 
-// TestKubernetesManifests checks the manifests against the binary and the
-// config schema: the args are real subcommands and flags, the ConfigMap's
-// config validates with exactly the secrets the Secret holds, and every
-// port (probes, Service, scrape annotation) is the one api.listen serves.
+// TestKubernetesManifests checks the plain manifests of
+// deployments/kubernetes with checkManifests.
 func TestKubernetesManifests(t *testing.T) {
-	m := readManifests(t)
+	checkManifests(t, readManifests(t), manifestWant{replicas: 2, secretName: "dirsync-secrets"})
+}
+
+// manifestWant is what a set of manifests must configure.
+type manifestWant struct {
+	replicas int
+	// secretName is the Secret the pods mount; when the set has a Secret
+	// object it must be that one and hold exactly the keys the config reads.
+	secretName string
+	// serviceMonitor: the set must have a ServiceMonitor.
+	serviceMonitor bool
+}
+
+// checkManifests checks manifests against the binary and the config schema:
+// the args are real subcommands and flags, the ConfigMap's config validates
+// with the secrets of the mounted Secret (exactly its keys when the Secret
+// is in the set), every port (probes, Service, scrape annotation,
+// ServiceMonitor) is the one api.listen serves, selectors select the pods,
+// and a disruption budget lets a node drain proceed.
+func checkManifests(t *testing.T, m manifests, want manifestWant) {
+	t.Helper()
 	c := inspectCLI(t)
 	ctr := m.container(t)
 	pod := m.deployment.Spec.Template
 
-	if r := m.deployment.Spec.Replicas; r == nil || *r != 2 {
-		t.Errorf("Deployment replicas %v, want 2", r)
+	if r := m.deployment.Spec.Replicas; r == nil || *r != want.replicas {
+		t.Errorf("Deployment replicas %v, want %d", r, want.replicas)
 	}
 	if err := c.checkArgs(ctr.Args); err != nil {
 		t.Errorf("container args %q: %v", ctr.Args, err)
@@ -276,11 +338,18 @@ func TestKubernetesManifests(t *testing.T) {
 	if !selects(matchLabels(m.service.Spec.Selector), pod.Metadata.Labels) {
 		t.Errorf("Service selector %v does not select the pods %v", m.service.Spec.Selector, pod.Metadata.Labels)
 	}
-	if !selects(matchLabels(m.pdb.Spec.Selector), pod.Metadata.Labels) {
-		t.Errorf("PodDisruptionBudget selector %v does not select the pods %v", m.pdb.Spec.Selector, pod.Metadata.Labels)
-	}
-	if n, ok := m.pdb.Spec.MinAvailable.(int); !ok || n < 1 || n >= *m.deployment.Spec.Replicas {
-		t.Errorf("PodDisruptionBudget minAvailable %v: want 1..replicas-1 so a node drain can proceed", m.pdb.Spec.MinAvailable)
+	switch {
+	case m.pdb == nil && want.replicas >= 2:
+		t.Errorf("%d replicas and no PodDisruptionBudget", want.replicas)
+	case m.pdb != nil && want.replicas < 2:
+		t.Errorf("a PodDisruptionBudget for %d replica(s) would block every node drain", want.replicas)
+	case m.pdb != nil:
+		if !selects(matchLabels(m.pdb.Spec.Selector), pod.Metadata.Labels) {
+			t.Errorf("PodDisruptionBudget selector %v does not select the pods %v", m.pdb.Spec.Selector, pod.Metadata.Labels)
+		}
+		if n, ok := m.pdb.Spec.MinAvailable.(int); !ok || n < 1 || n >= *m.deployment.Spec.Replicas {
+			t.Errorf("PodDisruptionBudget minAvailable %v: want 1..replicas-1 so a node drain can proceed", m.pdb.Spec.MinAvailable)
+		}
 	}
 
 	// The config: mounted from the ConfigMap, secrets from the Secret.
@@ -299,8 +368,11 @@ func TestKubernetesManifests(t *testing.T) {
 	secretDir := ""
 	for _, vm := range ctr.VolumeMounts {
 		if _, s := m.mountedVolume(t, vm.MountPath); s != "" {
-			if s != m.secret.Metadata.Name {
-				t.Errorf("volume %s mounts Secret %s; the example Secret is %s", vm.Name, s, m.secret.Metadata.Name)
+			if s != want.secretName {
+				t.Errorf("volume %s mounts Secret %s, want %s", vm.Name, s, want.secretName)
+			}
+			if m.secret != nil && s != m.secret.Metadata.Name {
+				t.Errorf("volume %s mounts Secret %s; the Secret object is %s", vm.Name, s, m.secret.Metadata.Name)
 			}
 			secretDir = path.Clean(vm.MountPath) + "/"
 		}
@@ -311,15 +383,22 @@ func TestKubernetesManifests(t *testing.T) {
 	used := map[string]bool{}
 	for _, mm := range regexp.MustCompile(regexp.QuoteMeta(secretDir)+`([A-Za-z0-9_.-]+)`).FindAllStringSubmatch(cfgText, -1) {
 		used[mm[1]] = true
-		if _, ok := m.secret.StringData[mm[1]]; !ok {
-			t.Errorf("the config reads %s%s but the Secret has no key %s", secretDir, mm[1], mm[1])
+	}
+	if m.secret != nil {
+		have := secretKeys(m.secret)
+		for k := range used {
+			if !have[k] {
+				t.Errorf("the config reads %s%s but the Secret has no key %s", secretDir, k, k)
+			}
+		}
+		for k := range have {
+			if !used[k] {
+				t.Errorf("Secret key %s is not used by the config", k)
+			}
 		}
 	}
 	tmp := t.TempDir()
-	for k := range m.secret.StringData {
-		if !used[k] {
-			t.Errorf("Secret key %s is not used by the config", k)
-		}
+	for k := range used {
 		if err := os.WriteFile(filepath.Join(tmp, k), []byte("s3cret"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -365,6 +444,31 @@ func TestKubernetesManifests(t *testing.T) {
 	ann := pod.Metadata.Annotations
 	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != strconv.Itoa(apiPort) || ann["prometheus.io/path"] == "" {
 		t.Errorf("pod annotations %v: want prometheus.io/scrape \"true\", prometheus.io/port %q and a prometheus.io/path", ann, strconv.Itoa(apiPort))
+	}
+	switch sm := m.serviceMonitor; {
+	case sm == nil && want.serviceMonitor:
+		t.Error("no ServiceMonitor")
+	case sm != nil && !want.serviceMonitor:
+		t.Error("a ServiceMonitor that was not asked for")
+	case sm != nil:
+		if sm.APIVersion != "monitoring.coreos.com/v1" {
+			t.Errorf("ServiceMonitor apiVersion %s, want monitoring.coreos.com/v1", sm.APIVersion)
+		}
+		if !selects(matchLabels(sm.Spec.Selector), m.service.Metadata.Labels) {
+			t.Errorf("ServiceMonitor selector %v does not select the Service %v", sm.Spec.Selector, m.service.Metadata.Labels)
+		}
+		if len(sm.Spec.Endpoints) == 0 {
+			t.Error("ServiceMonitor has no endpoints")
+		}
+		for _, ep := range sm.Spec.Endpoints {
+			found := false
+			for _, sp := range m.service.Spec.Ports {
+				found = found || sp.Name == ep.Port
+			}
+			if !found || ep.Path != ann["prometheus.io/path"] {
+				t.Errorf("ServiceMonitor endpoint %+v: want a Service port name and the path %s", ep, ann["prometheus.io/path"])
+			}
+		}
 	}
 }
 
