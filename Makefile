@@ -40,9 +40,14 @@ FUZZTIME ?= 10s
 fuzz:
 	@deployments/scripts/fuzz $(FUZZTIME)
 
-## bench: performance figures as ratios to floors measured in the same run (SIZE=10k|100k|1m)
+## bench: performance figures as ratios to floors measured in the same run (SIZE=10k|100k|1m);
+## SCENARIO=tenants: 5,000 API-created accounts x 200 users (TENANTS=, TENANT_USERS= to resize)
 bench: build test-deps
+ifeq ($(SCENARIO),tenants)
+	$(GO) test -run '^$$' -bench Tenants -benchtime 1x -timeout 4h ./cmd/dirsync/e2e/
+else
 	@deployments/scripts/bench
+endif
 
 ## bench-propagation: change → cache latency through the daemon (AD on Samba, Okta on the fake), default 5 s schedule
 bench-propagation: test-deps

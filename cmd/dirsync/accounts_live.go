@@ -231,10 +231,14 @@ func (l *liveAccounts) syncRegistry(ctx context.Context) error {
 	for _, r := range recs {
 		stored[r.ID] = r.Version
 	}
+	// Only the accounts that changed: deleted (running, no longer stored),
+	// new, or stored at another version. The rest are not read again.
 	l.mu.Lock()
 	var ids []string
 	for id := range l.api {
-		ids = append(ids, id)
+		if _, ok := stored[id]; !ok {
+			ids = append(ids, id)
+		}
 	}
 	for id, ver := range stored {
 		if cur, ok := l.api[id]; !ok || cur.version != ver {

@@ -169,3 +169,16 @@ accounts:
 		t.Error("configs differing only in an account are not the same outside them")
 	}
 }
+
+// TestAccountsMayAllComeFromTheAPI: a config without accounts is valid only
+// with a database (accounts then come from the accounts API).
+func TestAccountsMayAllComeFromTheAPI(t *testing.T) {
+	getenv := func(k string) string { return map[string]string{"DSN": "postgres://x"}[k] }
+	if _, err := parse([]byte("cache: {backend: memory}\nconsole: {postgres_dsn_env: DSN}\n"), t.TempDir(), "api-only", getenv); err != nil {
+		t.Errorf("no accounts with a database: %v", err)
+	}
+	_, err := parse([]byte("cache: {backend: memory}\n"), t.TempDir(), "nothing", getenv)
+	if got := problemsOf(t, err)["accounts"]; !strings.Contains(got, "console.postgres_dsn_file") {
+		t.Errorf("no accounts, no database: problem %q, want the fix named", got)
+	}
+}

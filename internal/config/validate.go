@@ -204,8 +204,9 @@ func (c *Config) validate(getenv func(string) string) []Problem {
 	for i, f := range c.Console.PreviousSecretKeyFiles {
 		checkFile(&ps, fmt.Sprintf("console.previous_secret_key_files[%d]", i), f)
 	}
-	if len(c.Accounts) == 0 {
-		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory")
+	if len(c.Accounts) == 0 && c.Console.PostgresDSNFile == "" && c.Console.PostgresDSNEnv == "" {
+		// With a database, accounts may all come from the accounts API.
+		ps.add("accounts", "no accounts; add at least one account with an id, claimed_domains and a directory, or set console.postgres_dsn_file to create accounts through the accounts API")
 	}
 	taken := newTakenNames()
 	needDatabase := false
