@@ -80,12 +80,14 @@ func (l *liveAccounts) Others(id string) []config.Account {
 
 // ids are every account run here (file first), for the leases.
 func (l *liveAccounts) idsLocked() []string {
-	var out []string
+	out := make([]string, 0, len(l.cfg.Accounts)+len(l.api))
+	file := make(map[string]bool, len(l.cfg.Accounts))
 	for _, a := range l.cfg.Accounts {
 		out = append(out, a.ID)
+		file[a.ID] = true
 	}
 	for id := range l.api {
-		if !slices.Contains(out, id) {
+		if !file[id] {
 			out = append(out, id)
 		}
 	}
@@ -114,7 +116,7 @@ func (l *liveAccounts) putLocked(ctx context.Context, a *config.Account, getenv 
 		return err
 	}
 	l.sources[a.ID] = metrics.Source{Kind: acct.kind, Stats: acct.source}
-	l.d.metrics.SetSources(maps.Clone(l.sources))
+	l.d.metrics.PutSource(a.ID, l.sources[a.ID])
 	if existed {
 		l.gen.sched.Trigger(a.ID, string(engine.ModeIncremental)) // apply the change now
 	}
@@ -127,7 +129,7 @@ func (l *liveAccounts) removeLocked(ctx context.Context, id string, unpublish bo
 	l.gen.sched.Remove(id)
 	n, err := l.gen.engine.Remove(ctx, id, unpublish)
 	delete(l.sources, id)
-	l.d.metrics.SetSources(maps.Clone(l.sources))
+	l.d.metrics.RemoveAccount(id)
 	if errors.Is(err, engine.ErrUnknownAccount) {
 		err = nil
 	}

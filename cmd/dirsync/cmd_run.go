@@ -377,6 +377,10 @@ func (g *generation) trigger(account string) bool {
 	return g.sched.Trigger(account, string(engine.ModeIncremental))
 }
 
+// schedulingGranularity batches the wake-ups of passes due within 50 ms
+// of each other (thousands of accounts on a 5 s schedule).
+const schedulingGranularity = 50 * time.Millisecond
+
 // newScheduler builds the generation's scheduler with every account's jobs
 // (a full pass at start and on schedule.full, incremental passes on
 // schedule.incremental).
@@ -387,7 +391,7 @@ func (d *daemon) newScheduler(gen *generation) (*schedule.Scheduler, error) {
 		// nothing to add; a triggered one (an event hook) waits its turn.
 		opts.SkipIfBusy = opts.Mode == engine.ModeIncremental && !triggered
 		_, _ = gen.syncer.Run(ctx, account, opts)
-	}, schedule.Options{Workers: gen.cfg.Schedule.MaxConcurrentPasses, Log: d.log.Named("schedule")})
+	}, schedule.Options{Workers: gen.cfg.Schedule.MaxConcurrentPasses, Log: d.log.Named("schedule"), Granularity: schedulingGranularity})
 	for _, a := range gen.cfg.Accounts {
 		err := sched.Put(a.ID, []schedule.Job{
 			{Mode: string(engine.ModeFull), Spec: a.Schedule.Full, Timeout: d.env.passDeadline(engine.ModeFull), RunAtStart: true},
@@ -452,11 +456,18 @@ func (g *generation) passOnAcquire(ctx context.Context) {
 	seen := map[string]string{}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	scanned := uint64(0)
 	for {
-		for _, id := range g.engine.Accounts() {
-			if token, ok := g.ha.Token(id); ok && token != seen[id] {
-				seen[id] = token
-				g.trigger(id)
+		// Scan the accounts only when the lease manager acquired one
+		// since the last scan (an idle tick costs nothing with thousands
+		// of accounts).
+		if n := g.ha.Acquisitions(); n != scanned {
+			scanned = n
+			for _, id := range g.engine.Accounts() {
+				if token, ok := g.ha.Token(id); ok && token != seen[id] {
+					seen[id] = token
+					g.trigger(id)
+				}
 			}
 		}
 		select {

@@ -91,6 +91,16 @@ func (h *replicaHA) manager() *lease.Manager {
 	return h.m
 }
 
+// Acquisitions counts the leases this replica acquired (0 before the
+// lease manager runs).
+func (h *replicaHA) Acquisitions() uint64 {
+	m := h.manager()
+	if m == nil {
+		return 0
+	}
+	return m.Acquisitions()
+}
+
 // Token is the fencing token source of the fenced writer.
 func (h *replicaHA) Token(account string) (string, bool) {
 	m := h.manager()

@@ -20,6 +20,7 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -31,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,6 +72,8 @@ type Manager struct {
 
 	// wake asks Run for a step before the next tick (SetAccounts).
 	wake chan struct{}
+	// acquisitions counts leases acquired (Acquisitions).
+	acquisitions atomic.Uint64
 
 	mu sync.Mutex
 	// accounts are the accounts to share, in this holder's order of
@@ -122,17 +126,26 @@ func New(c redis.UniversalClient, o Options) (*Manager, error) {
 
 // preferenceOrder sorts accounts in this replica's order of preference.
 func (m *Manager) preferenceOrder(accounts []string) []string {
-	out := slices.Clone(accounts)
-	slices.SortFunc(out, func(a, b string) int {
-		ha, hb := preference(m.replica, a), preference(m.replica, b)
-		switch {
-		case ha < hb:
-			return -1
-		case ha > hb:
-			return 1
+	// Each account's hash once (not once per comparison): thousands of
+	// accounts are sorted on every SetAccounts.
+	type ranked struct {
+		account string
+		hash    uint64
+	}
+	rs := make([]ranked, len(accounts))
+	for i, a := range accounts {
+		rs[i] = ranked{a, preference(m.replica, a)}
+	}
+	slices.SortFunc(rs, func(a, b ranked) int {
+		if c := cmp.Compare(a.hash, b.hash); c != 0 {
+			return c
 		}
-		return strings.Compare(a, b)
+		return strings.Compare(a.account, b.account)
 	})
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.account
+	}
 	return out
 }
 
@@ -170,6 +183,11 @@ func (m *Manager) Owns(account string) bool {
 	_, ok := m.Token(account)
 	return ok
 }
+
+// Acquisitions counts the leases this manager has acquired: a caller that
+// acts on new ownership (a pass right after an acquisition) looks at the
+// owned accounts only when it moved.
+func (m *Manager) Acquisitions() uint64 { return m.acquisitions.Load() }
 
 // Token returns this replica's fencing token for account, if it owns it.
 func (m *Manager) Token(account string) (string, bool) {
@@ -247,9 +265,17 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(m.period / 3)
 	defer tick.Stop()
+	var renewed time.Time
 	for {
 		sctx, cancel := context.WithTimeout(ctx, m.period/3)
-		m.step(sctx)
+		// A step woken by SetAccounts renews only when a renewal is due:
+		// thousands of accounts added one by one must not each renew every
+		// owned lease.
+		renew := time.Since(renewed) >= m.period/3
+		if renew {
+			renewed = time.Now()
+		}
+		m.step(sctx, renew)
 		cancel()
 		select {
 		case <-ctx.Done():
@@ -258,6 +284,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			cancel()
 			return nil
 		case <-tick.C:
+			renewed = time.Time{}
 		case <-m.wake:
 		}
 	}
@@ -315,7 +342,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-func (m *Manager) step(ctx context.Context) {
+// step heartbeats, releases unlisted accounts, renews the owned leases
+// when renew is set, and takes or gives up accounts to reach this
+// replica's share.
+func (m *Manager) step(ctx context.Context, renew bool) {
 	ms := m.period.Milliseconds()
 	alive, err := heartbeat.Run(ctx, m.c, []string{m.keys.Replicas()}, m.holder, ms).Int()
 	if err != nil {
@@ -326,7 +356,9 @@ func (m *Manager) step(ctx context.Context) {
 		m.mu.Unlock()
 	}
 	m.releaseUnlisted(ctx)
-	m.renewAll(ctx)
+	if renew {
+		m.renewAll(ctx)
+	}
 	if err != nil {
 		return // without a live count, neither take nor give up accounts
 	}
@@ -451,6 +483,7 @@ func (m *Manager) acquireUpTo(ctx context.Context, n int) {
 		m.mu.Lock()
 		m.owned[a] = held{token: tok, until: sent.Add(m.period)}
 		m.mu.Unlock()
+		m.acquisitions.Add(1)
 		m.log.Info("lease acquired: this replica now syncs the account", zap.String("account", a), zap.String("token", tok))
 		n--
 	}

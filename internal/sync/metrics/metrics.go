@@ -35,17 +35,22 @@ type StatsReader interface {
 type Metrics struct {
 	reg *prometheus.Registry
 
-	runDuration    *prometheus.HistogramVec
-	runs           *prometheus.CounterVec
-	users          *prometheus.GaugeVec
-	skipped        *prometheus.GaugeVec
-	changes        *prometheus.CounterVec
-	lastSuccess    *prometheus.GaugeVec
-	hold           *prometheus.GaugeVec
-	publish        *prometheus.HistogramVec
-	readErrors     *prometheus.CounterVec
-	sourcesMu      sync.Mutex
-	sources        map[string]Source
+	runDuration *prometheus.HistogramVec
+	runs        *prometheus.CounterVec
+	users       *prometheus.GaugeVec
+	skipped     *prometheus.GaugeVec
+	changes     *prometheus.CounterVec
+	lastSuccess *prometheus.GaugeVec
+	hold        *prometheus.GaugeVec
+	publish     *prometheus.HistogramVec
+	readErrors  *prometheus.CounterVec
+	sourcesMu   sync.Mutex
+	sources     map[string]Source
+	// skippedMu guards skippedReasons: the skip reasons each account's
+	// last pass reported, so a reason gone since is deleted exactly (a
+	// partial-match delete scans every series of every account).
+	skippedMu      sync.Mutex
+	skippedReasons map[string][]string
 	requestsDesc   *prometheus.Desc
 	rateLimitDesc  *prometheus.Desc
 	entriesDesc    *prometheus.Desc
@@ -132,6 +137,33 @@ func (m *Metrics) SetSources(sources map[string]Source) {
 	m.sources = maps.Clone(sources)
 }
 
+// PutSource adds or replaces one account's source (an account applied
+// live), touching no other account.
+func (m *Metrics) PutSource(account string, s Source) {
+	m.sourcesMu.Lock()
+	defer m.sourcesMu.Unlock()
+	if m.sources == nil {
+		m.sources = map[string]Source{}
+	}
+	m.sources[account] = s
+}
+
+// RemoveAccount drops a removed account's source and every series it had.
+func (m *Metrics) RemoveAccount(account string) {
+	m.sourcesMu.Lock()
+	delete(m.sources, account)
+	m.sourcesMu.Unlock()
+	m.skippedMu.Lock()
+	delete(m.skippedReasons, account)
+	m.skippedMu.Unlock()
+	l := prometheus.Labels{"account": account}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.runDuration, m.runs, m.users, m.skipped, m.changes, m.lastSuccess, m.hold, m.publish, m.readErrors,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
+
 // ObserveRun records one pass.
 func (m *Metrics) ObserveRun(r engine.Report) {
 	if r.Result == "" {
@@ -162,7 +194,8 @@ func (m *Metrics) ObserveRun(r engine.Report) {
 		m.lastSuccess.WithLabelValues(r.Account, mode).Set(float64(time.Now().Unix()))
 	}
 	m.hold.WithLabelValues(r.Account).Set(held)
-	m.users.DeletePartialMatch(prometheus.Labels{"account": r.Account})
+	// Every (permission, reason) series of the account is set, to 0 when
+	// none: nothing stale to delete.
 	for _, reason := range allReasons {
 		n := r.Stats.ByReason[reason]
 		perm := string(entitlement.PermissionNone)
@@ -173,10 +206,22 @@ func (m *Metrics) ObserveRun(r engine.Report) {
 	}
 	m.users.WithLabelValues(r.Account, string(entitlement.PermissionPro), string(entitlement.ReasonGranted)).Set(float64(r.Stats.ByPermission[entitlement.PermissionPro]))
 	m.users.WithLabelValues(r.Account, string(entitlement.PermissionBasic), string(entitlement.ReasonGranted)).Set(float64(r.Stats.ByPermission[entitlement.PermissionBasic]))
-	m.skipped.DeletePartialMatch(prometheus.Labels{"account": r.Account})
+	m.skippedMu.Lock()
+	defer m.skippedMu.Unlock()
+	for _, reason := range m.skippedReasons[r.Account] {
+		if _, ok := r.Stats.Skipped[reason]; !ok {
+			m.skipped.DeleteLabelValues(r.Account, reason)
+		}
+	}
+	reasons := make([]string, 0, len(r.Stats.Skipped))
 	for reason, n := range r.Stats.Skipped {
 		m.skipped.WithLabelValues(r.Account, reason).Set(float64(n))
+		reasons = append(reasons, reason)
 	}
+	if m.skippedReasons == nil {
+		m.skippedReasons = map[string][]string{}
+	}
+	m.skippedReasons[r.Account] = reasons
 }
 
 var allReasons = []entitlement.Reason{

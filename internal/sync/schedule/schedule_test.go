@@ -230,3 +230,82 @@ func TestBadSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestGranularityBatchesWakeups: with Granularity, passes due close together
+// start together (far fewer distinct start instants: fewer wake-ups), never
+// more than Granularity early, so an account's passes stay a period apart
+// (less at most Granularity) and none is lost, for @every and cron specs
+// alike (a pass queued early is not queued again for the same time).
+func TestGranularityBatchesWakeups(t *testing.T) {
+	const granularity = 100 * time.Millisecond
+	for _, c := range []struct {
+		spec    string
+		period  time.Duration
+		run     time.Duration
+		atLeast int
+		maxWake int
+	}{
+		{"@every 5s", 5 * time.Second, 10*time.Second - time.Millisecond, 2, 110},
+		{"* * * * *", time.Minute, 3*time.Minute - time.Millisecond, 2, 250},
+	} {
+		t.Run(c.spec, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var mu sync.Mutex
+				starts := map[string][]time.Time{}
+				s := New(func(_ context.Context, account, _ string, _ bool) {
+					mu.Lock()
+					starts[account] = append(starts[account], time.Now())
+					mu.Unlock()
+				}, Options{Workers: 8, Granularity: granularity})
+				for i := range 1000 {
+					if err := s.Put(fmt.Sprintf("acct-%04d", i), []Job{{Mode: "incremental", Spec: c.spec, Timeout: time.Second}}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				stop := start(t, s)
+				time.Sleep(c.run)
+				synctest.Wait()
+				stop()
+				mu.Lock()
+				defer mu.Unlock()
+				if len(starts) != 1000 {
+					t.Fatalf("%d accounts ran; want 1000", len(starts))
+				}
+				instants := map[time.Time]bool{}
+				for name, at := range starts {
+					if len(at) < c.atLeast {
+						t.Fatalf("%s ran %d times; want at least %d", name, len(at), c.atLeast)
+					}
+					for i := 1; i < len(at); i++ {
+						if gap := at[i].Sub(at[i-1]); gap < c.period-granularity {
+							t.Fatalf("%s ran twice %v apart; want a period (%v) less at most %v", name, gap, c.period, granularity)
+						}
+					}
+					for _, a := range at {
+						instants[a] = true
+					}
+				}
+				if len(instants) > c.maxWake {
+					t.Errorf("%d distinct start instants; want batches (at most %d)", len(instants), c.maxWake)
+				}
+			})
+		})
+	}
+}
+
+// TestEarlyCronPassIsNotRequeued: a cron pass dispatched early (before its
+// minute, within Granularity) is next due a minute later, not again at the
+// same time.
+func TestEarlyCronPassIsNotRequeued(t *testing.T) {
+	s := New(func(context.Context, string, string, bool) {}, Options{Granularity: 100 * time.Millisecond})
+	if err := s.Put("a", []Job{{Mode: "full", Spec: "* * * * *"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := s.entries[key{"a", "full"}]
+	e.phase = 30 * time.Millisecond
+	minute := time.Date(2026, 12, 5, 10, 1, 0, 0, time.UTC)
+	due := minute.Add(e.phase)
+	if got := s.after(e, due, minute.Add(-20*time.Millisecond)); !got.Equal(due.Add(time.Minute)) {
+		t.Errorf("after a pass due %v dispatched 50 ms early: next %v, want %v", due, got, due.Add(time.Minute))
+	}
+}
