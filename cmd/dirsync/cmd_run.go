@@ -349,7 +349,7 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(), Accounts: accountsRoutes,
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
-		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
+		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Progress: gen.engine.Progress, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),
 	})
 	d.handler.Store(&h)
 	return gen, nil

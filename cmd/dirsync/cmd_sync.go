@@ -136,9 +136,12 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	if only != "" {
 		ids = []string{only}
 	}
+	progress := startProgress(ctx, e.stderr, passes)
+	defer progress.Stop()
 	var reports []engine.Report
 	var failed []string
 	for _, id := range ids {
+		progress.Set(id)
 		rep, err := runPass(ctx, eng, id, opts, e.passDeadline(opts.Mode))
 		if errors.Is(err, engine.ErrUnknownAccount) {
 			return nil, usagef("--account %q is not in the config", id)

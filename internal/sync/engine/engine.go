@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/history"
@@ -112,6 +113,12 @@ type Options struct {
 	// Policy, with DryRun, maps the read with this policy instead of the
 	// account's (a binding change previewed before it is made).
 	Policy *mapper.Policy
+	// ReviewedDiffHash, with Force, binds a release to the diff an operator
+	// reviewed (Report.DiffHash of a held pass or a dry run): the pass is
+	// forced only when it would publish exactly that diff. Otherwise it
+	// runs as an ordinary pass (held again if the checks say so) and ends
+	// with ErrDiffChanged, its report showing the new diff and hash.
+	ReviewedDiffHash string
 }
 
 // Results of a pass.
@@ -126,6 +133,7 @@ const (
 // Errors a pass can end with.
 var (
 	ErrBusy           = errors.New("a sync of this account is already running")
+	ErrDiffChanged    = errors.New("the directory changed since the diff was reviewed; review the new diff")
 	ErrUnknownAccount = errors.New("unknown account")
 	ErrEmptyRead      = errors.New("directory returned no users but users are published; keeping the last good state")
 	ErrLostGroup      = errors.New("a bound group that had members is missing or empty; keeping the last good state")
@@ -137,19 +145,23 @@ var (
 // Report describes one pass. Its JSON form is printed by `dirsync sync
 // --output json` and returned by the HTTP API.
 type Report struct {
-	Account         string            `json:"account"`
-	Mode            Mode              `json:"mode"`
-	DryRun          bool              `json:"dry_run"`
-	StartedAt       time.Time         `json:"started_at"`
-	DurationSeconds float64           `json:"duration_seconds"`
-	Result          string            `json:"result"`
-	Error           string            `json:"error,omitempty"`
-	Source          string            `json:"source,omitempty"`
-	Stats           mapper.Stats      `json:"stats"`
-	Problems        []mapper.Problem  `json:"problems,omitempty"`
-	Changes         ChangeCounts      `json:"changes"`
-	Diff            []DiffEntry       `json:"diff,omitempty"`
-	Hold            *accesscache.Hold `json:"hold,omitempty"`
+	Account         string           `json:"account"`
+	Mode            Mode             `json:"mode"`
+	DryRun          bool             `json:"dry_run"`
+	StartedAt       time.Time        `json:"started_at"`
+	DurationSeconds float64          `json:"duration_seconds"`
+	Result          string           `json:"result"`
+	Error           string           `json:"error,omitempty"`
+	Source          string           `json:"source,omitempty"`
+	Stats           mapper.Stats     `json:"stats"`
+	Problems        []mapper.Problem `json:"problems,omitempty"`
+	Changes         ChangeCounts     `json:"changes"`
+	Diff            []DiffEntry      `json:"diff,omitempty"`
+	// DiffHash identifies what a release would publish (DiffHash): in a
+	// held pass the held-back changes of Diff (account-state denials were
+	// published already), in a dry run all of Diff.
+	DiffHash string            `json:"diff_hash,omitempty"`
+	Hold     *accesscache.Hold `json:"hold,omitempty"`
 	// ReadFailed is set when the directory read itself failed.
 	ReadFailed bool `json:"read_failed,omitempty"`
 	// PublishSeconds is the time spent writing to the cache.
@@ -231,6 +243,8 @@ type accountState struct {
 	// next is a configuration given by Put while the account exists; the
 	// next pass takes it over (never in the middle of a pass).
 	next *Account
+	// running is the running pass's progress (nil between passes).
+	running atomic.Pointer[progress]
 }
 
 // New returns an engine for accounts publishing to cache.
@@ -414,7 +428,9 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 	start := e.now()
 	rep := Report{Account: account, Mode: opts.Mode, DryRun: opts.DryRun, StartedAt: start.UTC()}
 	ctx, span := e.startPass(ctx, account, opts)
+	a.running.Store(newProgress(opts.Mode, a.cfg.Source, start))
 	changed, err := e.pass(ctx, a, opts, &rep)
+	a.running.Store(nil)
 	endPass(span, &rep, err)
 	rep.DurationSeconds = e.now().Sub(start).Seconds()
 	if err != nil {
@@ -446,6 +462,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.Changes.Published += n
 		expired = n > 0
 	}
+	prog := a.running.Load()
 	snap, changed, err := e.read(ctx, a, opts.Mode)
 	if err != nil {
 		rep.ReadFailed = true
@@ -472,6 +489,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	if opts.DryRun && opts.Policy != nil {
 		policy = *opts.Policy
 	}
+	prog.set(PhaseMapping)
 	_, mapSpan := e.tracer.Start(ctx, SpanMap)
 	res := mapper.Map(policy, snap, now)
 	rep.Stats, rep.Problems = res.Stats, res.Problems
@@ -494,6 +512,15 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	rep.Changes = countChanges(&delta)
 	if opts.DryRun {
 		rep.Diff = DiffEntries(delta.Changes)
+		rep.DiffHash = DiffHash(rep.Diff)
+	}
+	force, diffChanged := opts.Force, false
+	if force && opts.ReviewedDiffHash != "" {
+		if diff := DiffEntries(delta.Changes); DiffHash(diff) != opts.ReviewedDiffHash {
+			// Not what was reviewed: an ordinary pass, and say so.
+			force, diffChanged = false, true
+			rep.Diff, rep.DiffHash = diff, DiffHash(diff)
+		}
 	}
 
 	// A read that looks broken (no users, a bound group lost) is held like
@@ -501,7 +528,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	// trustworthy and published; the rest waits for a release.
 	var readErr error
 	hold := (*accesscache.Hold)(nil)
-	if !opts.Force {
+	if !force {
 		if readErr = checkRead(&res, snap, published, status); readErr != nil {
 			hold = readHold(readErr, &delta, now)
 		} else {
@@ -520,6 +547,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.Diff = DiffEntries(delta.Changes)
 		// Account-state denials are never held back.
 		toPublish = statusDenials(delta.Changes)
+		rep.DiffHash = DiffHash(DiffEntries(heldBack(delta.Changes)))
 	}
 	if opts.DryRun {
 		rep.Result = ResultDryRun
@@ -527,6 +555,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	}
 	ctx, publishSpan := e.tracer.Start(ctx, SpanPublish, trace.WithAttributes(attribute.Int("dirsync.changes", len(toPublish))))
 	defer publishSpan.End()
+	prog.publishing(len(toPublish))
 	if len(toPublish) > 0 {
 		publishStart := time.Now()
 		err := e.cache.Apply(ctx, a.cfg.Policy.Account, toPublish, now)
@@ -538,7 +567,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		status.Generation++
 	}
 	rep.Changes.Published += len(toPublish)
-	a.recordLosses(toPublish, opts.Force, now)
+	a.recordLosses(toPublish, force, now)
 	a.published = applyToIndex(published, toPublish)
 	a.read = true
 	a.nextExpiry = res.NextExpiry
@@ -567,7 +596,15 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		if readErr != nil {
 			return true, fmt.Errorf("%w: %w", ErrHeld, readErr)
 		}
+		if diffChanged {
+			return true, fmt.Errorf("%w: %w", ErrHeld, ErrDiffChanged)
+		}
 		return true, ErrHeld
+	}
+	if diffChanged {
+		// Published as an ordinary pass would: nothing forced.
+		rep.Changes.Published = len(toPublish)
+		return true, ErrDiffChanged
 	}
 	if rep.Changes.Published > 0 {
 		rep.Result = ResultPublished
@@ -737,6 +774,18 @@ func readHold(err error, d *mapper.Delta, now time.Time) *accesscache.Hold {
 // statusDenials keeps the changes that deny a user because of account state
 // (mapper.AccountStateDenial: suspended, inactive, locked_out,
 // duplicate_identity).
+// heldBack are the changes a hold keeps back: all but account-state
+// denials.
+func heldBack(changes []mapper.Change) []mapper.Change {
+	var out []mapper.Change
+	for _, c := range changes {
+		if c.New == nil || c.New.Allowed || !mapper.AccountStateDenial(c.New.Reason) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func statusDenials(changes []mapper.Change) []mapper.Change {
 	var out []mapper.Change
 	for _, c := range changes {

@@ -87,6 +87,9 @@ type Options struct {
 	// Scheduler, when set, describes the pass queue (depth, workers, lag)
 	// for /v1/status.
 	Scheduler func() any
+	// Progress, when set, describes an account's running pass (phase,
+	// entries read, rate) for /v1/status.
+	Progress func(account string) (engine.Progress, bool)
 	// SCIM, when set (an account's directory type is scim), serves the
 	// accounts' SCIM service providers under /scim/v2/{account}/ and the
 	// routes that issue and revoke their tokens.
@@ -277,6 +280,8 @@ type AccountState struct {
 	// NextRuns is when each scheduled mode runs next.
 	NextRuns    map[engine.Mode]time.Time `json:"next_runs,omitempty"`
 	HoldPending bool                      `json:"hold_pending"`
+	// Progress is the running pass, if one runs now on this replica.
+	Progress *engine.Progress `json:"progress,omitempty"`
 	// Ownership is set when replicas share the cache (HA mode).
 	Ownership any `json:"ownership,omitempty"`
 }
@@ -299,6 +304,11 @@ func (s *server) status(r *http.Request) (any, *apimux.Error) {
 		}
 		if s.o.Ownership != nil {
 			st.Ownership = s.o.Ownership(r.Context(), id)
+		}
+		if s.o.Progress != nil {
+			if p, ok := s.o.Progress(id); ok {
+				st.Progress = &p
+			}
 		}
 		out = append(out, st)
 	}
@@ -350,9 +360,13 @@ func (s *server) sync(r *http.Request) (any, *apimux.Error) {
 
 // release publishes a held sync: a forced full pass of the account. It
 // refuses when no hold is pending, so it cannot be used by mistake to push
-// a read the fail-safe checks would refuse.
+// a read the fail-safe checks would refuse. With ?diff_hash= (the
+// diff_hash of the held pass's or a dry run's report) it publishes only
+// that reviewed diff: if the directory moved since, it answers 409 with
+// the new diff and its hash, and nothing is forced.
 func (s *server) release(r *http.Request) (any, *apimux.Error) {
 	id := r.PathValue("id")
+	reviewed := r.URL.Query().Get("diff_hash")
 	st, found, err := s.o.Status.Status(r.Context(), id)
 	if err != nil {
 		return nil, &apimux.Error{Status: http.StatusServiceUnavailable, Message: err.Error(), Cause: err}
@@ -362,7 +376,7 @@ func (s *server) release(r *http.Request) (any, *apimux.Error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.SyncTimeout)
 	defer cancel()
-	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true, Actor: apimux.PrincipalOf(r.Context()).Credential})
+	rep, err := s.o.Syncer.Run(ctx, id, engine.Options{Mode: engine.ModeFull, Force: true, ReviewedDiffHash: reviewed, Actor: apimux.PrincipalOf(r.Context()).Credential})
 	if errors.Is(err, engine.ErrUnknownAccount) {
 		return nil, apimux.Errorf(http.StatusNotFound, "%s", err)
 	}
@@ -378,7 +392,7 @@ func (s *server) release(r *http.Request) (any, *apimux.Error) {
 // replica (nothing is wrong; someone must act or ask elsewhere), 502 when
 // the directory or the cache failed.
 func syncFailureStatus(err error) int {
-	if errors.Is(err, engine.ErrHeld) || errors.Is(err, store.ErrNotOwner) {
+	if errors.Is(err, engine.ErrHeld) || errors.Is(err, store.ErrNotOwner) || errors.Is(err, engine.ErrDiffChanged) {
 		return http.StatusConflict
 	}
 	return http.StatusBadGateway
