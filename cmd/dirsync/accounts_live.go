@@ -310,3 +310,18 @@ func (l *liveAccounts) Groups(id, search string, limit int) ([]engine.GroupSumma
 func (l *liveAccounts) Preview(ctx context.Context, id string, p mapper.Policy) (engine.Report, error) {
 	return l.gen.engine.Engine.Run(ctx, id, engine.Options{Mode: engine.ModeIncremental, DryRun: true, Policy: &p})
 }
+
+// Kind returns an account's directory type ("" for an unknown account).
+func (l *liveAccounts) Kind(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.cfg.Accounts {
+		if l.cfg.Accounts[i].ID == id {
+			return l.cfg.Accounts[i].Directory.Type
+		}
+	}
+	if a, ok := l.api[id]; ok {
+		return a.acct.Directory.Type
+	}
+	return ""
+}

@@ -146,6 +146,7 @@ func (d *daemon) serve(ctx context.Context, cfg *config.Config, hup <-chan os.Si
 	}
 	telemetry.LogExportErrors(d.log)
 	d.log.Info("dirsync started", zap.String("version", version), zap.String("listen", ln.Addr().String()),
+		zap.String("console", "http://"+ln.Addr().String()+"/ui/"),
 		zap.String("cache", cfg.Cache.Backend), zap.Int("accounts", len(cfg.Accounts)))
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -345,8 +346,12 @@ func (d *daemon) build(cfg *config.Config, prev *generation) (*generation, error
 	if gen.db.history != nil {
 		accessHistory = gen.db.history
 	}
+	pages, err := d.consolePages(gen, auth, svc, accessHistory)
+	if err != nil {
+		return fail(err)
+	}
 	var h http.Handler = httpapi.New(httpapi.Options{
-		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(), Accounts: accountsRoutes,
+		Checker: gen.cache, Status: gen.cache, Syncer: gen.syncer, Console: consoleRoutes, History: accessHistory, SCIM: scimService.routes(), Accounts: accountsRoutes, Pages: pages,
 		Auth: auth, Hosts: apimux.HostsFor(d.listenAddr, cfg.API.AllowedHosts),
 		Staleness: cfg.API.ReadyMaxStaleness, Metrics: d.metrics.Handler(), Recorder: d.metrics,
 		Reload: d.requestReload, Trigger: gen.trigger, NextRun: gen.nextRun, Scheduler: func() any { return gen.sched.Stats() }, Progress: gen.engine.Progress, Ownership: gen.ha.statusFunc(), Log: d.log.Named("api"),

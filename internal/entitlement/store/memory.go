@@ -19,12 +19,19 @@ import (
 // Memory is an in-process cache with the same behaviour as Redis, for trials
 // (make run) and tests. Only its own process can read it.
 type Memory struct {
-	mu      sync.RWMutex
-	values  map[string][]byte // email → encoded decision
-	index   map[string]map[string]mapper.Published
-	status  map[string][]byte
-	changes map[string]int // count of change events per account
+	mu     sync.RWMutex
+	values map[string][]byte // email → encoded decision
+	index  map[string]map[string]mapper.Published
+	status map[string][]byte
+	// changes are each account's latest change events, oldest first
+	// (memoryChangesKept of them), as the Redis stream would hold them.
+	changes map[string][]ChangeEvent
+	seq     uint64
 }
+
+// memoryChangesKept is how many change events the memory cache keeps per
+// account (for the console's change feed).
+const memoryChangesKept = 200
 
 // NewMemory returns an empty memory cache.
 func NewMemory() *Memory {
@@ -32,7 +39,7 @@ func NewMemory() *Memory {
 		values:  map[string][]byte{},
 		index:   map[string]map[string]mapper.Published{},
 		status:  map[string][]byte{},
-		changes: map[string]int{},
+		changes: map[string][]ChangeEvent{},
 	}
 }
 
@@ -97,7 +104,13 @@ func (m *Memory) Apply(_ context.Context, account string, changes []mapper.Chang
 			m.values[ch.Email] = v
 			idx[ch.Email] = ch.Next
 		}
-		m.changes[account]++
+		m.seq++
+		ev := eventOf(fmt.Sprintf("%d-0", m.seq), account, ch, at)
+		feed := append(m.changes[account], ev)
+		if len(feed) > memoryChangesKept {
+			feed = feed[len(feed)-memoryChangesKept:]
+		}
+		m.changes[account] = feed
 	}
 	return conflictsOf(account, refused)
 }
@@ -133,4 +146,32 @@ func (m *Memory) DeleteStatus(_ context.Context, account string) error {
 	defer m.mu.Unlock()
 	delete(m.status, account)
 	return nil
+}
+
+// RecentChanges returns up to n of account's latest change events, newest
+// first.
+func (m *Memory) RecentChanges(_ context.Context, account string, n int) ([]ChangeEvent, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	feed := m.changes[account]
+	out := make([]ChangeEvent, 0, min(n, len(feed)))
+	for i := len(feed) - 1; i >= 0 && len(out) < n; i-- {
+		out = append(out, feed[i])
+	}
+	return out, nil
+}
+
+// Statuses reads the status records of accounts (those that have one).
+func (m *Memory) Statuses(ctx context.Context, accounts []string) (map[string]accesscache.AccountStatus, error) {
+	out := make(map[string]accesscache.AccountStatus, len(accounts))
+	for _, a := range accounts {
+		st, ok, err := m.Status(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[a] = st
+		}
+	}
+	return out, nil
 }

@@ -210,8 +210,13 @@ func (s Scope) StateChanging() bool {
 // resolve finds the principal whose credential the request carries. The
 // SCIM authenticator is asked on SCIM routes only; its error (other than
 // an unknown token) is returned: the credential could not be checked.
-func (c *Credentials) resolve(r *http.Request, s Scope) (Principal, error) {
-	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+func (c *Credentials) resolve(r *http.Request, s Scope, browser bool) (Principal, error) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if browser {
+		got = SessionOf(r)
+		ok = got != ""
+	}
+	if ok {
 		switch {
 		case c.Admin.matches(got):
 			return Principal{Kind: GlobalAdmin, Credential: c.Admin.source}, nil

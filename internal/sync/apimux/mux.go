@@ -52,6 +52,13 @@ type Route struct {
 	// WriteError, when set, writes the route's refusals and errors in the
 	// route's own format (SCIM's error schema) instead of {"error": …}.
 	WriteError func(w http.ResponseWriter, e *Error)
+	// Browser marks a page of the web console: its caller's credential is
+	// the session cookie (SessionCookie; never the Authorization header),
+	// its bodies are HTML forms, and every request but GET to a route that
+	// is not Public must carry the session's CSRF token in the form field
+	// CSRFField (a page only has it if this API rendered it for that
+	// session). The JSON API never reads the cookie.
+	Browser bool
 }
 
 // Pattern is the route's net/http pattern.
@@ -133,7 +140,7 @@ func (m *Mux) wrap(rt Route) http.Handler {
 		limit = DefaultMaxBody
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := m.o.Credentials.resolve(r, rt.Scope)
+		p, err := m.o.Credentials.resolve(r, rt.Scope, rt.Browser)
 		if err != nil {
 			m.write(w, r, rt, p, nil, &Error{Status: http.StatusServiceUnavailable,
 				Message: "the credential cannot be checked right now; retry", Cause: err})
@@ -149,12 +156,18 @@ func (m *Mux) wrap(rt Route) http.Handler {
 			m.write(w, r, rt, p, nil, &Error{Status: status, Message: m.o.Credentials.refusal(rt.Scope)})
 			return
 		}
-		if !rt.ForeignBody && !jsonBody(r) {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		switch {
+		case rt.Browser:
+			if e := checkForm(r, rt.Scope); e != nil {
+				m.write(w, r, rt, p, nil, e)
+				return
+			}
+		case !rt.ForeignBody && !jsonBody(r):
 			m.write(w, r, rt, p, nil, &Error{Status: http.StatusUnsupportedMediaType,
 				Message: "send the request body as JSON with Content-Type: application/json"})
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 		if rt.Raw != nil {
 			rt.Raw.ServeHTTP(w, r)

@@ -234,8 +234,11 @@ type accountState struct {
 	// reason other than account state, with when (Safeguard.Window).
 	losses map[string]time.Time
 
-	mu   sync.Mutex // guards last, next and groups
+	mu   sync.Mutex // guards last, recent, next and groups
 	last map[Mode]Report
+	// recent are the last recentRuns passes that did something (all but
+	// unchanged incremental passes), newest last, without their diffs.
+	recent []Report
 	// groups are the groups of the last snapshot read (for Groups): the
 	// snapshot's own slices, which a source never changes once returned.
 	groups    []directory.Group
@@ -355,6 +358,24 @@ func (a *accountState) takeNext() (changed bool) {
 	return true
 }
 
+// recentRuns is how many passes RecentReports keeps per account.
+const recentRuns = 10
+
+// RecentReports returns an account's last passes that did something (full
+// passes, and incremental passes that published, held or failed), newest
+// first, without their diffs and problems.
+func (e *Engine) RecentReports(account string) []Report {
+	a := e.account(account)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := slices.Clone(a.recent)
+	slices.Reverse(out)
+	return out
+}
+
 // LastReports returns the last report of each mode for an account.
 func (e *Engine) LastReports(account string) map[Mode]Report {
 	a := e.account(account)
@@ -378,11 +399,16 @@ func (e *Engine) KeepReports(from *Engine) {
 	defer e.mu.RUnlock()
 	for id, a := range e.accounts {
 		prev := from.LastReports(id)
+		recent := from.RecentReports(id)
+		slices.Reverse(recent)
 		a.mu.Lock()
 		for mode, rep := range prev {
 			if _, ok := a.last[mode]; !ok {
 				a.last[mode] = rep
 			}
+		}
+		if len(a.recent) == 0 {
+			a.recent = recent
 		}
 		a.mu.Unlock()
 	}
@@ -445,6 +471,14 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 	if !opts.DryRun {
 		a.mu.Lock()
 		a.last[opts.Mode] = rep
+		if rep.Mode == ModeFull || rep.Result != ResultUnchanged {
+			brief := rep
+			brief.Diff, brief.Problems = nil, nil
+			a.recent = append(a.recent, brief)
+			if len(a.recent) > recentRuns {
+				a.recent = slices.Delete(a.recent, 0, len(a.recent)-recentRuns)
+			}
+		}
 		a.mu.Unlock()
 	}
 	return rep, err

@@ -101,8 +101,11 @@ type Options struct {
 	// History, when set (a database is configured), answers an account
 	// user's access history.
 	History History
-	Log     *zap.Logger
-	Now     func() time.Time
+	// Pages are more routes on the same Mux: the web console's (package
+	// webui).
+	Pages []apimux.Route
+	Log   *zap.Logger
+	Now   func() time.Time
 }
 
 // History reads the access history.
@@ -137,6 +140,9 @@ func New(o Options) *apimux.Mux {
 	}
 	if o.Accounts != nil {
 		groups = append(groups, accountsapi.Routes(*o.Accounts))
+	}
+	if len(o.Pages) > 0 {
+		groups = append(groups, o.Pages)
 	}
 	return apimux.New(apimux.Options{Credentials: o.Auth, Hosts: o.Hosts, Log: o.Log}, groups...)
 }
