@@ -41,10 +41,13 @@ fuzz:
 	@deployments/scripts/fuzz $(FUZZTIME)
 
 ## bench: performance figures as ratios to floors measured in the same run (SIZE=10k|100k|1m);
-## SCENARIO=tenants: 5,000 API-created accounts x 200 users (TENANTS=, TENANT_USERS= to resize)
+## SCENARIO=tenants: 5,000 API-created accounts x 200 users (TENANTS=, TENANT_USERS= to resize);
+## SCENARIO=console: the web console's server time per page at 5,000 accounts
 bench: build test-deps
 ifeq ($(SCENARIO),tenants)
 	$(GO) test -run '^$$' -bench Tenants -benchtime 1x -timeout 4h ./cmd/dirsync/e2e/
+else ifeq ($(SCENARIO),console)
+	@GO="$(GO)" deployments/scripts/bench-console
 else
 	@deployments/scripts/bench
 endif

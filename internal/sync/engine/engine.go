@@ -627,11 +627,13 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	a.unpublished = false
 	a.hold = status.Hold
 	if rep.Result == ResultHeld {
-		if readErr != nil {
-			return true, fmt.Errorf("%w: %w", ErrHeld, readErr)
-		}
-		if diffChanged {
+		switch {
+		case diffChanged && readErr != nil:
+			return true, fmt.Errorf("%w: %w (%w)", ErrHeld, ErrDiffChanged, readErr)
+		case diffChanged:
 			return true, fmt.Errorf("%w: %w", ErrHeld, ErrDiffChanged)
+		case readErr != nil:
+			return true, fmt.Errorf("%w: %w", ErrHeld, readErr)
 		}
 		return true, ErrHeld
 	}

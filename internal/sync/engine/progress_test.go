@@ -107,3 +107,39 @@ func TestReleaseBoundToReviewedDiff(t *testing.T) {
 		t.Error("the reviewed diff was not published")
 	}
 }
+
+// TestReleaseOfALostGroupBoundToReviewedDiff: the same for a read held
+// because a bound group emptied: a release of a stale diff says
+// ErrDiffChanged (not only "held"), so a console can show the new diff.
+func TestReleaseOfALostGroupBoundToReviewedDiff(t *testing.T) {
+	e, src, cache, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	emptied := org(10, nil)
+	emptied.Groups[0].Members = nil
+	src.set(emptied, nil)
+	held, err := e.Run(ctx, "acme", Options{})
+	if !errors.Is(err, ErrHeld) || !errors.Is(err, ErrLostGroup) || held.DiffHash == "" {
+		t.Fatalf("want a lost-group hold with a diff hash: %+v, %v", held, err)
+	}
+	moved := org(11, nil)
+	moved.Groups[0].Members = nil
+	src.set(moved, nil)
+	rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull, Force: true, ReviewedDiffHash: held.DiffHash})
+	if !errors.Is(err, ErrDiffChanged) || !errors.Is(err, ErrHeld) || rep.DiffHash == held.DiffHash {
+		t.Fatalf("release of a stale diff: %+v, %v; want held again, ErrDiffChanged, a new hash", rep, err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); !d.Allowed {
+		t.Fatal("a stale reviewed diff was published")
+	}
+	rep, err = e.Run(ctx, "acme", Options{Mode: ModeFull, Force: true, ReviewedDiffHash: rep.DiffHash})
+	if err != nil || rep.Result != ResultPublished {
+		t.Fatalf("release of the reviewed diff: %+v, %v", rep, err)
+	}
+	if d := allowed(t, cache, "u000@acme.example"); d.Allowed {
+		t.Error("the reviewed diff was not published")
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +35,22 @@ type layout struct {
 }
 
 var funcs = template.FuncMap{
+	// counts renders a count by key (a map from a string kind to int) as
+	// "key n · key n", keys sorted.
+	"counts": func(m any) string {
+		v := reflect.ValueOf(m)
+		if v.Kind() != reflect.Map {
+			return ""
+		}
+		parts := make([]string, 0, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			if n := it.Value().Int(); n != 0 {
+				parts = append(parts, fmt.Sprintf("%s %s", it.Key().String(), group(n)))
+			}
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, " · ")
+	},
 	"age": func(now, t time.Time) string {
 		if t.IsZero() {
 			return "never"
@@ -61,20 +79,15 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
 	"num": func(n any) string {
-		var v int64
 		switch x := n.(type) {
 		case int:
-			v = int64(x)
+			return group(int64(x))
 		case int64:
-			v = x
+			return group(x)
 		case float64:
-			v = int64(x)
+			return group(int64(x))
 		}
-		s := fmt.Sprint(v)
-		for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-			s = s[:i] + "," + s[i:]
-		}
-		return s
+		return group(0)
 	},
 	"query": func(base string, kv ...any) string {
 		u, _ := url.Parse(base)
@@ -125,10 +138,22 @@ func (u *ui) render(w http.ResponseWriter, r *http.Request, code int, name strin
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer a browser sends
+	// "Origin: null" with the console's own forms, which the API's
+	// cross-origin guard must refuse.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	w.WriteHeader(code)
 	w.Write(buf.Bytes()) //nolint:errcheck // the browser went away
+}
+
+// group writes n with thousands separators.
+func group(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // flashCookie carries a one-time message to the page a form redirects to.
