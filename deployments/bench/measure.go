@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/store"
@@ -79,14 +80,18 @@ func cmdIncremental(args []string) error {
 		return err
 	}
 	defer rc.Close()
+	cpu0 := cpuTime()
+	start := time.Now()
 	if _, err := eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeFull}); err != nil {
 		return fmt.Errorf("full pass: %w", err)
 	}
+	fullCPU, fullWall := cpuTime()-cpu0, time.Since(start)
+	say("full_pass_seconds=%.3f s cpu_seconds=%.3f (the engine's full pass: read, map, diff against the filled cache)", fullWall.Seconds(), fullCPU.Seconds())
 	full := p.EntriesRead()
 
 	// A pass with nothing changed: what the one-second overlap costs.
 	before := p.EntriesRead()
-	start := time.Now()
+	start = time.Now()
 	rep, err := eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeIncremental})
 	if err != nil {
 		return fmt.Errorf("incremental pass: %w", err)
@@ -102,14 +107,20 @@ func cmdIncremental(args []string) error {
 		return err
 	}
 	rng := rand.New(rand.NewPCG(3, 5))
-	for range *changes {
-		i := rng.IntN(*users)
-		req := ldap.NewModifyRequest(fmt.Sprintf("uid=u%07d,ou=people,%s", i, *suffix), nil)
-		req.Replace("employeeType", []string{"disabled"})
-		req.Replace("description", []string{fmt.Sprintf("bench change %d", time.Now().UnixNano())})
-		if err := conn.Modify(req); err != nil {
-			return fmt.Errorf("modify: %w", err)
+	modify := func(n int) error {
+		for range n {
+			i := rng.IntN(*users)
+			req := ldap.NewModifyRequest(fmt.Sprintf("uid=u%07d,ou=people,%s", i, *suffix), nil)
+			req.Replace("employeeType", []string{"disabled"})
+			req.Replace("description", []string{fmt.Sprintf("bench change %d", time.Now().UnixNano())})
+			if err := conn.Modify(req); err != nil {
+				return fmt.Errorf("modify: %w", err)
+			}
 		}
+		return nil
+	}
+	if err := modify(*changes); err != nil {
+		return err
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -122,14 +133,49 @@ func cmdIncremental(args []string) error {
 		}
 	}
 	before = p.EntriesRead()
+	cpu0 = cpuTime()
 	start = time.Now()
 	rep, err = eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeIncremental})
 	pprof.StopCPUProfile()
 	if err != nil {
 		return fmt.Errorf("incremental pass: %w", err)
 	}
-	say("incremental_seconds=%.3f s entries_read=%d changed_users=%d published=%d full_read_entries=%d", time.Since(start).Seconds(), p.EntriesRead()-before, *changes, rep.Changes.Published, full)
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	say("incremental_seconds=%.3f s entries_read=%d changed_users=%d published=%d remapped_users=%d full_read_entries=%d", wall.Seconds(), p.EntriesRead()-before, *changes, rep.Changes.Published, rep.Remapped, full)
+	say("incremental_ms=%s ms goal<=50 %s cpu_seconds=%.4f full_pass_cpu_seconds=%.3f cpu_ratio=%.2f%% goal<=1%% %s",
+		ms(wall), metMiss(wall <= 50*time.Millisecond), cpu.Seconds(), fullCPU.Seconds(), 100*cpu.Seconds()/fullCPU.Seconds(), metMiss(cpu.Seconds() <= fullCPU.Seconds()/100))
+
+	// 1,000 changed users: O(changes) means about 100 times the work of
+	// 10; the goal allows 10 times the 10-change pass.
+	if err := modify(100 * *changes); err != nil {
+		return err
+	}
+	before = p.EntriesRead()
+	start = time.Now()
+	rep, err = eng.Run(ctx, "bench", engine.Options{Mode: engine.ModeIncremental})
+	if err != nil {
+		return fmt.Errorf("incremental pass: %w", err)
+	}
+	wall1000 := time.Since(start)
+	say("incremental_1000_ms=%s ms changed_users=%d entries_read=%d published=%d remapped_users=%d ratio_to_10=%.1fx goal<=10x %s",
+		ms(wall1000), 100**changes, p.EntriesRead()-before, rep.Changes.Published, rep.Remapped, wall1000.Seconds()/wall.Seconds(), metMiss(wall1000 <= 10*wall))
 	return nil
+}
+
+func metMiss(met bool) string {
+	if met {
+		return "met"
+	}
+	return "MISS"
+}
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cmdLookup measures the sign-in read: Reader.Check against a raw go-redis

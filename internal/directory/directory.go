@@ -102,6 +102,20 @@ type Snapshot struct {
 	// account state could not be read (missing or unparseable), by
 	// attribute. They are in Users, with a denying Status.
 	Unreadable map[string]int
+	// Patch, set by an incremental read, promises that this snapshot
+	// differs from the previous one its source returned only in the users
+	// Patch lists: the same users at the same indices, the same groups and
+	// memberships. Such a snapshot shares its Users with the previous one,
+	// which it supersedes (the previous snapshot must not be read once a
+	// newer one is returned). Nil promises nothing: compare everything.
+	Patch *Patch
+}
+
+// Patch lists what an incremental read changed (see Snapshot.Patch).
+type Patch struct {
+	// Users are the indices into Users of the users whose entries
+	// changed, ascending.
+	Users []int32
 }
 
 // Doubt records n users denied because attribute could not be read.

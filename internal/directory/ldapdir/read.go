@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -17,9 +18,12 @@ import (
 
 // state is one complete read: the snapshot, the compact records it was
 // built from (sorted by stable ID, so an incremental pass can patch them;
-// member lists as ids of the DN table) and the change cursor. A state is
-// never modified once built; an incremental pass builds a new one, sharing
-// unchanged record slices and the DN table (append-only: ids stay valid).
+// member lists as ids of the DN table) and the change cursor. An
+// incremental pass builds a new state, sharing unchanged record slices and
+// the DN table (append-only: ids stay valid). When its changes are only
+// users' own attributes (patchInPlace) it updates those records and
+// snapshot users in place, in O(changes), and says so in the snapshot's
+// Patch: the previous state is superseded then, never read again.
 type state struct {
 	snap   *directory.Snapshot
 	dns    *ldapentry.DNTable
@@ -363,6 +367,10 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 		}
 	}
 	next.stamp = max(prev.stamp, users.stamp, groups.stamp)
+	if snap, ok := patchInPlace(prev, users.recs, groups.recs, deleted, p.o.Now()); ok {
+		next.users, next.groups, next.snap = prev.users, prev.groups, snap
+		return next, true, "", nil
+	}
 	renamed := map[int32]int32{} // old DN id → new DN id
 	var usersChanged, groupsChanged bool
 	next.users, usersChanged = patch(prev.users, users.recs, deleted, renamed)
@@ -434,6 +442,72 @@ func patch(recs, changed []ldapentry.Record, deleted map[string]bool, renamed ma
 		}
 	}
 	return out, true
+}
+
+// patchInPlace applies changed user records to prev in O(changes) when
+// they cannot move any user or group: no group entry changed, nothing
+// read was deleted, and every changed user keeps its DN, uid, primary
+// group, unreadable attribute and its place in the snapshot (an email
+// before and after). It updates prev's records and snapshot users in
+// place and returns a new snapshot over them with a Patch listing the
+// changed users. ok is false, prev untouched, when the change needs a
+// rebuild (patch and build) or changes nothing.
+func patchInPlace(prev *state, users, groups []ldapentry.Record, deleted map[string]bool, now time.Time) (*directory.Snapshot, bool) {
+	byID := func(r ldapentry.Record, id string) int { return strings.Compare(r.ID, id) }
+	for id := range deleted {
+		if _, ok := slices.BinarySearchFunc(prev.users, id, byID); ok {
+			return nil, false
+		}
+		if _, ok := slices.BinarySearchFunc(prev.groups, id, byID); ok {
+			return nil, false
+		}
+	}
+	for i := range groups {
+		j, ok := slices.BinarySearchFunc(prev.groups, groups[i].ID, byID)
+		if !ok || !ldapentry.Equal(&prev.groups[j], &groups[i]) {
+			return nil, false
+		}
+	}
+	type edit struct{ changed, rec, user int }
+	var edits []edit
+	for i := range users {
+		c := &users[i]
+		j, ok := slices.BinarySearchFunc(prev.users, c.ID, byID)
+		if !ok {
+			return nil, false // a new entry
+		}
+		r := &prev.users[j]
+		if ldapentry.Equal(r, c) {
+			continue
+		}
+		if r.Kind != ldapentry.KindUser || c.Kind != ldapentry.KindUser || r.Group != nil || c.Group != nil ||
+			r.Self != c.Self || r.DN != c.DN || r.UID != c.UID || r.PrimarySID != c.PrimarySID ||
+			r.Unreadable != c.Unreadable || r.Email == "" || c.Email == "" {
+			return nil, false
+		}
+		u, ok := slices.BinarySearchFunc(prev.snap.Users, c.ID, func(u directory.User, id string) int { return strings.Compare(u.ID, id) })
+		if !ok || prev.snap.Users[u].DN != c.DN {
+			return nil, false
+		}
+		edits = append(edits, edit{i, j, u})
+	}
+	if len(edits) == 0 {
+		return nil, false
+	}
+	changed := make([]int32, 0, len(edits))
+	for _, e := range edits {
+		c := users[e.changed]
+		prev.users[e.rec] = c
+		// As Builder.AddRecord makes it.
+		prev.snap.Users[e.user] = directory.User{ID: c.ID, DN: c.DN, Email: c.Email, Status: c.Status, ExpiresAt: c.ExpiresAt,
+			Created: c.Created, Changed: c.Changed}
+		changed = append(changed, int32(e.user))
+	}
+	slices.Sort(changed)
+	snap := *prev.snap
+	snap.FetchedAt = now
+	snap.Patch = &directory.Patch{Users: changed}
+	return &snap, true
 }
 
 // modifiedSince is the OpenLDAP change filter. The timestamp comes from

@@ -8,6 +8,7 @@ import (
 
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -101,6 +102,12 @@ type Result struct {
 // holder, give duplicate_identity; when none is active the email is
 // denied for an account state.
 func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
+	res, _ := mapSnapshot(p, snap, now, false)
+	return res
+}
+
+// mapSnapshot is Map; with keep it also returns what Remap needs.
+func mapSnapshot(p Policy, snap *directory.Snapshot, now time.Time, keep bool) (Result, *Mapped) {
 	res := Result{Stats: Stats{
 		Users:           len(snap.Users),
 		ByPermission:    map[entitlement.Permission]int{},
@@ -200,14 +207,52 @@ func Map(p Policy, snap *directory.Snapshot, now time.Time) Result {
 				Message: fmt.Sprintf("%d emails are held by several users the directory does not tell apart (e.g. %s): denied duplicate_identity until only one of them carries the address, or the others are disabled accounts older than it", len(conflicts), conflicts[0])})
 		}
 	}
-	slices.SortFunc(decisions, func(a, b entitlement.Decision) int { return strings.Compare(a.Email, b.Email) })
+	var kept *Mapped
+	if keep {
+		kept = &Mapped{policy: p, users: snap.Users, groups: snap.Groups, reach: reach, access: access, claimed: claimed,
+			decisionOf: make([]int32, len(snap.Users))}
+		for u := range kept.decisionOf {
+			kept.decisionOf[u] = notDecided
+		}
+		for j, others := range shared {
+			kept.decisionOf[firstUser[j]] = sharedEmail
+			for _, h := range others {
+				kept.decisionOf[h.user] = sharedEmail
+			}
+		}
+		sort.Sort(byEmailWithUser{decisions, firstUser})
+		for j, u := range firstUser {
+			if kept.decisionOf[u] != sharedEmail {
+				kept.decisionOf[u] = int32(j)
+			}
+		}
+	} else {
+		slices.SortFunc(decisions, func(a, b entitlement.Decision) int { return strings.Compare(a.Email, b.Email) })
+	}
 	for i := range decisions {
 		res.Stats.ByPermission[decisions[i].Permission]++
 		res.Stats.ByReason[decisions[i].Reason]++
 	}
 	res.Stats.Decisions = len(decisions)
 	res.Decisions = decisions
-	return res
+	if kept != nil {
+		kept.res = res
+	}
+	return res, kept
+}
+
+// byEmailWithUser sorts decisions by email, keeping the user each was
+// made for beside it.
+type byEmailWithUser struct {
+	d []entitlement.Decision
+	u []int32
+}
+
+func (s byEmailWithUser) Len() int           { return len(s.d) }
+func (s byEmailWithUser) Less(i, j int) bool { return s.d[i].Email < s.d[j].Email }
+func (s byEmailWithUser) Swap(i, j int) {
+	s.d[i], s.d[j] = s.d[j], s.d[i]
+	s.u[i], s.u[j] = s.u[j], s.u[i]
 }
 
 // holder is one of several users sharing an email, with the decision its

@@ -166,6 +166,10 @@ type Report struct {
 	ReadFailed bool `json:"read_failed,omitempty"`
 	// PublishSeconds is the time spent writing to the cache.
 	PublishSeconds float64 `json:"publish_seconds,omitempty"`
+	// Remapped is how many users an O(changes) pass re-decided (the
+	// source patched only them; see SetRemapMinUsers); 0 when the pass
+	// mapped every user.
+	Remapped int `json:"remapped_users,omitempty"`
 }
 
 // ChangeCounts summarises a delta.
@@ -200,6 +204,9 @@ type Engine struct {
 	now   func() time.Time
 	// tracer makes the spans of passes (SetTracer); a no-op by default.
 	tracer trace.Tracer
+	// remapMin is the size (users) from which an account keeps its
+	// mapping between passes (SetRemapMinUsers).
+	remapMin int
 
 	mu       sync.RWMutex // guards accounts and order
 	accounts map[string]*accountState
@@ -233,6 +240,12 @@ type accountState struct {
 	// losses are the emails whose access a pass published as lost for a
 	// reason other than account state, with when (Safeguard.Window).
 	losses map[string]time.Time
+	// mapped is the last pass's mapping, kept (see SetRemapMinUsers) only
+	// when that pass published all of it with no hold: the published
+	// decisions are then exactly its decisions, and allowed counts the
+	// allowed ones.
+	mapped  *mapper.Mapped
+	allowed int
 
 	mu   sync.Mutex // guards last, recent, next and groups
 	last map[Mode]Report
@@ -255,13 +268,27 @@ func New(cache Cache, accounts []Account, log *zap.Logger, now func() time.Time)
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{cache: cache, log: log, now: now, tracer: defaultTracer(), accounts: map[string]*accountState{}}
+	e := &Engine{cache: cache, log: log, now: now, tracer: defaultTracer(), remapMin: DefaultRemapMinUsers, accounts: map[string]*accountState{}}
 	for _, a := range accounts {
 		e.accounts[a.Policy.Account] = &accountState{cfg: a, last: map[Mode]Report{}}
 		e.order = append(e.order, a.Policy.Account)
 	}
 	return e
 }
+
+// DefaultRemapMinUsers is the account size from which the engine keeps
+// an account's mapping between passes by default: below it a whole
+// re-map costs less than a millisecond or two, and keeping costs memory.
+const DefaultRemapMinUsers = 10_000
+
+// SetRemapMinUsers sets the account size (users) from which an account
+// keeps its last mapping (its decisions, about 260 bytes per user, and
+// its bindings' closures, 4 bytes per user each), so that an incremental
+// pass whose source patched only some users' own attributes
+// (directory.Snapshot.Patch) re-maps and diffs only those users: O(changes)
+// instead of O(users). 0 keeps every account's; a negative value none.
+// Call it before the first pass.
+func (e *Engine) SetRemapMinUsers(n int) { e.remapMin = n }
 
 // Accounts returns the account ids in configuration order (accounts added
 // by Put last).
@@ -497,9 +524,18 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		expired = n > 0
 	}
 	prog := a.running.Load()
+	// The kept mapping serves only a pass that publishes all it maps; it
+	// is kept again at the end of such a pass. A full read builds a new
+	// snapshot: the old one goes before it is read.
+	kept := a.mapped
+	a.mapped = nil
+	if opts.Mode == ModeFull || opts.DryRun || expired {
+		kept = nil
+	}
 	snap, changed, err := e.read(ctx, a, opts.Mode)
 	if err != nil {
 		rep.ReadFailed = true
+		a.mapped = kept // the source did not move
 		return true, fmt.Errorf("read directory: %w", err)
 	}
 	a.keepGroups(snap)
@@ -511,9 +547,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		}
 		rep.Hold = a.hold // still pending: nothing was evaluated
 		rep.Source = snap.Source
+		a.mapped = kept
 		return expired, nil
 	}
 	rep.Source = snap.Source
+	wasUnpublished := a.unpublished
 	// The source has moved on to snap: until a pass publishes it, the next
 	// pass must not skip an "unchanged" read (the change would be lost
 	// until the next full pass).
@@ -525,7 +563,29 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	}
 	prog.set(PhaseMapping)
 	_, mapSpan := e.tracer.Start(ctx, SpanMap)
-	res := mapper.Map(policy, snap, now)
+	var res mapper.Result
+	// remapped, when not nil, are the only decisions that may have
+	// changed: the kept mapping re-decided the users the source patched.
+	var remapped []entitlement.Decision
+	if kept != nil && snap.Patch != nil && !wasUnpublished && a.hold == nil && a.published != nil {
+		var ok bool
+		if remapped, ok = kept.Remap(policy, snap, now); ok {
+			res = kept.Result()
+			rep.Remapped = len(snap.Patch.Users)
+		} else {
+			kept, remapped = nil, nil
+		}
+	} else {
+		kept = nil
+	}
+	switch {
+	case kept != nil:
+	case !opts.DryRun && e.remapMin >= 0 && len(snap.Users) >= e.remapMin:
+		kept = mapper.MapKept(policy, snap, now)
+		res = kept.Result()
+	default:
+		res = mapper.Map(policy, snap, now)
+	}
 	rep.Stats, rep.Problems = res.Stats, res.Problems
 	mapSpan.SetAttributes(attribute.Int("dirsync.decisions", res.Stats.Decisions))
 	mapSpan.End()
@@ -542,7 +602,21 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 			return true, err
 		}
 	}
-	delta := mapper.Diff(published, res.Decisions)
+	var delta mapper.Delta
+	if remapped != nil {
+		// Only the re-decided emails can differ from what is published.
+		sub := make(map[string]mapper.Published, len(remapped))
+		for i := range remapped {
+			if p, ok := published[remapped[i].Email]; ok {
+				sub[remapped[i].Email] = p
+			}
+		}
+		delta = mapper.Diff(sub, remapped)
+		delta.PreviouslyAllowed = a.allowed
+		delta.Unchanged += res.Stats.Decisions - len(remapped)
+	} else {
+		delta = mapper.Diff(published, res.Decisions)
+	}
 	rep.Changes = countChanges(&delta)
 	if opts.DryRun {
 		rep.Diff = DiffEntries(delta.Changes)
@@ -605,7 +679,11 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	a.published = applyToIndex(published, toPublish)
 	a.read = true
 	a.nextExpiry = res.NextExpiry
-	a.expiring = expiringOf(res.Decisions, a.published, now)
+	if remapped != nil {
+		a.expiring = updateExpiring(a.expiring, remapped, a.published, now)
+	} else {
+		a.expiring = expiringOf(res.Decisions, a.published, now)
+	}
 
 	status.Account = a.cfg.Policy.Account
 	status.LastSyncAt = now.UTC()
@@ -626,6 +704,10 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	}
 	a.unpublished = false
 	a.hold = status.Hold
+	if status.Hold == nil && kept != nil {
+		a.mapped = kept
+		a.allowed = delta.PreviouslyAllowed + delta.GainedAccess - delta.LostAccess
+	}
 	if rep.Result == ResultHeld {
 		switch {
 		case diffChanged && readErr != nil:

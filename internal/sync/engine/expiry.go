@@ -39,6 +39,25 @@ func expiringOf(decisions []entitlement.Decision, published map[string]mapper.Pu
 	return out
 }
 
+// updateExpiring is expiringOf after a pass that re-decided only changed:
+// cur's entries for other users stand (none has expired: a pass whose
+// clock passed an expiry maps every user), changed's replace their own.
+func updateExpiring(cur []expiringUser, changed []entitlement.Decision, published map[string]mapper.Published, now time.Time) []expiringUser {
+	emails := make(map[string]bool, len(changed))
+	for i := range changed {
+		emails[changed[i].Email] = true
+	}
+	out := make([]expiringUser, 0, len(cur))
+	for _, u := range cur {
+		if !emails[u.decision.Email] {
+			out = append(out, u)
+		}
+	}
+	out = append(out, expiringOf(changed, published, now)...)
+	slices.SortFunc(out, func(a, b expiringUser) int { return a.at.Compare(b.at) })
+	return out
+}
+
 // expire is the decision of u once its account has expired, built from the
 // last published decision exactly as the mapper decides an expired account
 // (so no needless republish once the directory answers again).
