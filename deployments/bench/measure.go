@@ -146,7 +146,8 @@ func cmdIncremental(args []string) error {
 		ms(wall), metMiss(wall <= 50*time.Millisecond), cpu.Seconds(), fullCPU.Seconds(), 100*cpu.Seconds()/fullCPU.Seconds(), metMiss(cpu.Seconds() <= fullCPU.Seconds()/100))
 
 	// 1,000 changed users: O(changes) means about 100 times the work of
-	// 10; the goal allows 10 times the 10-change pass.
+	// 10. The goal allows 10 times the 10-change goal (500 ms); the
+	// ratio to the measured 10-change pass is printed beside it.
 	if err := modify(100 * *changes); err != nil {
 		return err
 	}
@@ -157,8 +158,8 @@ func cmdIncremental(args []string) error {
 		return fmt.Errorf("incremental pass: %w", err)
 	}
 	wall1000 := time.Since(start)
-	say("incremental_1000_ms=%s ms changed_users=%d entries_read=%d published=%d remapped_users=%d ratio_to_10=%.1fx goal<=10x %s",
-		ms(wall1000), 100**changes, p.EntriesRead()-before, rep.Changes.Published, rep.Remapped, wall1000.Seconds()/wall.Seconds(), metMiss(wall1000 <= 10*wall))
+	say("incremental_1000_ms=%s ms goal<=500 %s changed_users=%d entries_read=%d published=%d remapped_users=%d ratio_to_10_change_pass=%.1fx",
+		ms(wall1000), metMiss(wall1000 <= 500*time.Millisecond), 100**changes, p.EntriesRead()-before, rep.Changes.Published, rep.Remapped, wall1000.Seconds()/wall.Seconds())
 	return nil
 }
 

@@ -71,11 +71,16 @@ func (p *Poller) Incremental(ctx context.Context) (*directory.Snapshot, bool, er
 		return nil, false, err
 	}
 	changed := !sameContent(p.last.snap, st.snap)
-	if !changed {
+	switch {
+	case !changed:
 		// Keep the previous slices; only FetchedAt moves.
 		snap := *p.last.snap
 		snap.FetchedAt = st.snap.FetchedAt
 		st.snap = &snap
+	default:
+		if patched, ok := patchUsers(p.last.snap, st.snap); ok {
+			st.snap = patched
+		}
 	}
 	p.last = st
 	return st.snap, changed, nil
@@ -338,6 +343,40 @@ func sameContent(a, b *directory.Snapshot) bool {
 		slices.EqualFunc(a.Groups, b.Groups, func(x, y directory.Group) bool {
 			return x.Ref == y.Ref && x.Name == y.Name && slices.Equal(x.Members, y.Members)
 		})
+}
+
+// patchUsers returns prev with next's users written over it in place,
+// with a Patch naming them (see directory.Snapshot.Patch), when next
+// differs from prev only in some users' own fields: the same user ids at
+// the same indices, the same groups and memberships, the same skipped
+// counts. prev is superseded then (the poller never reads it again); ok
+// is false, and prev untouched, otherwise.
+func patchUsers(prev, next *directory.Snapshot) (*directory.Snapshot, bool) {
+	if len(prev.Users) != len(next.Users) || !maps.Equal(prev.Skipped, next.Skipped) || len(prev.Unreadable) > 0 || len(next.Unreadable) > 0 ||
+		!slices.EqualFunc(prev.Groups, next.Groups, func(x, y directory.Group) bool {
+			return x.Ref == y.Ref && x.Name == y.Name && x.DN == y.DN && slices.Equal(x.Members, y.Members) && slices.Equal(x.Subgroups, y.Subgroups)
+		}) {
+		return nil, false
+	}
+	var changed []int32
+	for i := range next.Users {
+		if prev.Users[i].ID != next.Users[i].ID {
+			return nil, false
+		}
+		if prev.Users[i] != next.Users[i] {
+			changed = append(changed, int32(i))
+		}
+	}
+	if len(changed) == 0 {
+		return nil, false
+	}
+	for _, i := range changed {
+		prev.Users[i] = next.Users[i]
+	}
+	snap := *prev
+	snap.FetchedAt = next.FetchedAt
+	snap.Patch = &directory.Patch{Users: changed}
+	return &snap, true
 }
 
 // withoutSince drops since from a next link that has an after cursor: the

@@ -624,3 +624,50 @@ func TestOptionsFromAccount(t *testing.T) {
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"))
 }
+
+// TestIncrementalStatusChangeIsAPatch (issue 16): a status change alone
+// comes back as a Patch of that user (groups and the other users as they
+// were), the engine re-maps only that user, and what it publishes equals a
+// fresh full read's mapping; a membership change is no Patch.
+func TestIncrementalStatusChangeIsAPatch(t *testing.T) {
+	o := newOrg(t, false)
+	p := newPoller(t, o.fake, o.groups(), nil)
+	cache := store.NewMemory()
+	e := engine.New(cache, []engine.Account{{Policy: o.policy(), Source: p,
+		Safeguard: engine.Safeguard{MaxLostAccessPercent: 100, MaxLostAccessUsers: 1000}}}, zap.NewNop(), nil)
+	e.SetRemapMinUsers(0)
+	ctx := testContext(t)
+	if _, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeFull}); err != nil {
+		t.Fatal(err)
+	}
+	target := o.users["active@acme.example"]
+	o.fake.SetStatus(target, oktafake.StatusSuspended)
+	rep, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeIncremental})
+	if err != nil || rep.Remapped != 1 || rep.Changes.Published != 1 {
+		t.Fatalf("a suspension: %+v, %v; want one user re-mapped and published", rep.Changes, err)
+	}
+	if d, _ := cache.Check(ctx, "active@acme.example"); d.Reason != entitlement.ReasonSuspended {
+		t.Fatalf("suspended user = %+v", d)
+	}
+	o.fake.RemoveMember(o.proID, o.users["outsider@acme.example"])
+	if rep, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeIncremental}); err != nil || rep.Remapped != 0 {
+		t.Fatalf("a membership change: remapped %d, %v; want a whole mapping", rep.Remapped, err)
+	}
+	full, err := newPoller(t, o.fake, o.groups(), nil).Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mapper.Map(o.policy(), full, time.Now())
+	published, err := cache.Published(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != len(want.Decisions) {
+		t.Fatalf("%d published, a full read maps %d", len(published), len(want.Decisions))
+	}
+	for i := range want.Decisions {
+		if published[want.Decisions[i].Email] != mapper.PublishedOf(&want.Decisions[i]) {
+			t.Errorf("%s differs from a full read's decision", want.Decisions[i].Email)
+		}
+	}
+}
