@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
@@ -198,15 +199,20 @@ func (f *Fenced) Apply(ctx context.Context, account string, changes []mapper.Cha
 	if !ok {
 		return fmt.Errorf("publish %s: %w", account, ErrNotOwner)
 	}
-	var refused []Conflict
-	err := inOrder(len(changes), f.batch, func(start, end int) (func() error, error) {
+	var (
+		mu      sync.Mutex
+		refused []Conflict
+	)
+	err := inFlight(len(changes), f.batch, f.inFlight, func(start, end int) (func() error, error) {
 		b, err := f.prepareBatch(account, token, changes[start:end], at)
 		if err != nil {
 			return nil, err
 		}
 		return func() error {
 			conflicts, err := f.execBatch(ctx, b)
+			mu.Lock()
 			refused = append(refused, conflicts...)
+			mu.Unlock()
 			return err
 		}, nil
 	})

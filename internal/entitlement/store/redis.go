@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
@@ -25,6 +26,8 @@ type Redis struct {
 	keys accesscache.Keys
 	// batch is how many changes go in one pipeline.
 	batch int
+	// inFlight is how many batches may execute at once (SetInFlight).
+	inFlight int
 	// streamMaxLen caps each account's change stream (approximately).
 	streamMaxLen int64
 	*accesscache.Reader
@@ -32,8 +35,21 @@ type Redis struct {
 
 // NewRedis returns the writer over c using keys under prefix.
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
-	return &Redis{c: c, keys: accesscache.NewKeys(prefix), batch: 256, streamMaxLen: 100_000, Reader: accesscache.NewReader(c, prefix)}
+	r := &Redis{c: c, keys: accesscache.NewKeys(prefix), batch: 256, inFlight: 2, streamMaxLen: 100_000, Reader: accesscache.NewReader(c, prefix)}
+	if _, cluster := c.(*redis.ClusterClient); cluster {
+		r.inFlight = 4
+	}
+	return r
 }
+
+// SetInFlight sets how many publish batches may execute at once (1: each
+// waits for the previous one, while the next is encoded). The default is
+// 2 on a standalone server or Sentinel (a 20,000-decision publish: 270 →
+// 215 ms, Redis never idles between batches) and 4 on a Cluster (650 →
+// 440 ms; BenchmarkPublishInFlight). Batches in flight together may reach
+// the change stream in either order: a user's entries keep the order of
+// their changes (one per pass, passes in turn). Call it before publishing.
+func (r *Redis) SetInFlight(n int) { r.inFlight = max(n, 1) }
 
 // Ping checks the cache can be reached.
 func (r *Redis) Ping(ctx context.Context) error {
@@ -101,8 +117,11 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Chan
 			return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
 		}
 	}
-	var refused []Conflict
-	err := inOrder(len(changes), r.batch, func(start, end int) (func() error, error) {
+	var (
+		mu      sync.Mutex
+		refused []Conflict
+	)
+	err := inFlight(len(changes), r.batch, r.inFlight, func(start, end int) (func() error, error) {
 		batch := changes[start:end]
 		values := make([][]byte, len(batch))
 		for i := range batch {
@@ -117,7 +136,9 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Chan
 		}
 		return func() error {
 			conflicts, err := r.applyBatch(ctx, account, batch, values, at)
+			mu.Lock()
 			refused = append(refused, conflicts...)
+			mu.Unlock()
 			return err
 		}, nil
 	})
@@ -184,34 +205,42 @@ func (r *Redis) applyBatch(ctx context.Context, account string, batch []mapper.C
 	return refused, nil
 }
 
-// inOrder publishes n changes in batches of size, strictly one after the
-// other, preparing batch i+1 (encoding: the writer's CPU-heavy part) while
-// Redis executes batch i. prepare returns the batch's execution. The first
-// error stops it: no later batch is executed. It returns when nothing it
-// started is running.
-func inOrder(n, size int, prepare func(start, end int) (exec func() error, err error)) error {
-	var running chan error
-	wait := func() error {
-		if running == nil {
-			return nil
+// inFlight publishes n changes in batches of size, preparing batch i+1
+// (encoding: the writer's CPU-heavy part) while Redis executes earlier
+// ones, with at most depth batches executing at once (1: strictly one
+// after the other). prepare returns the batch's execution. The first error
+// stops it: no batch is started after it (with depth > 1, batches already
+// started run to their end). It returns when nothing it started is
+// running.
+func inFlight(n, size, depth int, prepare func(start, end int) (exec func() error, err error)) error {
+	depth = max(depth, 1)
+	done := make(chan error, depth)
+	running := 0
+	var first error
+	settle := func() {
+		if err := <-done; err != nil && first == nil {
+			first = err
 		}
-		err := <-running
-		running = nil
-		return err
+		running--
 	}
-	for start := 0; start < n; start += size {
+	for start := 0; start < n && first == nil; start += size {
 		exec, err := prepare(start, min(start+size, n))
-		if werr := wait(); werr != nil {
-			return werr
+		for running >= depth {
+			settle()
 		}
-		if err != nil {
-			return err
+		if err != nil && first == nil {
+			first = err
 		}
-		done := make(chan error, 1)
+		if first != nil {
+			break
+		}
+		running++
 		go func() { done <- exec() }()
-		running = done
 	}
-	return wait()
+	for running > 0 {
+		settle()
+	}
+	return first
 }
 
 // changeEvent is one change stream entry (documented in
