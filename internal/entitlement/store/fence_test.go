@@ -270,3 +270,48 @@ func TestFencedRefusedStampFailsTheBatch(t *testing.T) {
 	_, c, _ := newRedis(t)
 	refusedStampFailsTheBatch(t, c, store.FencePerKey)
 }
+
+// TestFencedPlainBatchesRefuseStaleToken: batches of plain sets (a
+// claiming account's additions and updates, no removal, no invitation)
+// take the MULTI/EXEC path; a stale token is refused there too, with
+// nothing written: user keys, index and stream as the new owner left them.
+func TestFencedPlainBatchesRefuseStaleToken(t *testing.T) {
+	w, c, _ := newRedis(t)
+	ctx := context.Background()
+	keys := accesscache.NewKeys("test")
+	c.Set(ctx, keys.Fence("acme"), "2|new", 0)
+	nw := store.NewFenced(w, &tokens{m: map[string]string{"acme": "2|new"}}, store.FenceAtomic)
+	var users []entitlement.Decision
+	for i := range 300 { // several batches
+		users = append(users, decision("acme", fmt.Sprintf("u%03d@acme.example", i), entitlement.PermissionBasic))
+	}
+	publish(t, nw, "acme", users...)
+	streamBefore := c.XLen(ctx, keys.Changes("acme")).Val()
+	indexBefore := c.HGetAll(ctx, keys.Index("acme")).Val()
+
+	old := store.NewFenced(w, &tokens{m: map[string]string{"acme": "1|old"}}, store.FenceAtomic)
+	var stale []mapper.Change
+	for i := range 300 {
+		d := decision("acme", fmt.Sprintf("u%03d@acme.example", i), entitlement.PermissionPro)
+		stale = append(stale, mapper.Change{Email: d.Email, New: &d, Next: mapper.PublishedOf(&d)})
+	}
+	d := decision("acme", "new@acme.example", entitlement.PermissionPro)
+	stale = append(stale, mapper.Change{Email: d.Email, New: &d, Next: mapper.PublishedOf(&d)})
+	if err := old.Apply(ctx, "acme", stale, time.Now()); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("stale Apply = %v; want ErrNotOwner", err)
+	}
+	for _, email := range []string{"u000@acme.example", "u299@acme.example"} {
+		if d, _ := w.Check(ctx, email); d.Permission != entitlement.PermissionBasic {
+			t.Errorf("%s = %+v; the stale publish overwrote it", email, d)
+		}
+	}
+	if d, _ := w.Check(ctx, "new@acme.example"); d.Reason != entitlement.ReasonUnknownUser {
+		t.Errorf("new = %+v; the stale addition went through", d)
+	}
+	if n := c.XLen(ctx, keys.Changes("acme")).Val(); n != streamBefore {
+		t.Errorf("stream grew from %d to %d", streamBefore, n)
+	}
+	if idx := c.HGetAll(ctx, keys.Index("acme")).Val(); fmt.Sprint(idx) != fmt.Sprint(indexBefore) {
+		t.Error("the index changed under a stale token")
+	}
+}
