@@ -135,61 +135,59 @@ func slicesIndexUser(s *directory.Snapshot, id string) int {
 	return -1
 }
 
-// TestRemapRefuses: what Remap cannot follow.
+// patched is s with a Patch of users (the source wrote them in place).
+func patched(s *directory.Snapshot, users ...int32) *directory.Snapshot {
+	c := *s
+	c.Patch = &directory.Patch{Users: users}
+	return &c
+}
+
+// TestRemapRefuses: what Remap cannot follow. before runs before the
+// mapping is kept, change after it.
 func TestRemapRefuses(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+	otherPolicy := remapPolicy
+	otherPolicy.Bindings = []Binding{{Group: "g2", Permission: entitlement.PermissionPro}}
 	for _, tc := range []struct {
-		name  string
-		patch func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time)
+		name   string
+		before func(s *directory.Snapshot)
+		change func(s *directory.Snapshot) *directory.Snapshot
+		policy Policy
+		at     time.Time
 	}{
-		{"no patch", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
-			c := *s
-			return &c, remapPolicy, now
+		{name: "no patch", change: func(s *directory.Snapshot) *directory.Snapshot { c := *s; return &c }},
+		{name: "another snapshot", change: func(s *directory.Snapshot) *directory.Snapshot {
+			return patched(randomSnapshot(rand.New(rand.NewPCG(1, 2)), len(s.Users)), 1)
 		}},
-		{"another snapshot", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
-			c := randomSnapshot(rng, len(s.Users))
-			c.Patch = &directory.Patch{Users: []int32{1}}
-			return c, remapPolicy, now
-		}},
-		{"policy changed", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
-			c := *s
-			c.Patch = &directory.Patch{Users: []int32{1}}
-			p := remapPolicy
-			p.Bindings = []Binding{{Group: "g2", Permission: entitlement.PermissionPro}}
-			return &c, p, now
-		}},
-		{"email changed", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
+		{name: "policy changed", change: func(s *directory.Snapshot) *directory.Snapshot { return patched(s, 1) }, policy: otherPolicy},
+		{name: "email changed", change: func(s *directory.Snapshot) *directory.Snapshot {
 			s.Users[1].Email = "new@acme.example"
-			c := *s
-			c.Patch = &directory.Patch{Users: []int32{1}}
-			return &c, remapPolicy, now
+			return patched(s, 1)
 		}},
-		{"shared email", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
-			s.Users[29].Status = directory.StatusSuspended
-			c := *s
-			c.Patch = &directory.Patch{Users: []int32{29}}
-			return &c, remapPolicy, now
+		{name: "shared email", change: func(s *directory.Snapshot) *directory.Snapshot {
+			s.Users[29].Status = directory.StatusSuspended // shares u0028's address
+			return patched(s, 29)
 		}},
-		{"entered the claimed domains", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
+		{name: "entered the claimed domains", change: func(s *directory.Snapshot) *directory.Snapshot {
 			s.Users[17].Email = "u0017@acme.example"
-			c := *s
-			c.Patch = &directory.Patch{Users: []int32{17}}
-			return &c, remapPolicy, now
+			return patched(s, 17)
 		}},
-		{"an expiry passed", func(s *directory.Snapshot) (*directory.Snapshot, Policy, time.Time) {
-			c := *s // user 2 expires an hour after the mapping (set below)
-			c.Patch = &directory.Patch{Users: []int32{3}}
-			return &c, remapPolicy, now.Add(2 * time.Hour)
-		}},
+		{name: "an expiry passed", before: func(s *directory.Snapshot) { s.Users[2].ExpiresAt = now.Add(time.Hour) },
+			change: func(s *directory.Snapshot) *directory.Snapshot { return patched(s, 3) }, at: now.Add(2 * time.Hour)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := randomSnapshot(rand.New(rand.NewPCG(7, 7)), 60)
-			if tc.name == "an expiry passed" {
-				snap.Users[2].ExpiresAt = now.Add(time.Hour)
+			if tc.before != nil {
+				tc.before(snap)
 			}
 			m := MapKept(remapPolicy, snap, now)
-			patched, p, at := tc.patch(snap)
-			if _, ok := m.Remap(p, patched, at); ok {
+			p, at := tc.policy, tc.at
+			if p.Account == "" {
+				p = remapPolicy
+			}
+			if at.IsZero() {
+				at = now
+			}
+			if _, ok := m.Remap(p, tc.change(snap), at); ok {
 				t.Errorf("Remap accepted: %s", tc.name)
 			}
 		})
