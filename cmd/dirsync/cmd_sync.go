@@ -131,6 +131,7 @@ func localSync(ctx context.Context, cfg *config.Config, e env, only string, opts
 	}()
 	passes := engine.New(publishTo, accounts, log, time.Now)
 	passes.SetTracer(tracing.Tracer)
+	passes.SetRemapMinUsers(-1) // one pass per account: nothing to keep a mapping for
 	eng := newSyncer(passes, svc)
 	ids := eng.Accounts()
 	if only != "" {
