@@ -104,9 +104,10 @@ type Snapshot struct {
 	Unreadable map[string]int
 	// Patch, set by an incremental read, promises that this snapshot
 	// differs from the previous one its source returned only in the users
-	// Patch lists: the same users at the same indices, the same groups and
-	// memberships. Such a snapshot shares its Users with the previous one,
-	// which it supersedes (the previous snapshot must not be read once a
+	// and the groups' memberships Patch lists: the same users at the same
+	// indices, the same groups (names, references) at the same indices.
+	// Such a snapshot shares its Users with the previous one, which it
+	// supersedes (the previous snapshot's users must not be read once a
 	// newer one is returned). Nil promises nothing: compare everything.
 	Patch *Patch
 }
@@ -116,6 +117,11 @@ type Patch struct {
 	// Users are the indices into Users of the users whose entries
 	// changed, ascending.
 	Users []int32
+	// Groups are the indices into Groups of the groups whose members or
+	// subgroups changed, ascending. Their names and references did not;
+	// the snapshot's Groups is a new slice then (the previous snapshot's
+	// groups are left as they were), and Skipped is recounted.
+	Groups []int32
 }
 
 // Doubt records n users denied because attribute could not be read.

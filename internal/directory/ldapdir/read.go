@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,9 @@ type state struct {
 	dns    *ldapentry.DNTable
 	users  []ldapentry.Record
 	groups []ldapentry.Record
+	// index resolves member values to snap's users and groups, for a
+	// group patched in place.
+	index *ldapentry.Memberships
 
 	url string // the server that served the read; the cursor belongs to it
 	// AD: the DC's NTDS Settings DN and invocationId, and its
@@ -302,6 +306,7 @@ func (p *Poller) build(st *state) error {
 		}
 	}
 	snap := b.Snapshot(p.o.Now())
+	st.index = b.Memberships()
 	if len(snap.Users) == 0 {
 		return fmt.Errorf("%w: %d user entries read, none with an email in %v", ErrNoUsers, len(st.users), p.o.EmailAttributes)
 	}
@@ -368,7 +373,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 	}
 	next.stamp = max(prev.stamp, users.stamp, groups.stamp)
 	if snap, ok := patchInPlace(prev, users.recs, groups.recs, deleted, p.o.Now()); ok {
-		next.users, next.groups, next.snap = prev.users, prev.groups, snap
+		next.users, next.groups, next.snap, next.index = prev.users, prev.groups, snap, prev.index
 		return next, true, "", nil
 	}
 	renamed := map[int32]int32{} // old DN id → new DN id
@@ -444,14 +449,18 @@ func patch(recs, changed []ldapentry.Record, deleted map[string]bool, renamed ma
 	return out, true
 }
 
-// patchInPlace applies changed user records to prev in O(changes) when
-// they cannot move any user or group: no group entry changed, nothing
-// read was deleted, and every changed user keeps its DN, uid, primary
-// group, unreadable attribute and its place in the snapshot (an email
-// before and after). It updates prev's records and snapshot users in
-// place and returns a new snapshot over them with a Patch listing the
-// changed users. ok is false, prev untouched, when the change needs a
-// rebuild (patch and build) or changes nothing.
+// patchInPlace applies a read's changes to prev in O(changes) when they
+// cannot move any user or group: nothing read was deleted, no entry is
+// new, every changed user keeps its DN, uid, primary group, unreadable
+// attribute and its place in the snapshot (an email before and after),
+// and every changed group keeps its DN, name and SID and has members
+// ldapentry.Memberships can resolve as the full build did (no memberUid,
+// no user's primary group). User records and snapshot users are updated
+// in place; changed groups get new member lists in a copy of the groups
+// (readers of the previous snapshot's groups may still hold them). It
+// returns a snapshot over them with a Patch naming what changed. ok is
+// false, prev untouched, when the change needs a rebuild (patch and build)
+// or changes nothing.
 func patchInPlace(prev *state, users, groups []ldapentry.Record, deleted map[string]bool, now time.Time) (*directory.Snapshot, bool) {
 	byID := func(r ldapentry.Record, id string) int { return strings.Compare(r.ID, id) }
 	for id := range deleted {
@@ -462,14 +471,45 @@ func patchInPlace(prev *state, users, groups []ldapentry.Record, deleted map[str
 			return nil, false
 		}
 	}
+	type groupEdit struct {
+		changed, rec       int
+		group              int32
+		members, subgroups []int32
+		oldSkips, newSkips map[string]int
+	}
+	var gedits []groupEdit
 	for i := range groups {
-		j, ok := slices.BinarySearchFunc(prev.groups, groups[i].ID, byID)
-		if !ok || !ldapentry.Equal(&prev.groups[j], &groups[i]) {
+		c := &groups[i]
+		j, ok := slices.BinarySearchFunc(prev.groups, c.ID, byID)
+		if !ok {
+			return nil, false // a new entry
+		}
+		r := &prev.groups[j]
+		if ldapentry.Equal(r, c) {
+			continue
+		}
+		if prev.index == nil || r.Kind != ldapentry.KindGroup || c.Kind != ldapentry.KindGroup || r.Group == nil || c.Group == nil ||
+			r.Self != c.Self || r.DN != c.DN || r.Group.Name != c.Group.Name || r.Group.SID != c.Group.SID {
 			return nil, false
 		}
+		gi, ok := prev.index.GroupOf(c.Self)
+		if !ok {
+			return nil, false
+		}
+		oldMembers, oldSubgroups, oldSkips, ok := prev.index.Resolve(r.Group)
+		// The resolution must give what the full build gave, or it is not
+		// the same resolution: rebuild.
+		if !ok || !slices.Equal(oldMembers, prev.snap.Groups[gi].Members) || !slices.Equal(oldSubgroups, prev.snap.Groups[gi].Subgroups) {
+			return nil, false
+		}
+		members, subgroups, newSkips, ok := prev.index.Resolve(c.Group)
+		if !ok {
+			return nil, false
+		}
+		gedits = append(gedits, groupEdit{i, j, gi, members, subgroups, oldSkips, newSkips})
 	}
-	type edit struct{ changed, rec, user int }
-	var edits []edit
+	type userEdit struct{ changed, rec, user int }
+	var edits []userEdit
 	for i := range users {
 		c := &users[i]
 		j, ok := slices.BinarySearchFunc(prev.users, c.ID, byID)
@@ -489,24 +529,47 @@ func patchInPlace(prev *state, users, groups []ldapentry.Record, deleted map[str
 		if !ok || prev.snap.Users[u].DN != c.DN {
 			return nil, false
 		}
-		edits = append(edits, edit{i, j, u})
+		edits = append(edits, userEdit{i, j, u})
 	}
-	if len(edits) == 0 {
+	if len(edits) == 0 && len(gedits) == 0 {
 		return nil, false
 	}
-	changed := make([]int32, 0, len(edits))
+	snap := *prev.snap
+	snap.FetchedAt = now
+	patch := &directory.Patch{}
 	for _, e := range edits {
 		c := users[e.changed]
 		prev.users[e.rec] = c
 		// As Builder.AddRecord makes it.
 		prev.snap.Users[e.user] = directory.User{ID: c.ID, DN: c.DN, Email: c.Email, Status: c.Status, ExpiresAt: c.ExpiresAt,
 			Created: c.Created, Changed: c.Changed}
-		changed = append(changed, int32(e.user))
+		patch.Users = append(patch.Users, int32(e.user))
 	}
-	slices.Sort(changed)
-	snap := *prev.snap
-	snap.FetchedAt = now
-	snap.Patch = &directory.Patch{Users: changed}
+	if len(gedits) > 0 {
+		snap.Groups = slices.Clone(prev.snap.Groups)
+		snap.Skipped = maps.Clone(prev.snap.Skipped)
+		if snap.Skipped == nil {
+			snap.Skipped = map[string]int{}
+		}
+		for _, e := range gedits {
+			prev.groups[e.rec] = groups[e.changed]
+			snap.Groups[e.group].Members, snap.Groups[e.group].Subgroups = e.members, e.subgroups
+			for k, n := range e.oldSkips {
+				snap.Skipped[k] -= n
+			}
+			for k, n := range e.newSkips {
+				snap.Skipped[k] += n
+			}
+			patch.Groups = append(patch.Groups, e.group)
+		}
+		maps.DeleteFunc(snap.Skipped, func(_ string, n int) bool { return n == 0 })
+		if len(snap.Skipped) == 0 {
+			snap.Skipped = nil
+		}
+	}
+	slices.Sort(patch.Users)
+	slices.Sort(patch.Groups)
+	snap.Patch = patch
 	return &snap, true
 }
 

@@ -345,6 +345,7 @@ type Builder struct {
 	groupSIDs       []string // by group index
 	members         [][]int32
 	memberUIDs      [][]string
+	index           *Memberships // made by Snapshot
 }
 
 // NewBuilder returns an empty builder reading entries under opts; source
@@ -561,8 +562,65 @@ func (b *Builder) Snapshot(fetchedAt time.Time) *directory.Snapshot {
 			s.Groups[gi].Members = nil // capacity reserved for memberUid values that named no one
 		}
 	}
+	b.index = &Memberships{dns: b.dns, userOf: b.userOf, groupOf: b.groupOf, skipped: b.skipped, primarySIDs: map[string]bool{}}
+	for _, sid := range b.primary {
+		if sid != "" {
+			b.index.primarySIDs[sid] = true
+		}
+	}
 	b.userOf, b.groupOf, b.skipped, b.uids, b.primary, b.groupSIDs, b.members, b.memberUIDs = nil, nil, nil, nil, nil, nil, nil, nil
 	return s
+}
+
+// Memberships returns what Snapshot resolved member values with (call it
+// after Snapshot), so that a group's members can be resolved again for
+// the same snapshot (Memberships.Resolve).
+func (b *Builder) Memberships() *Memberships { return b.index }
+
+// Memberships resolves a group record's member values to a built
+// snapshot's user and group indices exactly as Builder.Snapshot did: an
+// incremental reader rebuilds a changed group in place with it. It is
+// read-only once made.
+type Memberships struct {
+	dns             *DNTable
+	userOf, groupOf []int32 // by DN id; ids interned later are neither
+	skipped         []bool
+	// primarySIDs are the SIDs of groups some user has as its primary
+	// group (AD): such a group has members Resolve does not know of.
+	primarySIDs map[string]bool
+}
+
+// GroupOf returns the snapshot index of the group with DN id self.
+func (m *Memberships) GroupOf(self int32) (int32, bool) {
+	if int(self) >= len(m.groupOf) || m.groupOf[self] < 0 {
+		return 0, false
+	}
+	return m.groupOf[self], true
+}
+
+// Resolve returns g's members and subgroups as Snapshot would, and the
+// skip counts its values add. ok is false when Snapshot would have given
+// it members Resolve cannot see: memberUid values (resolved through every
+// user's uid) or users whose primary group it is.
+func (m *Memberships) Resolve(g *GroupRecord) (members, subgroups []int32, skips map[string]int, ok bool) {
+	if len(g.MemberUIDs) > 0 || (g.SID != "" && m.primarySIDs[g.SID]) {
+		return nil, nil, nil, false
+	}
+	skips = map[string]int{}
+	for _, v := range g.Members {
+		in := int(v) < len(m.userOf)
+		switch {
+		case in && m.userOf[v] >= 0:
+			members = append(members, m.userOf[v])
+		case in && m.groupOf[v] >= 0:
+			subgroups = append(subgroups, m.groupOf[v])
+		case m.dns.isForeign(v):
+			skips[SkipForeignPrincipal]++
+		case !in || !m.skipped[v]:
+			skips[SkipUnresolvedMember]++
+		}
+	}
+	return members, subgroups, skips, true
 }
 
 // isForeignPrincipalDN reports whether a normalised DN names an AD foreign

@@ -650,7 +650,7 @@ func TestIncrementalStatusChangeIsAPatch(t *testing.T) {
 		t.Fatalf("suspended user = %+v", d)
 	}
 	o.fake.RemoveMember(o.proID, o.users["outsider@acme.example"])
-	if rep, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeIncremental}); err != nil || rep.Remapped != 0 {
+	if rep, err := e.Run(ctx, "acme", engine.Options{Mode: engine.ModeIncremental}); err != nil || rep.Remapped != 0 || rep.RemappedGroups != 0 {
 		t.Fatalf("a membership change: remapped %d, %v; want a whole mapping", rep.Remapped, err)
 	}
 	full, err := newPoller(t, o.fake, o.groups(), nil).Snapshot(ctx)

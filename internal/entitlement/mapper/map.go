@@ -122,10 +122,12 @@ func mapSnapshot(p Policy, snap *directory.Snapshot, now time.Time, keep bool) (
 	resolver := newGroupResolver(snap.Groups)
 
 	reach := make([]*closure, len(p.Bindings))
+	roots := make([]int, len(p.Bindings)) // the bound groups, -1 when not found
 	res.Bindings = make([]entitlement.BindingStat, len(p.Bindings))
 	for i, b := range p.Bindings {
 		res.Bindings[i] = entitlement.BindingStat{Group: b.Group, Permission: b.Permission}
 		g, problem := resolver.resolve(b.Group)
+		roots[i] = g
 		if problem != nil {
 			res.Problems = append(res.Problems, *problem)
 			continue
@@ -135,6 +137,7 @@ func mapSnapshot(p Policy, snap *directory.Snapshot, now time.Time, keep bool) (
 		res.Bindings[i].Users = reach[i].users
 	}
 	var access *closure
+	accessRoot := -1
 	if p.AccessGroup != "" {
 		g, problem := resolver.resolve(p.AccessGroup)
 		if problem != nil {
@@ -143,7 +146,7 @@ func mapSnapshot(p Policy, snap *directory.Snapshot, now time.Time, keep bool) (
 			res.Problems = append(res.Problems, *problem)
 			access = &closure{}
 		} else {
-			access = walk(snap, g)
+			access, accessRoot = walk(snap, g), g
 		}
 	}
 
@@ -209,7 +212,7 @@ func mapSnapshot(p Policy, snap *directory.Snapshot, now time.Time, keep bool) (
 	}
 	var kept *Mapped
 	if keep {
-		kept = &Mapped{policy: p, users: snap.Users, groups: snap.Groups, reach: reach, access: access, claimed: claimed,
+		kept = &Mapped{policy: p, users: snap.Users, groups: snap.Groups, reach: reach, roots: roots, access: access, accessRoot: accessRoot, claimed: claimed,
 			decisionOf: make([]int32, len(snap.Users))}
 		for u := range kept.decisionOf {
 			kept.decisionOf[u] = notDecided

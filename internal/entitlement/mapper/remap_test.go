@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,10 +90,32 @@ func TestRemapEqualsMap(t *testing.T) {
 	sameResult(t, 0, m.Result(), Map(remapPolicy, snap, now))
 	accepted, refused := 0, 0
 	for round := 1; round <= 300; round++ {
-		var idx []int32
+		var idx, gidx []int32
 		for range 1 + rng.IntN(5) {
 			u := rng.IntN(len(snap.Users))
 			user := &snap.Users[u]
+			if rng.IntN(3) == 0 {
+				// A group's members or subgroups change (in a copy of the
+				// groups, as a source patches them).
+				snap.Groups = slices.Clone(snap.Groups)
+				g := rng.IntN(len(snap.Groups))
+				grp := &snap.Groups[g]
+				switch rng.IntN(4) {
+				case 0:
+					grp.Members = append(slices.Clone(grp.Members), int32(u))
+				case 1:
+					if len(grp.Members) > 0 {
+						k := rng.IntN(len(grp.Members))
+						grp.Members = slices.Delete(slices.Clone(grp.Members), k, k+1)
+					}
+				case 2:
+					grp.Subgroups = append(slices.Clone(grp.Subgroups), int32(rng.IntN(len(snap.Groups))))
+				case 3:
+					grp.Subgroups = nil
+				}
+				gidx = append(gidx, int32(g))
+				continue
+			}
 			switch rng.IntN(4) {
 			case 0:
 				user.Status = directory.Status(rng.IntN(4))
@@ -105,8 +128,9 @@ func TestRemapEqualsMap(t *testing.T) {
 			}
 			idx = append(idx, int32(u))
 		}
+		slices.Sort(gidx)
 		patched := *snap
-		patched.Patch = &directory.Patch{Users: idx}
+		patched.Patch = &directory.Patch{Users: idx, Groups: slices.Compact(gidx)}
 		changed, ok := m.Remap(remapPolicy, &patched, now)
 		if !ok {
 			refused++

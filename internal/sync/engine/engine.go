@@ -166,10 +166,13 @@ type Report struct {
 	ReadFailed bool `json:"read_failed,omitempty"`
 	// PublishSeconds is the time spent writing to the cache.
 	PublishSeconds float64 `json:"publish_seconds,omitempty"`
-	// Remapped is how many users an O(changes) pass re-decided (the
-	// source patched only them; see SetRemapMinUsers); 0 when the pass
-	// mapped every user.
-	Remapped int `json:"remapped_users,omitempty"`
+	// Remapped is how many users an O(changes) pass re-decided (the users
+	// the source patched, and those whose paths through the patched
+	// groups changed; see SetRemapMinUsers); RemappedGroups how many
+	// groups' memberships it took in. Both are 0 when the pass mapped
+	// every user.
+	Remapped       int `json:"remapped_users,omitempty"`
+	RemappedGroups int `json:"remapped_groups,omitempty"`
 }
 
 // ChangeCounts summarises a delta.
@@ -571,7 +574,7 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		var ok bool
 		if remapped, ok = kept.Remap(policy, snap, now); ok {
 			res = kept.Result()
-			rep.Remapped = len(snap.Patch.Users)
+			rep.Remapped, rep.RemappedGroups = len(remapped), len(snap.Patch.Groups)
 		} else {
 			kept, remapped = nil, nil
 		}

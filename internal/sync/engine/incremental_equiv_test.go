@@ -116,6 +116,15 @@ func TestIncrementalEqualsFullRead(t *testing.T) {
 		members["basic"][i] = i%3 == 0
 	}
 	dn := func(i int) string { return fmt.Sprintf("uid=u%04d,ou=people,dc=example,dc=test", i) }
+	membership := func(u int) string { // a membership added or removed
+		group := []string{"pro", "basic", "nested"}[rng.IntN(3)]
+		op := "add"
+		if members[group][u] {
+			op = "delete"
+		}
+		members[group][u] = op == "add"
+		return fmt.Sprintf("dn: cn=%s,ou=groups,dc=example,dc=test\nchangetype: modify\n%s: member\nmember: %s\n", group, op, dn(u))
+	}
 	change := func() string {
 		u := rng.IntN(users)
 		switch k := rng.IntN(20); {
@@ -132,14 +141,8 @@ func TestIncrementalEqualsFullRead(t *testing.T) {
 			return fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: mail\nmail: u%04d@example.test\n", dn(u), rng.IntN(users))
 		case k < 14: // an address outside the claimed domain
 			return fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: mail\nmail: u%04d@elsewhere.test\n", dn(u), u)
-		case k < 16: // a membership added or removed
-			group := []string{"pro", "basic", "nested"}[rng.IntN(3)]
-			op := "add"
-			if members[group][u] {
-				op = "delete"
-			}
-			members[group][u] = op == "add"
-			return fmt.Sprintf("dn: cn=%s,ou=groups,dc=example,dc=test\nchangetype: modify\n%s: member\nmember: %s\n", group, op, dn(u))
+		case k < 16:
+			return membership(u)
 		case k < 18: // a new user
 			users++
 			i := users - 1
@@ -149,27 +152,37 @@ func TestIncrementalEqualsFullRead(t *testing.T) {
 		}
 	}
 
-	remapped, mapped := 0, 0
+	remapped, groupPatches, mapped := 0, 0, 0
 	for round := range rounds {
 		var ldif []string
-		for range 1 + rng.IntN(3) {
-			ldif = append(ldif, change())
+		if round%5 == 4 { // memberships alone: the group patch path
+			for range 1 + rng.IntN(2) {
+				ldif = append(ldif, membership(rng.IntN(users)))
+			}
+		} else {
+			for range 1 + rng.IntN(3) {
+				ldif = append(ldif, change())
+			}
 		}
 		s.Modify(t, strings.Join(ldif, "\n"))
 		rep, err := eng.Run(ctx, "acme", engine.Options{Mode: engine.ModeIncremental})
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round, err, strings.Join(ldif, "\n"))
 		}
-		if rep.Remapped > 0 {
+		switch {
+		case rep.RemappedGroups > 0:
 			remapped++
-		} else {
+			groupPatches++
+		case rep.Remapped > 0:
+			remapped++
+		default:
 			mapped++
 		}
 		compareWithFullRead(t, round, ctx, opts, policy, cache, strings.Join(ldif, "\n"))
 	}
-	t.Logf("%d passes re-mapped only the patched users, %d mapped every user", remapped, mapped)
-	if rounds >= 40 && (remapped < 5 || mapped < 5) {
-		t.Errorf("%d O(changes) passes and %d whole ones: the changes did not exercise both paths", remapped, mapped)
+	t.Logf("%d passes re-mapped only the users a patch reached (%d of them with group changes), %d mapped every user", remapped, groupPatches, mapped)
+	if rounds >= 40 && (remapped < 5 || mapped < 5 || groupPatches < 5) {
+		t.Errorf("%d O(changes) passes (%d with groups) and %d whole ones: the changes did not exercise every path", remapped, groupPatches, mapped)
 	}
 }
 
