@@ -22,12 +22,12 @@ const (
 // snapshot patched in place (directory.Snapshot.Patch) in O(changes): the
 // bindings' closures, and which decision each user made.
 type Mapped struct {
-	policy  Policy
-	users   []directory.User // the snapshot mapped (Remap checks identity)
-	groups  []directory.Group
-	reach   []*closure
-	roots   []int // each binding's group, -1 when not found
-	access  *closure
+	policy Policy
+	users  []directory.User // the snapshot mapped (Remap checks identity)
+	groups []directory.Group
+	reach  []*closure
+	roots  []int // each binding's group, -1 when not found
+	access *closure
 	// accessRoot is the access group, -1 when none or not found.
 	accessRoot int
 	claimed    map[string]bool
