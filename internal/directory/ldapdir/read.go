@@ -329,7 +329,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 	if url != prev.url {
 		return nil, false, url, nil // another server: the cursor means nothing there
 	}
-	next = &state{url: prev.url, dns: prev.dns, dsa: prev.dsa, invocationID: prev.invocationID, usn: prev.usn, stamp: prev.stamp}
+	next = &state{url: prev.url, dns: prev.dns, index: prev.index, dsa: prev.dsa, invocationID: prev.invocationID, usn: prev.usn, stamp: prev.stamp}
 	var cond string
 	var info dcInfo
 	if p.ad {
@@ -373,7 +373,7 @@ func (p *Poller) incremental(ctx context.Context, prev *state) (next *state, cha
 	}
 	next.stamp = max(prev.stamp, users.stamp, groups.stamp)
 	if snap, ok := patchInPlace(prev, users.recs, groups.recs, deleted, p.o.Now()); ok {
-		next.users, next.groups, next.snap, next.index = prev.users, prev.groups, snap, prev.index
+		next.users, next.groups, next.snap = prev.users, prev.groups, snap
 		return next, true, "", nil
 	}
 	renamed := map[int32]int32{} // old DN id → new DN id

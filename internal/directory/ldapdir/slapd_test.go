@@ -11,6 +11,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/dirsync/dirsync/entitlement"
+	"github.com/dirsync/dirsync/internal/directory"
 	"github.com/dirsync/dirsync/internal/testsupport/servertest"
 )
 
@@ -312,4 +313,46 @@ memberUid: carol
 		"twin.one@example.test": {entitlement.PermissionNone, entitlement.ReasonNoPermission},
 		"twin.two@example.test": {entitlement.PermissionNone, entitlement.ReasonNoPermission},
 	})
+}
+
+// TestSlapdPatchesInPlace (issue 16): a user's state change and a group's
+// new member come back as a Patch (users patched in place, the group in a
+// copy of the groups), also after a pass that found nothing; a rename is
+// no Patch.
+func TestSlapdPatchesInPlace(t *testing.T) {
+	s := servertest.StartSlapd(t, servertest.SlapdOptions{LDIF: slapdDataset()})
+	ctx := context.Background()
+	p := newPoller(t, slapdOptions(s))
+	full, err := p.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, changed, err := p.Incremental(ctx); err != nil || changed {
+		t.Fatalf("nothing changed: changed=%v err=%v", changed, err)
+	}
+	s.Modify(t, "dn: uid=f0002,ou=people,dc=example,dc=test\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n")
+	snap, changed, err := p.Incremental(ctx)
+	if err != nil || !changed || snap.Patch == nil || len(snap.Patch.Users) != 1 || len(snap.Patch.Groups) != 0 || &snap.Users[0] != &full.Users[0] {
+		t.Fatalf("a disabled user: changed=%v err=%v patch %+v (users shared: %v)", changed, err, snap.Patch, &snap.Users[0] == &full.Users[0])
+	}
+	if u := snap.Users[snap.Patch.Users[0]]; u.Email != "f0002@example.test" || u.Status != directory.StatusSuspended {
+		t.Fatalf("patched user = %+v", u)
+	}
+	if _, changed, err := p.Incremental(ctx); err != nil || changed {
+		t.Fatalf("nothing changed: changed=%v err=%v", changed, err)
+	}
+	s.Modify(t, "dn: cn=pro,ou=groups,dc=example,dc=test\nchangetype: modify\nadd: member\nmember: uid=f0001,ou=people,dc=example,dc=test\n")
+	before := snap.Groups
+	snap, changed, err = p.Incremental(ctx)
+	if err != nil || !changed || snap.Patch == nil || len(snap.Patch.Groups) != 1 || len(snap.Patch.Users) != 0 {
+		t.Fatalf("a new member: changed=%v err=%v patch %+v", changed, err, snap.Patch)
+	}
+	g := snap.Patch.Groups[0]
+	if len(snap.Groups[g].Members) != len(before[g].Members)+1 {
+		t.Errorf("pro has %d members, had %d", len(snap.Groups[g].Members), len(before[g].Members))
+	}
+	s.Modify(t, "dn: uid=f0003,ou=people,dc=example,dc=test\nchangetype: modrdn\nnewrdn: uid=f0003b\ndeleteoldrdn: 1\n")
+	if snap, _, err := p.Incremental(ctx); err != nil || snap.Patch != nil {
+		t.Fatalf("a rename: err=%v patch %+v; want a rebuilt snapshot", err, snap.Patch)
+	}
 }
