@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
@@ -199,22 +198,12 @@ func (f *Fenced) Apply(ctx context.Context, account string, changes []mapper.Cha
 	if !ok {
 		return fmt.Errorf("publish %s: %w", account, ErrNotOwner)
 	}
-	var (
-		mu      sync.Mutex
-		refused []Conflict
-	)
-	err := inFlight(len(changes), f.batch, f.inFlight, func(start, end int) (func() error, error) {
+	refused, err := inFlight(len(changes), f.batch, f.inFlight, func(start, end int) (func() ([]Conflict, error), error) {
 		b, err := f.prepareBatch(account, token, changes[start:end], at)
 		if err != nil {
 			return nil, err
 		}
-		return func() error {
-			conflicts, err := f.execBatch(ctx, b)
-			mu.Lock()
-			refused = append(refused, conflicts...)
-			mu.Unlock()
-			return err
-		}, nil
+		return func() ([]Conflict, error) { return f.execBatch(ctx, b) }, nil
 	})
 	if err != nil {
 		return err

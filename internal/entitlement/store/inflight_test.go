@@ -13,8 +13,8 @@ import (
 func TestInFlight(t *testing.T) {
 	for _, depth := range []int{1, 2, 4} {
 		var running, peak, ran atomic.Int32
-		exec := func(fail bool) func() error {
-			return func() error {
+		exec := func(fail bool) func() ([]Conflict, error) {
+			return func() ([]Conflict, error) {
 				n := running.Add(1)
 				for {
 					p := peak.Load()
@@ -26,18 +26,18 @@ func TestInFlight(t *testing.T) {
 				ran.Add(1)
 				running.Add(-1)
 				if fail {
-					return errors.New("boom")
+					return nil, errors.New("boom")
 				}
-				return nil
+				return []Conflict{{Email: "x"}}, nil
 			}
 		}
-		err := inFlight(1000, 100, depth, func(start, end int) (func() error, error) { return exec(false), nil })
-		if err != nil || ran.Load() != 10 || peak.Load() > int32(depth) || (depth > 1 && peak.Load() < 2) {
-			t.Errorf("depth %d: err %v, ran %d, peak %d", depth, err, ran.Load(), peak.Load())
+		refused, err := inFlight(1000, 100, depth, func(start, end int) (func() ([]Conflict, error), error) { return exec(false), nil })
+		if err != nil || ran.Load() != 10 || len(refused) != 10 || peak.Load() > int32(depth) || (depth > 1 && peak.Load() < 2) {
+			t.Errorf("depth %d: err %v, ran %d, refused %d, peak %d", depth, err, ran.Load(), len(refused), peak.Load())
 		}
 		ran.Store(0)
 		prepared := 0
-		err = inFlight(1000, 100, depth, func(start, end int) (func() error, error) {
+		_, err = inFlight(1000, 100, depth, func(start, end int) (func() ([]Conflict, error), error) {
 			prepared++
 			return exec(start == 200), nil
 		})
@@ -45,7 +45,7 @@ func TestInFlight(t *testing.T) {
 			t.Errorf("depth %d with batch 3 failing: err %v, ran %d (prepared %d), still running %d", depth, err, ran.Load(), prepared, running.Load())
 		}
 		ran.Store(0)
-		err = inFlight(1000, 100, depth, func(start, end int) (func() error, error) {
+		_, err = inFlight(1000, 100, depth, func(start, end int) (func() ([]Conflict, error), error) {
 			if start == 300 {
 				return nil, errors.New("encode")
 			}

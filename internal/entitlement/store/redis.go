@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/dirsync/dirsync/internal/entitlement/mapper"
@@ -115,11 +114,7 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Chan
 			return fmt.Errorf("%w: publish %s: %w", accesscache.ErrUnavailable, account, err)
 		}
 	}
-	var (
-		mu      sync.Mutex
-		refused []Conflict
-	)
-	err := inFlight(len(changes), r.batch, r.inFlight, func(start, end int) (func() error, error) {
+	refused, err := inFlight(len(changes), r.batch, r.inFlight, func(start, end int) (func() ([]Conflict, error), error) {
 		batch := changes[start:end]
 		values := make([][]byte, len(batch))
 		for i := range batch {
@@ -132,13 +127,7 @@ func (r *Redis) Apply(ctx context.Context, account string, changes []mapper.Chan
 			}
 			values[i] = v
 		}
-		return func() error {
-			conflicts, err := r.applyBatch(ctx, account, batch, values, at)
-			mu.Lock()
-			refused = append(refused, conflicts...)
-			mu.Unlock()
-			return err
-		}, nil
+		return func() ([]Conflict, error) { return r.applyBatch(ctx, account, batch, values, at) }, nil
 	})
 	if err != nil {
 		return err
@@ -206,18 +195,28 @@ func (r *Redis) applyBatch(ctx context.Context, account string, batch []mapper.C
 // inFlight publishes n changes in batches of size, preparing batch i+1
 // (encoding: the writer's CPU-heavy part) while Redis executes earlier
 // ones, with at most depth batches executing at once (1: strictly one
-// after the other). prepare returns the batch's execution. The first error
-// stops it: no batch is started after it (with depth > 1, batches already
-// started run to their end). It returns when nothing it started is
-// running.
-func inFlight(n, size, depth int, prepare func(start, end int) (exec func() error, err error)) error {
+// after the other). prepare returns the batch's execution, which returns
+// the changes the ownership rule refused. The first error stops it: no
+// batch is started after it (with depth > 1, batches already started run
+// to their end). It returns, once nothing it started is running, every
+// refused change and the first error.
+func inFlight(n, size, depth int, prepare func(start, end int) (exec func() ([]Conflict, error), err error)) ([]Conflict, error) {
+	type result struct {
+		refused []Conflict
+		err     error
+	}
 	depth = max(depth, 1)
-	done := make(chan error, depth)
+	done := make(chan result, depth)
 	running := 0
-	var first error
+	var (
+		refused []Conflict
+		first   error
+	)
 	settle := func() {
-		if err := <-done; err != nil && first == nil {
-			first = err
+		r := <-done
+		refused = append(refused, r.refused...)
+		if r.err != nil && first == nil {
+			first = r.err
 		}
 		running--
 	}
@@ -233,12 +232,15 @@ func inFlight(n, size, depth int, prepare func(start, end int) (exec func() erro
 			break
 		}
 		running++
-		go func() { done <- exec() }()
+		go func() {
+			refused, err := exec()
+			done <- result{refused, err}
+		}()
 	}
 	for running > 0 {
 		settle()
 	}
-	return first
+	return refused, first
 }
 
 // changeEvent is one change stream entry (documented in
