@@ -249,21 +249,34 @@ func (s *server) get(kind string) func(w http.ResponseWriter, r *http.Request) e
 	}
 }
 
+// storeWrite is Store.Replace or Store.Patch.
+type storeWrite func(ctx context.Context, account, kind, id string, body []byte, ifMatch int64) (*scim.Resource, error)
+
+// write runs a versioned write of the resource in the path (If-Match,
+// the body) and, when it is done, starts the account's pass.
+func (s *server) write(r *http.Request, kind string, do storeWrite) (*scim.Resource, error) {
+	version, err := ifMatch(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	res, err := do(r.Context(), r.PathValue("account"), kind, r.PathValue("rid"), body, version)
+	if err != nil {
+		return nil, err
+	}
+	s.changed(r)
+	return res, nil
+}
+
 func (s *server) replace(kind string) func(w http.ResponseWriter, r *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		version, err := ifMatch(r)
+		res, err := s.write(r, kind, s.o.Store.Replace)
 		if err != nil {
 			return err
 		}
-		body, err := readBody(r)
-		if err != nil {
-			return err
-		}
-		res, err := s.o.Store.Replace(r.Context(), r.PathValue("account"), kind, r.PathValue("rid"), body, version)
-		if err != nil {
-			return err
-		}
-		s.changed(r)
 		answer(w, r, http.StatusOK, res)
 		return nil
 	}
@@ -274,19 +287,10 @@ func (s *server) replace(kind string) func(w http.ResponseWriter, r *http.Reques
 // member list can be long).
 func (s *server) patch(kind string) func(w http.ResponseWriter, r *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		version, err := ifMatch(r)
+		res, err := s.write(r, kind, s.o.Store.Patch)
 		if err != nil {
 			return err
 		}
-		body, err := readBody(r)
-		if err != nil {
-			return err
-		}
-		res, err := s.o.Store.Patch(r.Context(), r.PathValue("account"), kind, r.PathValue("rid"), body, version)
-		if err != nil {
-			return err
-		}
-		s.changed(r)
 		if kind == "Group" {
 			w.Header().Set("ETag", res.ETag())
 			w.WriteHeader(http.StatusNoContent)
