@@ -41,7 +41,7 @@ func benchBinary(b *testing.B) string {
 }
 
 // parallel runs n jobs on workers goroutines and waits for them.
-func parallel(b *testing.B, workers, n int, job func(i int)) {
+func parallel(workers, n int, job func(i int)) {
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range workers {
@@ -65,11 +65,11 @@ func parallel(b *testing.B, workers, n int, job func(i int)) {
 // returns the user ids.
 func pushOrg(b *testing.B, l *scimLab) []string {
 	ids := make([]string, benchUsers)
-	parallel(b, 8, benchUsers, func(i int) {
+	parallel(8, benchUsers, func(i int) {
 		ids[i] = l.acme("POST", "/Users", oktaUser(fmt.Sprintf("u%05d@acme.example", i), fmt.Sprint("U", i), true)).want(b, "create user", 201).id()
 	})
 	groups := make([]string, benchGroups)
-	parallel(b, 8, benchGroups, func(g int) {
+	parallel(8, benchGroups, func(g int) {
 		name := fmt.Sprintf("g%03d", g)
 		switch g {
 		case 0:
@@ -81,7 +81,7 @@ func pushOrg(b *testing.B, l *scimLab) []string {
 	})
 	// User i joins group i%100: 100 members per group, 50 per PATCH.
 	const batch = 50
-	parallel(b, 8, benchUsers/batch, func(k int) {
+	parallel(8, benchUsers/batch, func(k int) {
 		g := k % benchGroups
 		var members []string
 		for j := 0; j < batch; j++ {

@@ -208,7 +208,7 @@ accounts_api: {ldif_root: %s}
 	start = time.Now()
 	var mu sync.Mutex
 	var failures []string
-	parallelTB(8, tenants, func(k int) {
+	parallel(8, tenants, func(k int) {
 		id := tenantID(k)
 		doc := map[string]any{
 			"claimed_domains": []string{id + ".example"},
@@ -285,7 +285,7 @@ accounts_api: {ldif_root: %s}
 	// each timed from its file's rewrite to its decision in the cache.
 	picks := rand.Perm(tenants)[:min(changes, tenants)]
 	lags := make([]time.Duration, len(picks))
-	parallelTB(20, len(picks), func(j int) {
+	parallel(20, len(picks), func(j int) {
 		k := picks[j]
 		id := tenantID(k)
 		path := filepath.Join(root, id+".ldif")
@@ -334,26 +334,6 @@ accounts_api: {ldif_root: %s}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return fig
-}
-
-// parallelTB runs n jobs on workers goroutines and waits for them.
-func parallelTB(workers, n int, job func(i int)) {
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				job(i)
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 }
 
 func yamlBindings(bs []map[string]string) string {

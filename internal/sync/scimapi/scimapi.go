@@ -355,15 +355,19 @@ func scimShows(p scim.Projection, name string) bool {
 	return ok
 }
 
+// writeList answers a whole list (a ListResponse of one page).
+func writeList[T any](w http.ResponseWriter, items []T) {
+	writeJSON(w, http.StatusOK, map[string]any{"schemas": []string{scim.URNListResponse}, "totalResults": len(items),
+		"startIndex": 1, "itemsPerPage": len(items), "Resources": items})
+}
+
 func (s *server) serviceProviderConfig(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, scim.ServiceProviderConfig(base(r)))
 	return nil
 }
 
 func (s *server) resourceTypes(w http.ResponseWriter, r *http.Request) error {
-	items := scim.ResourceTypes(base(r))
-	writeJSON(w, http.StatusOK, map[string]any{"schemas": []string{scim.URNListResponse}, "totalResults": len(items),
-		"startIndex": 1, "itemsPerPage": len(items), "Resources": items})
+	writeList(w, scim.ResourceTypes(base(r)))
 	return nil
 }
 
@@ -377,9 +381,7 @@ func (s *server) resourceType(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) schemas(w http.ResponseWriter, r *http.Request) error {
-	items := scim.Schemas(base(r))
-	writeJSON(w, http.StatusOK, map[string]any{"schemas": []string{scim.URNListResponse}, "totalResults": len(items),
-		"startIndex": 1, "itemsPerPage": len(items), "Resources": items})
+	writeList(w, scim.Schemas(base(r)))
 	return nil
 }
 
