@@ -113,8 +113,8 @@ func (h *replicaHA) Token(account string) (string, bool) {
 // gate runs next (a pass) only when this replica owns the account. A pass
 // on an account owned elsewhere is skipped with an error wrapping
 // errNotOwned; the first incremental pass after an acquisition is run as a
-// full pass. Dry runs publish nothing and are never skipped. A nil h runs
-// every pass.
+// full pass (unless a full pass under the same lease ran first). Dry runs
+// publish nothing and are never skipped. A nil h runs every pass.
 func (h *replicaHA) gate(ctx context.Context, account string, opts engine.Options,
 	next func(context.Context, string, engine.Options) (engine.Report, error),
 ) (engine.Report, error) {
@@ -127,11 +127,12 @@ func (h *replicaHA) gate(ctx context.Context, account string, opts engine.Option
 		h.log.Debug("sync skipped: account owned by another replica", zap.String("account", account), zap.String("mode", string(opts.Mode)))
 		return engine.Report{Account: account, Mode: opts.Mode, StartedAt: time.Now().UTC(), Result: "skipped", Error: err.Error()}, err
 	}
-	h.mu.Lock()
-	fresh := h.synced[account] != token
-	h.mu.Unlock()
-	if fresh && opts.Mode == engine.ModeIncremental {
-		opts.Mode = engine.ModeFull
+	// Decided when the pass starts: a pass that waited behind the first
+	// full pass under this token stays incremental.
+	opts.FullIf = func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.synced[account] != token
 	}
 	rep, err := next(ctx, account, opts)
 	if err == nil || errors.Is(err, engine.ErrHeld) {

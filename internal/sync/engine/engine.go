@@ -119,6 +119,11 @@ type Options struct {
 	// runs as an ordinary pass (held again if the checks say so) and ends
 	// with ErrDiffChanged, its report showing the new diff and hash.
 	ReviewedDiffHash string
+	// FullIf, when set, is asked once the pass holds the account (no other
+	// pass of it running): true turns an incremental pass into a full one.
+	// It decides when the pass starts, not when it was asked for, so a
+	// pass that waited behind a full pass sees that pass's effect.
+	FullIf func() bool
 }
 
 // Results of a pass.
@@ -462,6 +467,9 @@ func (e *Engine) Run(ctx context.Context, account string, opts Options) (Report,
 		a.run.Lock()
 	}
 	defer a.run.Unlock()
+	if opts.Mode == ModeIncremental && opts.FullIf != nil && opts.FullIf() {
+		opts.Mode = ModeFull
+	}
 	if a.removed {
 		return Report{Account: account, Mode: opts.Mode, Result: ResultFailed, Error: ErrUnknownAccount.Error()}, fmt.Errorf("%w %q", ErrUnknownAccount, account)
 	}

@@ -143,3 +143,54 @@ func TestReleaseOfALostGroupBoundToReviewedDiff(t *testing.T) {
 		t.Error("the reviewed diff was not published")
 	}
 }
+
+// TestFullIfIsDecidedWhenThePassStarts: an incremental pass that waited
+// behind a running pass asks FullIf only once that pass is done, so a
+// condition the first pass settles (a replica's first full pass after an
+// acquisition) keeps the second one incremental.
+func TestFullIfIsDecidedWhenThePassStarts(t *testing.T) {
+	e, src, _, _ := setup(t)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(e.RecentReports("acme")) // full passes are all recorded there
+	src.mu.Lock()
+	src.block = make(chan struct{})
+	src.mu.Unlock()
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.Run(ctx, "acme", Options{Mode: ModeFull})
+		first <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, running := e.Progress("acme"); running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first pass never started")
+		}
+	}
+	// Full unless the first (full) pass has ended by the time it is asked.
+	fullIf := func() bool { return len(e.RecentReports("acme")) == before }
+	second := make(chan Report, 1)
+	go func() {
+		rep, _ := e.Run(ctx, "acme", Options{Mode: ModeIncremental, FullIf: fullIf})
+		second <- rep
+	}()
+	time.Sleep(50 * time.Millisecond) // the second pass waits for the account
+	src.mu.Lock()
+	close(src.block)
+	src.block = nil
+	src.mu.Unlock()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if rep := <-second; rep.Mode != ModeIncremental {
+		t.Errorf("the waiting pass ran as %s: FullIf was asked before the first pass ended", rep.Mode)
+	}
+	if rep, _ := e.Run(ctx, "acme", Options{Mode: ModeIncremental, FullIf: func() bool { return true }}); rep.Mode != ModeFull {
+		t.Errorf("FullIf true: ran as %s", rep.Mode)
+	}
+}
