@@ -29,7 +29,7 @@ type ChangeEvent struct {
 
 // eventOf is the change event of ch, as changeEvent writes it.
 func eventOf(id, account string, ch *mapper.Change, at time.Time) ChangeEvent {
-	f := changeEvent(account, ch, at)
+	f := changeEvent(account, ch, eventTime(at))
 	get := func(k string) string {
 		for i := 0; i+1 < len(f); i += 2 {
 			if f[i] == k {

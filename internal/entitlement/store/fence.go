@@ -229,18 +229,20 @@ type fencedCall struct {
 func (f *Fenced) prepareBatch(account, token string, batch []mapper.Change, at time.Time) (*fencedCall, error) {
 	if !f.perKey && plainSets(batch) {
 		b := &fencedCall{account: account, token: token, batch: batch, plain: true, values: make([]string, len(batch)), events: make([][]any, len(batch))}
+		evAt := eventTime(at)
 		for i := range batch {
 			v, err := encodeDecision(batch[i].New, at)
 			if err != nil {
 				return nil, fmt.Errorf("encode %s: %w", batch[i].Email, err)
 			}
-			b.values[i], b.events[i] = string(v), changeEvent(account, &batch[i], at)
+			b.values[i], b.events[i] = string(v), changeEvent(account, &batch[i], evAt)
 		}
 		return b, nil
 	}
 	b := &fencedCall{account: account, token: token, batch: batch, values: make([]string, len(batch)), opAt: make([]int, len(batch)),
 		keys: []string{f.keys.Fence(account), f.keys.Index(account), f.keys.Changes(account)}}
 	b.args = []any{token, account, f.streamMaxLen, "1", len(batch)}
+	evAt := eventTime(at)
 	for i := range batch {
 		ch := &batch[i]
 		op, idx := "d", ""
@@ -251,7 +253,7 @@ func (f *Fenced) prepareBatch(account, token string, batch []mapper.Change, at t
 			}
 			op, idx, b.values[i] = "s", encodeIndex(ch.Next), string(v)
 		}
-		ev := changeEvent(account, ch, at)
+		ev := changeEvent(account, ch, evAt)
 		b.opAt[i] = len(b.args)
 		b.args = append(b.args, op, ch.Email, idx, b.values[i], invitationArg(ch.ByInvitation), len(ev))
 		b.args = append(b.args, ev...)
@@ -334,12 +336,16 @@ func (f *Fenced) execPlain(ctx context.Context, b *fencedCall) error {
 			return fmt.Errorf("publish %s: %w", b.account, ErrNotOwner)
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			// One MSET and one HSET for the batch's user keys and index
+			// fields: a command per change only for the stream entries.
+			users := make([]any, 0, 2*len(b.batch))
 			index := make([]any, 0, 2*len(b.batch))
 			for i := range b.batch {
 				ch := &b.batch[i]
-				p.Set(ctx, f.keys.User(ch.Email), b.values[i], 0)
+				users = append(users, f.keys.User(ch.Email), b.values[i])
 				index = append(index, ch.Email, encodeIndex(ch.Next))
 			}
+			p.MSet(ctx, users...)
 			p.HSet(ctx, f.keys.Index(b.account), index...)
 			for i := range b.batch {
 				p.XAdd(ctx, &redis.XAddArgs{Stream: f.keys.Changes(b.account), MaxLen: f.streamMaxLen, Approx: true,
