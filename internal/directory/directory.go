@@ -159,6 +159,37 @@ func (s *Snapshot) Skip(reason string, n int) {
 // must spell them as the directory does; a mismatch shows as a
 // binding_not_found problem, never as another group's binding.
 func NormalizeDN(dn string) string {
+	if isNormalDN(dn) {
+		return dn
+	}
+	return normalizeDN(dn)
+}
+
+// isNormalDN reports whether dn is its own normal form for a reason a
+// single scan can see: no white space at either end, and no capital,
+// space or escape anywhere (the DNs most servers send). A read normalises
+// every DN it meets, group members included, so this is the common case.
+func isNormalDN(dn string) bool {
+	if dn == "" {
+		return true
+	}
+	if isTrimmed(dn[0]) || isTrimmed(dn[len(dn)-1]) {
+		return false
+	}
+	for i := 0; i < len(dn); i++ {
+		if c := dn[i]; 'A' <= c && c <= 'Z' || c == ' ' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func isTrimmed(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// normalizeDN is NormalizeDN without the fast path.
+func normalizeDN(dn string) string {
 	s := strings.Trim(dn, " \t\n\r\v\f")
 	var stack [256]byte
 	b := stack[:0]

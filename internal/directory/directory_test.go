@@ -28,11 +28,14 @@ func TestNormalizeDN(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"CN=A\\,B, OU=x", "Alice@Acme.Example", " = , ", "\\", "a@b", "CN=\u212Aitchen", "cn=\\\u00e9 x"} {
+	for _, s := range []string{"cn=a,ou=x", "\tcn=a", "cn=a\f", "cn=a\\2c", "CN=A\\,B, OU=x", "Alice@Acme.Example", " = , ", "\\", "a@b", "CN=\u212Aitchen", "cn=\\\u00e9 x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		dn := NormalizeDN(s)
+		if slow := normalizeDN(s); slow != dn {
+			t.Fatalf("NormalizeDN(%q) = %q, without the fast path %q", s, dn, slow)
+		}
 		if again := NormalizeDN(dn); again != dn {
 			t.Fatalf("NormalizeDN not idempotent: %q → %q → %q", s, dn, again)
 		}
