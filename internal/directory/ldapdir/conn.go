@@ -30,6 +30,16 @@ type searchConn interface {
 	Close()
 }
 
+// pagedConn is a searchConn that runs a whole paged search itself, reading
+// ahead: the next page is requested as soon as a page's result arrives,
+// while fn still works through its entries (ldapwire.SearchPaged), and at
+// most maxPages are requested. endPage gets each page's cookie (empty
+// after the last page); an error from it or fn ends the search, at most
+// one request after that page.
+type pagedConn interface {
+	searchPages(ctx context.Context, req *ldap.SearchRequest, pageSize uint32, maxPages int, fn func(*ldapentry.Entry, []rangedAttr) error, endPage func(cookie []byte) error) error
+}
+
 // dialFunc connects to one URL, negotiates TLS and binds.
 type dialFunc func(ctx context.Context, rawURL string) (searchConn, error)
 

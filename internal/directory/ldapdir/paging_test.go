@@ -34,6 +34,10 @@ func TestHostilePagingStopsTheRead(t *testing.T) {
 		wantErr error
 		field   string // the config field the error names
 		// maxRequests bounds the user search requests the server gets.
+		// A full read asks for the next page before it has handled the
+		// last one (ldapwire.SearchPaged): a stop decided on a page's
+		// entries or cookie comes one request later there, while the
+		// page cap is exact on both paths.
 		maxRequests int
 	}{
 		{"same cookie and entries forever", pagingSameCookie, ErrPagingLoop, "", 2},
@@ -77,8 +81,12 @@ func TestHostilePagingStopsTheRead(t *testing.T) {
 				f.mu.Lock()
 				requests := f.userPages
 				f.mu.Unlock()
-				if requests > tc.maxRequests {
-					t.Errorf("the server got %d user search requests, want at most %d", requests, tc.maxRequests)
+				maxRequests := tc.maxRequests
+				if path == "full" && tc.mode != pagingEndlessEmpty {
+					maxRequests++
+				}
+				if requests > maxRequests {
+					t.Errorf("the server got %d user search requests, want at most %d", requests, maxRequests)
 				}
 				// Entries received: the user pages before the stop, plus the
 				// group and rootDSE entries of the pass.

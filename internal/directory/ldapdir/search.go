@@ -116,9 +116,11 @@ func (l *pageLog) repeated(entries int, cookie []byte) bool {
 }
 
 // search runs q page by page (RFC 2696) and calls fn for every entry as it
-// arrives, so memory stays bounded by one page. Every page is a fresh
+// arrives, so memory stays bounded by a few pages. Every page is a fresh
 // request with a fresh paging control carrying the cookie the previous
-// page returned (go-ldap reuses a stale cookie when a request is reused).
+// page returned (go-ldap reuses a stale cookie when a request is reused);
+// on a connection that reads ahead (pagedConn) the next page is requested
+// while fn still works through the last one.
 // Any error — a non-success result such as sizeLimitExceeded or
 // timeLimitExceeded (even after entries arrived), a network error, a
 // timeout, ctx ending, more entries or pages than p.limits allows
@@ -130,8 +132,11 @@ func (l *pageLog) repeated(entries int, cookie []byte) bool {
 func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e *ldapentry.Entry, ranged []rangedAttr) error) (searchCount, error) {
 	lim := p.limits()
 	pages := newPageLog()
-	var read searchCount
-	var onPage int
+	read := searchCount{pages: 1}
+	page, onPage := 1, 0
+	fail := func(err error) (searchCount, error) {
+		return read, fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page, describe(err))
+	}
 	count := func(e *ldapentry.Entry, ranged []rangedAttr) error {
 		if read.entries == lim.entries {
 			return p.entryCapError(lim)
@@ -142,29 +147,48 @@ func (p *Poller) search(ctx context.Context, conn searchConn, q query, fn func(e
 		p.entriesRead.Add(1)
 		return fn(e, ranged)
 	}
-	var cookie []byte
-	for page := 1; ; page++ {
-		fail := func(err error) (searchCount, error) {
-			return read, fmt.Errorf("search %q under %q (page %d): %w", q.filter, q.base, page, describe(err))
+	// endPage ends the page that returned cookie and counts the next
+	// request, if any.
+	endPage := func(cookie []byte) error {
+		if len(cookie) == 0 {
+			return nil
 		}
-		if page > lim.pages {
-			return fail(p.pageCapError(lim))
+		if pages.repeated(onPage, cookie) {
+			return fmt.Errorf("%w (the same cookie with no entries, or the same entries again): it would page forever", ErrPagingLoop)
 		}
-		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
-		paging.SetCookie(cookie)
-		req := ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
-			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
+		if page == lim.pages {
+			return p.pageCapError(lim)
+		}
+		page++
 		read.pages++
 		onPage = 0
-		next, err := p.page(ctx, conn, req, count)
+		p.requests.Add(1)
+		return nil
+	}
+	req := func(cookie []byte) *ldap.SearchRequest {
+		paging := ldap.NewControlPaging(uint32(p.o.PageSize))
+		paging.SetCookie(cookie)
+		return ldap.NewSearchRequest(q.base, q.scope, ldap.NeverDerefAliases, 0, p.timeLimitSeconds(), false,
+			q.filter, q.attrs, append(append([]ldap.Control(nil), q.controls...), paging))
+	}
+	p.requests.Add(1)
+	if pc, ok := conn.(pagedConn); ok {
+		if err := pc.searchPages(ctx, req(nil), uint32(p.o.PageSize), lim.pages, count, endPage); err != nil {
+			return fail(err)
+		}
+		return read, nil
+	}
+	var cookie []byte
+	for {
+		next, err := conn.searchPage(ctx, req(cookie), count)
+		if err == nil {
+			err = endPage(next)
+		}
 		if err != nil {
 			return fail(err)
 		}
 		if len(next) == 0 {
 			return read, nil
-		}
-		if pages.repeated(onPage, next) {
-			return fail(fmt.Errorf("%w (the same cookie with no entries, or the same entries again): it would page forever", ErrPagingLoop))
 		}
 		cookie = next
 	}
@@ -239,6 +263,18 @@ func (s *wireSession) searchPage(ctx context.Context, req *ldap.SearchRequest, f
 		return c.Cookie, nil
 	}
 	return nil, nil
+}
+
+func (s *wireSession) searchPages(ctx context.Context, req *ldap.SearchRequest, pageSize uint32, maxPages int, fn func(*ldapentry.Entry, []rangedAttr) error, endPage func([]byte) error) error {
+	return s.SearchPaged(ctx, req, pageSize, maxPages, func(we *ldapwire.Entry) error {
+		return fn(s.fromWire(we))
+	}, func(controls []ldap.Control) error {
+		var cookie []byte
+		if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+			cookie = c.Cookie
+		}
+		return endPage(cookie)
+	})
 }
 
 func (p *Poller) timeLimitSeconds() int {

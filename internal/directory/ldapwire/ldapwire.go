@@ -160,24 +160,10 @@ func (c *Conn) Bind(ctx context.Context, dn, password string) error {
 // error; the connection is then unusable (the rest of the response was not
 // read) and must be closed.
 func (c *Conn) Search(ctx context.Context, req *ldap.SearchRequest, fn func(*Entry) error) ([]ldap.Control, error) {
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
-	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, "Base DN"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(req.Scope), "Scope"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(req.DerefAliases), "Deref Aliases"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, uint64(req.SizeLimit), "Size Limit"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, uint64(req.TimeLimit), "Time Limit"))
-	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, req.TypesOnly, "Types Only"))
-	filter, err := ldap.CompileFilter(req.Filter)
+	op, err := searchOp(req)
 	if err != nil {
 		return nil, err
 	}
-	op.AppendChild(filter)
-	attrs := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Attributes")
-	for _, a := range req.Attributes {
-		attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, a, "Attribute"))
-	}
-	op.AppendChild(attrs)
-
 	defer c.watch(ctx)()
 	id, err := c.send(op, req.Controls)
 	if err != nil {
@@ -210,6 +196,29 @@ func (c *Conn) Search(ctx context.Context, req *ldap.SearchRequest, fn func(*Ent
 			return nil, protocolError("unexpected response tag 0x%02x to a search", tag)
 		}
 	}
+}
+
+// searchOp encodes req's SearchRequest operation (RFC 4511 4.5.1); its
+// controls are not part of it.
+func searchOp(req *ldap.SearchRequest) (*ber.Packet, error) {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
+	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, "Base DN"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(req.Scope), "Scope"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(req.DerefAliases), "Deref Aliases"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, uint64(req.SizeLimit), "Size Limit"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, uint64(req.TimeLimit), "Time Limit"))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, req.TypesOnly, "Types Only"))
+	filter, err := ldap.CompileFilter(req.Filter)
+	if err != nil {
+		return nil, err
+	}
+	op.AppendChild(filter)
+	attrs := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Attributes")
+	for _, a := range req.Attributes {
+		attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, a, "Attribute"))
+	}
+	op.AppendChild(attrs)
+	return op, nil
 }
 
 // watch bounds the request by Timeout and by ctx: either unblocks a

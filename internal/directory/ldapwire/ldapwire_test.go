@@ -356,5 +356,19 @@ func FuzzSearchResponse(f *testing.F) {
 				}
 			}
 		}
+		// The read-ahead path reads the same answer to the same end.
+		pc := serve(t, reply)
+		pc.Timeout = time.Second
+		var paged []string
+		pagedErr := pc.SearchPaged(context.Background(), pagedReq, 10, 1, func(e *Entry) error {
+			paged = append(paged, e.DN)
+			return nil
+		}, func([]ldap.Control) error { return nil })
+		if (pagedErr == nil) != (err == nil) {
+			t.Fatalf("Search error %v, SearchPaged error %v", err, pagedErr)
+		}
+		if err == nil && len(paged) != len(entries) {
+			t.Fatalf("Search read %d entries, SearchPaged %d", len(entries), len(paged))
+		}
 	})
 }
