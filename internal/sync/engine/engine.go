@@ -568,6 +568,18 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	// until the next full pass).
 	a.unpublished = true
 
+	// A pass that re-reads what is published (below) reads it while it
+	// maps: the two are independent, and the directory server is idle by
+	// now (100k users: 110 ms of index read beside 60 ms of mapping).
+	var cached func() (cacheState, error)
+	if a.published == nil || opts.Mode == ModeFull || opts.DryRun {
+		readCtx, cancel := context.WithCancel(ctx)
+		cached = e.readCacheAsync(readCtx, a.cfg.Policy.Account)
+		defer func() {
+			cancel()
+			_, _ = cached() // the pass owns the read: it ends before the pass
+		}()
+	}
 	policy := a.cfg.Policy
 	if opts.DryRun && opts.Policy != nil {
 		policy = *opts.Policy
@@ -601,17 +613,18 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 	mapSpan.SetAttributes(attribute.Int("dirsync.decisions", res.Stats.Decisions))
 	mapSpan.End()
 
-	status, _, err := e.cache.Status(ctx, a.cfg.Policy.Account)
-	if err != nil {
-		return true, err
-	}
+	var status accesscache.AccountStatus
 	published := a.published
-	if published == nil || opts.Mode == ModeFull || opts.DryRun {
+	if cached != nil {
 		// A full pass always re-reads what is published, so a cache that
 		// lost its data (a restarted Redis) is rebuilt.
-		if published, err = e.cache.Published(ctx, a.cfg.Policy.Account); err != nil {
+		cs, err := cached()
+		if err != nil {
 			return true, err
 		}
+		status, published = cs.status, cs.published
+	} else if status, _, err = e.cache.Status(ctx, a.cfg.Policy.Account); err != nil {
+		return true, err
 	}
 	var delta mapper.Delta
 	if remapped != nil {
@@ -741,6 +754,35 @@ func (e *Engine) pass(ctx context.Context, a *accountState, opts Options, rep *R
 		rep.Result = ResultUnchanged
 	}
 	return rep.Changes.Published > 0, nil
+}
+
+// cacheState is what a pass reads from the cache: the account's status
+// record and its published index.
+type cacheState struct {
+	status    accesscache.AccountStatus
+	published map[string]mapper.Published
+}
+
+// readCacheAsync reads account's cacheState on a goroutine. The returned
+// func waits for it (and may be called again); the caller must call it
+// before it returns.
+func (e *Engine) readCacheAsync(ctx context.Context, account string) func() (cacheState, error) {
+	done := make(chan struct{})
+	var (
+		cs  cacheState
+		err error
+	)
+	go func() {
+		defer close(done)
+		if cs.status, _, err = e.cache.Status(ctx, account); err != nil {
+			return
+		}
+		cs.published, err = e.cache.Published(ctx, account)
+	}()
+	return func() (cacheState, error) {
+		<-done
+		return cs, err
+	}
 }
 
 // read gets a snapshot: an incremental update when asked for and the

@@ -662,3 +662,69 @@ func TestGroupsAndPolicyDryRun(t *testing.T) {
 		t.Errorf("the preview published: %+v", d)
 	}
 }
+
+// failingIndex is a cache whose reads of the published state fail while
+// fail is set.
+type failingIndex struct {
+	*store.Memory
+	mu   sync.Mutex
+	fail error
+}
+
+func (f *failingIndex) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fail
+}
+
+func (f *failingIndex) Published(ctx context.Context, account string) (map[string]mapper.Published, error) {
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return f.Memory.Published(ctx, account)
+}
+
+func (f *failingIndex) Status(ctx context.Context, account string) (accesscache.AccountStatus, bool, error) {
+	if err := f.err(); err != nil {
+		return accesscache.AccountStatus{}, false, err
+	}
+	return f.Memory.Status(ctx, account)
+}
+
+// TestCacheReadFailureFailsThePass: a full pass reads the published state
+// while it maps; when that read fails, the pass fails with its error and
+// publishes nothing (a suspension included: without the index the diff
+// cannot be trusted), the reading goroutine ends with the pass (TestMain's
+// goleak), and the next pass with a readable cache publishes.
+func TestCacheReadFailureFailsThePass(t *testing.T) {
+	cache := &failingIndex{Memory: store.NewMemory()}
+	src := &fakeSource{}
+	e := New(cache, []Account{{Policy: mapper.Policy{Account: "acme", ClaimedDomains: []string{"acme.example"},
+		Bindings: []mapper.Binding{{Group: "Pro", Permission: entitlement.PermissionPro}}}, Source: src}}, zap.NewNop(), time.Now)
+	ctx := context.Background()
+	src.set(org(10, nil), nil)
+	if _, err := e.Run(ctx, "acme", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	errDown := errors.New("redis: connection refused")
+	cache.mu.Lock()
+	cache.fail = errDown
+	cache.mu.Unlock()
+	src.set(org(10, map[int]func(*directory.User){3: func(u *directory.User) { u.Status = directory.StatusSuspended }}), nil)
+	rep, err := e.Run(ctx, "acme", Options{Mode: ModeFull})
+	if !errors.Is(err, errDown) || rep.Result != ResultFailed || rep.Changes.Published != 0 {
+		t.Fatalf("pass with an unreadable cache: %+v, %v; want failed with the cache's error, nothing published", rep, err)
+	}
+	if d := allowed(t, cache.Memory, "u003@acme.example"); !d.Allowed {
+		t.Fatalf("a pass that could not read the index published %+v", d)
+	}
+	cache.mu.Lock()
+	cache.fail = nil
+	cache.mu.Unlock()
+	if _, err := e.Run(ctx, "acme", Options{Mode: ModeFull}); err != nil {
+		t.Fatal(err)
+	}
+	if d := allowed(t, cache.Memory, "u003@acme.example"); d.Allowed || d.Reason != entitlement.ReasonSuspended {
+		t.Fatalf("after the cache came back u003 = %+v", d)
+	}
+}
