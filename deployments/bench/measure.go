@@ -180,7 +180,7 @@ func cmdIncremental(args []string) error {
 	if err != nil {
 		return fmt.Errorf("incremental pass: %w", err)
 	}
-	say("incremental_group_ms=%s ms goal<=50 %s (10 users join a bound group) entries_read=%d published=%d remapped_users=%d remapped_groups=%d",
+	say("incremental_group_ms=%s ms vs_10_user_goal<=50 %s (10 users join a bound group; not an issue 16 target, the 10-changed-user goal for comparison) entries_read=%d published=%d remapped_users=%d remapped_groups=%d",
 		ms(time.Since(start)), metMiss(time.Since(start) <= 50*time.Millisecond), p.EntriesRead()-before, rep.Changes.Published, rep.Remapped, rep.RemappedGroups)
 	return nil
 }
