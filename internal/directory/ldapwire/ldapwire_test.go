@@ -73,11 +73,7 @@ func referenceOp(uri string) *ber.Packet {
 // serve answers each request read from the client with the next script
 // entry, written as is; it closes the connection after the last one.
 func serve(t testing.TB, script ...[]byte) *Conn {
-	client, server := net.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer server.Close()
+	return pipeServer(t, func(server net.Conn) {
 		for _, reply := range script {
 			if _, err := ber.ReadPacket(server); err != nil {
 				return
@@ -86,6 +82,19 @@ func serve(t testing.TB, script ...[]byte) *Conn {
 				return
 			}
 		}
+	})
+}
+
+// pipeServer runs server on the far end of a net.Pipe and returns a Conn
+// on the near end; server's end is closed when server returns, and the
+// test's cleanup closes the Conn and waits for server.
+func pipeServer(t testing.TB, server func(net.Conn)) *Conn {
+	client, end := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer end.Close()
+		server(end)
 	}()
 	c := NewConn(client, 5*time.Second)
 	t.Cleanup(func() {

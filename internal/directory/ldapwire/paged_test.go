@@ -34,60 +34,53 @@ type pager struct {
 }
 
 func (p *pager) start(t *testing.T) *Conn {
-	client, server := net.Pipe()
 	p.received = make(chan struct{}, 1000)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer server.Close()
+	return pipeServer(t, func(server net.Conn) {
 		for {
 			pkt, err := ber.ReadPacket(server)
 			if err != nil {
 				return
 			}
-			id := pkt.Children[0].Value.(int64)
-			cookie := ""
-			if len(pkt.Children) > 2 {
-				if c, ok := ldap.FindControl(decodeRequestControls(pkt.Children[2]), ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
-					cookie = string(c.Cookie)
-				}
-			}
-			p.mu.Lock()
-			p.cookies = append(p.cookies, cookie)
-			p.mu.Unlock()
-			p.received <- struct{}{}
-			page := 1
-			if cookie != "" {
-				page, _ = strconv.Atoi(cookie)
-				page++
-			}
-			var reply bytes.Buffer
-			var names []string
-			if page <= len(p.pages) {
-				names = p.pages[page-1]
-			}
-			for _, dn := range names {
-				reply.Write(message(id, entryOp(dn, []string{"cn", dn})))
-			}
-			paging := ldap.NewControlPaging(0)
-			code := 0
-			if page < len(p.pages) || p.endless {
-				paging.SetCookie([]byte(strconv.Itoa(page)))
-			} else {
-				code = p.code
-			}
-			reply.Write(message(id, resultOp(ldap.ApplicationSearchResultDone, code, ""), paging.Encode()))
-			if _, err := server.Write(reply.Bytes()); err != nil {
+			if _, err := server.Write(p.answer(pkt)); err != nil {
 				return
 			}
 		}
-	}()
-	c := NewConn(client, 5*time.Second)
-	t.Cleanup(func() {
-		c.Close()
-		<-done
 	})
-	return c
+}
+
+// answer records a request and returns its page.
+func (p *pager) answer(pkt *ber.Packet) []byte {
+	id := pkt.Children[0].Value.(int64)
+	cookie := ""
+	if len(pkt.Children) > 2 {
+		if c, ok := ldap.FindControl(decodeRequestControls(pkt.Children[2]), ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+			cookie = string(c.Cookie)
+		}
+	}
+	p.mu.Lock()
+	p.cookies = append(p.cookies, cookie)
+	p.mu.Unlock()
+	p.received <- struct{}{}
+	page := 1
+	if cookie != "" {
+		page, _ = strconv.Atoi(cookie)
+		page++
+	}
+	var reply bytes.Buffer
+	if page <= len(p.pages) {
+		for _, dn := range p.pages[page-1] {
+			reply.Write(message(id, entryOp(dn, []string{"cn", dn})))
+		}
+	}
+	paging := ldap.NewControlPaging(0)
+	code := 0
+	if page < len(p.pages) || p.endless {
+		paging.SetCookie([]byte(strconv.Itoa(page)))
+	} else {
+		code = p.code
+	}
+	reply.Write(message(id, resultOp(ldap.ApplicationSearchResultDone, code, ""), paging.Encode()))
+	return reply.Bytes()
 }
 
 func (p *pager) requests() []string {
