@@ -381,20 +381,44 @@ const (
 func Classify(e *Entry) Kind {
 	kind := KindOther
 	for _, oc := range e.Attrs["objectclass"] {
-		switch strings.ToLower(oc) {
-		case "foreignsecurityprincipal":
+		switch classOf(oc) {
+		case KindForeignPrincipal:
 			return KindForeignPrincipal
-		case "computer":
+		case KindComputer:
 			return KindComputer
-		case "group", "groupofnames", "groupofuniquenames", "posixgroup":
+		case KindGroup:
 			kind = KindGroup
-		case "user", "person", "inetorgperson", "organizationalperson", "posixaccount":
+		case KindUser:
 			if kind == KindOther {
 				kind = KindUser
 			}
 		}
 	}
 	return kind
+}
+
+// objectClasses are the object classes Classify knows, lower case.
+var objectClasses = []struct {
+	name string
+	kind Kind
+}{
+	{"foreignsecurityprincipal", KindForeignPrincipal},
+	{"computer", KindComputer},
+	{"group", KindGroup}, {"groupofnames", KindGroup}, {"groupofuniquenames", KindGroup}, {"posixgroup", KindGroup},
+	{"user", KindUser}, {"person", KindUser}, {"inetorgperson", KindUser}, {"organizationalperson", KindUser}, {"posixaccount", KindUser},
+}
+
+// classOf is the kind an object class names, in any ASCII case, without a
+// lower-cased copy per entry. Equal lengths keep EqualFold to ASCII: a
+// non-ASCII letter that folds to an ASCII one (the Kelvin sign, the long
+// s) is longer than it.
+func classOf(oc string) Kind {
+	for _, c := range objectClasses {
+		if len(oc) == len(c.name) && strings.EqualFold(oc, c.name) {
+			return c.kind
+		}
+	}
+	return KindOther
 }
 
 // Add records one entry. Entries that are neither users nor groups are
@@ -647,9 +671,21 @@ func DecodeGUID(b []byte) string {
 	if len(b) != 16 {
 		return ""
 	}
-	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
-		binary.LittleEndian.Uint32(b[0:4]), binary.LittleEndian.Uint16(b[4:6]), binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
+	// Bytes in the order the string shows them: 3,2,1,0-5,4-7,6-8,9-10…15.
+	var out [36]byte
+	i := 0
+	for k, j := range [16]int{3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15} {
+		if k == 4 || k == 6 || k == 8 || k == 10 {
+			out[i] = '-'
+			i++
+		}
+		out[i], out[i+1] = hexDigits[b[j]>>4], hexDigits[b[j]&0x0f]
+		i += 2
+	}
+	return string(out[:])
 }
+
+const hexDigits = "0123456789abcdef"
 
 // DecodeSID formats a binary SID (MS-DTYP 2.4.2.2) as S-1-…; it returns ""
 // for malformed input.

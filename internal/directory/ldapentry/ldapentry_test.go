@@ -2,6 +2,7 @@ package ldapentry
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -215,4 +216,58 @@ func FuzzParseGeneralizedTime(f *testing.F) {
 			t.Fatalf("%q = %v does not round-trip (%v, %t)", v, got, again, ok2)
 		}
 	})
+}
+
+// TestDecodeGUIDMatchesMicrosoftsForm: the hand-written formatter gives
+// what the fmt form of Microsoft's layout gives (first three fields
+// little-endian), for every byte value in every position.
+func TestDecodeGUIDMatchesMicrosoftsForm(t *testing.T) {
+	reference := func(b []byte) string {
+		return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
+			binary.LittleEndian.Uint32(b[0:4]), binary.LittleEndian.Uint16(b[4:6]), binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
+	}
+	for v := range 256 {
+		for pos := range 16 {
+			b := make([]byte, 16)
+			for i := range b {
+				b[i] = byte(i*17 + v) // every position differs
+			}
+			b[pos] = byte(v)
+			if got, want := DecodeGUID(b), reference(b); got != want {
+				t.Fatalf("DecodeGUID(% x) = %s, want %s", b, got, want)
+			}
+		}
+	}
+	if DecodeGUID(make([]byte, 15)) != "" {
+		t.Error("a 15-byte GUID decoded")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		classes []string
+		want    Kind
+	}{
+		{[]string{"top", "person", "organizationalPerson", "user"}, KindUser},
+		{[]string{"top", "person", "organizationalPerson", "user", "computer"}, KindComputer},
+		{[]string{"inetOrgPerson"}, KindUser},
+		{[]string{"INETORGPERSON"}, KindUser},
+		{[]string{"posixAccount"}, KindUser},
+		{[]string{"top", "Group"}, KindGroup},
+		{[]string{"groupOfNames"}, KindGroup},
+		{[]string{"GroupOfUniqueNames"}, KindGroup},
+		{[]string{"posixGroup", "posixAccount"}, KindGroup}, // a group first, whatever the order
+		{[]string{"posixAccount", "posixGroup"}, KindGroup},
+		{[]string{"top", "foreignSecurityPrincipal"}, KindForeignPrincipal},
+		{[]string{"top", "organizationalUnit"}, KindOther},
+		{[]string{"users"}, KindOther},
+		{[]string{"grouP "}, KindOther},                        // not trimmed: not a class name
+		{[]string{"foreign\u017fecurityprincipal"}, KindOther}, // the long s folds to s: not ASCII
+		{nil, KindOther},
+	}
+	for _, c := range cases {
+		if got := Classify(&Entry{DN: "cn=x", Attrs: map[string][]string{"objectclass": c.classes}}); got != c.want {
+			t.Errorf("Classify(%q) = %v, want %v", c.classes, got, c.want)
+		}
+	}
 }
