@@ -18,6 +18,7 @@ func FuzzEncodeDecision(f *testing.F) {
 	f.Add("u0000001@bench.example", "cn=g000000,ou=groups,dc=bench,dc=test", "uid=u1,ou=people,dc=bench,dc=test", "00000001-0000-4000-8000-000000000001", true, int64(1_800_000_000))
 	f.Add("a<b>&c@x.example", "cn=\"quoted\" \\, Ünïcode,dc=x", "cn=\u2028\u2029,dc=x", "\x00\x1f\x7f", false, int64(-1))
 	f.Add("a@x.example", "\xff\xfe", "cn=\xc3", "id", true, int64(253402300799))
+	f.Add("0", "\xe8\xac", "\x80", "0", false, int64(50)) // invalid apart, valid joined
 	f.Fuzz(func(t *testing.T, email, group, dn, id string, expires bool, unix int64) {
 		perm := entitlement.PermissionPro
 		in := expires
@@ -40,7 +41,7 @@ func FuzzEncodeDecision(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if utf8.ValidString(email + group + dn + id) {
+		if utf8.ValidString(email) && utf8.ValidString(group) && utf8.ValidString(dn) && utf8.ValidString(id) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("\ngot  %s\nwant %s", got, want)
 			}
