@@ -215,7 +215,7 @@ func (f *Fenced) Apply(ctx context.Context, account string, changes []mapper.Cha
 type fencedCall struct {
 	account, token string
 	batch          []mapper.Change
-	values         []string // decision JSON per change ("" for a removal)
+	values         [][]byte // decision JSON per change (nil for a removal)
 	keys           []string
 	args           []any
 	opAt           []int // index in args of each change's op
@@ -228,18 +228,18 @@ type fencedCall struct {
 // single node, else for fencedBatch.
 func (f *Fenced) prepareBatch(account, token string, batch []mapper.Change, at time.Time) (*fencedCall, error) {
 	if !f.perKey && plainSets(batch) {
-		b := &fencedCall{account: account, token: token, batch: batch, plain: true, values: make([]string, len(batch)), events: make([][]any, len(batch))}
+		b := &fencedCall{account: account, token: token, batch: batch, plain: true, values: make([][]byte, len(batch)), events: make([][]any, len(batch))}
 		evAt := eventTime(at)
 		for i := range batch {
 			v, err := encodeDecision(batch[i].New, at)
 			if err != nil {
 				return nil, fmt.Errorf("encode %s: %w", batch[i].Email, err)
 			}
-			b.values[i], b.events[i] = string(v), changeEvent(account, &batch[i], evAt)
+			b.values[i], b.events[i] = v, changeEvent(account, &batch[i], evAt)
 		}
 		return b, nil
 	}
-	b := &fencedCall{account: account, token: token, batch: batch, values: make([]string, len(batch)), opAt: make([]int, len(batch)),
+	b := &fencedCall{account: account, token: token, batch: batch, values: make([][]byte, len(batch)), opAt: make([]int, len(batch)),
 		keys: []string{f.keys.Fence(account), f.keys.Index(account), f.keys.Changes(account)}}
 	b.args = []any{token, account, f.streamMaxLen, "1", len(batch)}
 	evAt := eventTime(at)
@@ -251,7 +251,7 @@ func (f *Fenced) prepareBatch(account, token string, batch []mapper.Change, at t
 			if err != nil {
 				return nil, fmt.Errorf("encode %s: %w", ch.Email, err)
 			}
-			op, idx, b.values[i] = "s", encodeIndex(ch.Next), string(v)
+			op, idx, b.values[i] = "s", encodeIndex(ch.Next), v
 		}
 		ev := changeEvent(account, ch, evAt)
 		b.opAt[i] = len(b.args)
