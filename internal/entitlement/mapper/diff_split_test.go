@@ -11,55 +11,53 @@ import (
 	"github.com/dirsync/dirsync/entitlement"
 )
 
-// oneByOne is Diff written as plainly as possible, one decision after the
-// other: what the split Diff must agree with.
+// oneByOne is Diff from its definitions: a change for every decision
+// that differs from what is published and for every published email no
+// longer decided, then every count read off the changes. It is what the
+// split Diff must agree with.
 func oneByOne(prev map[string]Published, next []entitlement.Decision) Delta {
 	var d Delta
-	for _, p := range prev {
-		if p.Allowed {
-			d.PreviouslyAllowed++
-		}
-	}
-	seen := map[string]bool{}
+	decided := map[string]bool{}
 	for i := range next {
-		n := &next[i]
-		seen[n.Email] = true
-		old, had := prev[n.Email]
-		pub := PublishedOf(n)
-		if had && old == pub {
-			d.Unchanged++
-			continue
-		}
-		c := Change{Email: n.Email, New: n, Next: pub}
-		if had {
-			o := old
-			c.Old = &o
-			d.Updated++
-		} else {
-			d.Added++
-		}
-		wasAllowed := had && old.Allowed
-		switch {
-		case wasAllowed && !n.Allowed:
-			d.LostAccess++
-			if AccountStateDenial(n.Reason) {
-				d.LostAccessByStatus++
+		c := Change{Email: next[i].Email, New: &next[i], Next: PublishedOf(&next[i])}
+		decided[c.Email] = true
+		if old, had := prev[c.Email]; had {
+			if old == c.Next {
+				d.Unchanged++
+				continue
 			}
-		case !wasAllowed && n.Allowed:
-			d.GainedAccess++
-		case wasAllowed && old.Permission == entitlement.PermissionPro && n.Permission == entitlement.PermissionBasic:
-			d.Downgrades++
+			c.Old = &old
 		}
 		d.Changes = append(d.Changes, c)
 	}
 	for email, p := range prev {
-		if !seen[email] {
-			o := p
-			d.Changes = append(d.Changes, Change{Email: email, Old: &o})
+		if !decided[email] {
+			d.Changes = append(d.Changes, Change{Email: email, Old: &p})
+		}
+		if p.Allowed {
+			d.PreviouslyAllowed++
+		}
+	}
+	for _, c := range d.Changes {
+		was, now := c.Old != nil && c.Old.Allowed, c.New != nil && c.New.Allowed
+		switch {
+		case c.New == nil:
 			d.Removed++
-			if p.Allowed {
-				d.LostAccess++
+		case c.Old == nil:
+			d.Added++
+		default:
+			d.Updated++
+		}
+		switch {
+		case was && !now:
+			d.LostAccess++
+			if c.New != nil && AccountStateDenial(c.New.Reason) {
+				d.LostAccessByStatus++
 			}
+		case !was && now:
+			d.GainedAccess++
+		case was && c.Old.Permission == entitlement.PermissionPro && c.New.Permission == entitlement.PermissionBasic:
+			d.Downgrades++
 		}
 	}
 	return d
