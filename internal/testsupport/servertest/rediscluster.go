@@ -15,8 +15,9 @@ import (
 // RedisCluster is a private Redis Cluster of masters (no replicas) on
 // loopback ports, the 16384 slots split evenly between them.
 type RedisCluster struct {
-	Addrs []string
-	procs []*Process
+	Addrs    []string
+	busPorts []int // each node's cluster bus port, by Addrs index
+	procs    []*Process
 }
 
 // StartRedisCluster starts a cluster of n masters (n ≥ 3, Redis's minimum
@@ -29,10 +30,15 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	for i := range n {
 		dir := t.TempDir()
 		port := FreePort(t)
+		// The cluster bus gets a reserved port of its own: by default it
+		// is port+10000, which lands in Linux's ephemeral range, where
+		// any outgoing connection may hold it (seen in CI: "Failed
+		// listening on port … (cluster), aborting").
+		busPort := FreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		conf := filepath.Join(dir, "redis.conf")
 		body := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsave \"\"\nappendonly no\nprotected-mode yes\n"+
-			"cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n", port, dir)
+			"cluster-enabled yes\ncluster-port %d\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n", port, dir, busPort)
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -45,6 +51,7 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 			t.Fatalf("redis cluster node %d: %v; log: %s", i, err, p.LogTail())
 		}
 		c.Addrs = append(c.Addrs, addr)
+		c.busPorts = append(c.busPorts, busPort)
 	}
 	if err := c.form(); err != nil {
 		t.Fatalf("redis cluster: %v", err)
@@ -73,9 +80,9 @@ func (c *RedisCluster) form() error {
 			return fmt.Errorf("%s: set config epoch: %w", c.Addrs[i], err)
 		}
 	}
-	for _, a := range c.Addrs[1:] {
+	for i, a := range c.Addrs[1:] {
 		host, port, _ := strings.Cut(a, ":")
-		if err := nodes[0].Do(ctx, "CLUSTER", "MEET", host, port).Err(); err != nil {
+		if err := nodes[0].Do(ctx, "CLUSTER", "MEET", host, port, c.busPorts[i+1]).Err(); err != nil {
 			return fmt.Errorf("meet %s: %w", a, err)
 		}
 	}
