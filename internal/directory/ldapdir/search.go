@@ -259,22 +259,23 @@ func (s *wireSession) searchPage(ctx context.Context, req *ldap.SearchRequest, f
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
-		return c.Cookie, nil
-	}
-	return nil, nil
+	return pagingCookie(controls), nil
 }
 
 func (s *wireSession) searchPages(ctx context.Context, req *ldap.SearchRequest, pageSize uint32, maxPages int, fn func(*ldapentry.Entry, []rangedAttr) error, endPage func([]byte) error) error {
 	return s.SearchPaged(ctx, req, pageSize, maxPages, func(we *ldapwire.Entry) error {
 		return fn(s.fromWire(we))
 	}, func(controls []ldap.Control) error {
-		var cookie []byte
-		if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
-			cookie = c.Cookie
-		}
-		return endPage(cookie)
+		return endPage(pagingCookie(controls))
 	})
+}
+
+// pagingCookie is the cookie of a result's paging control (nil when none).
+func pagingCookie(controls []ldap.Control) []byte {
+	if c, ok := ldap.FindControl(controls, ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
+		return c.Cookie
+	}
+	return nil
 }
 
 func (p *Poller) timeLimitSeconds() int {

@@ -152,36 +152,32 @@ func (c *Conn) readPages(ctx context.Context, s *pagedSearch) {
 		slab   []byte
 		run    []frame
 	)
-	// wait blocks until ch is ready or the caller stopped the search
-	// (false). A wait for the caller starts the Timeout bound again: it
-	// bounds the server, not the caller.
-	wait := func(send bool) bool {
-		var in chan struct{}
-		var out chan frames
-		if send {
-			out = s.runs
-		} else {
-			in = s.ended
-		}
-		select {
-		case out <- frames{list: run}:
-			run = nil
-		case <-in:
-		case <-s.stop:
-			return false
-		}
-		return c.restartTimeout(ctx)
-	}
-	// hand gives the frames read so far to the caller; false when the
-	// caller stopped the search.
+	// hand gives the frames read so far to the caller, and awaitEnd waits
+	// until the caller ended a page; both return false when the caller
+	// stopped the search. A wait for the caller starts the Timeout bound
+	// again: it bounds the server, not the caller.
 	hand := func() bool {
 		select {
 		case s.runs <- frames{list: run}:
 			run = nil
 			return true
 		default:
-			return wait(true)
 		}
+		select {
+		case s.runs <- frames{list: run}:
+			run = nil
+		case <-s.stop:
+			return false
+		}
+		return c.restartTimeout(ctx)
+	}
+	awaitEnd := func() bool {
+		select {
+		case <-s.ended:
+		case <-s.stop:
+			return false
+		}
+		return c.restartTimeout(ctx)
 	}
 	fail := func(err error) {
 		select {
@@ -190,8 +186,8 @@ func (c *Conn) readPages(ctx context.Context, s *pagedSearch) {
 		}
 	}
 	for page := 1; ; page++ {
-		if page > 2 && !wait(false) {
-			return // page-2 must have ended first (see frameRun)
+		if page > 2 && !awaitEnd() {
+			return // page-2 must have ended first (the read-ahead bounds)
 		}
 		paging := ldap.NewControlPaging(s.pageSize)
 		paging.SetCookie(cookie)

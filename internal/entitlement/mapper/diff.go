@@ -63,9 +63,11 @@ const parallelDiffMin = 20_000
 // Diff compares what is published with the new decisions (sorted or not)
 // and returns the changes needed, removals last, in next's order.
 func Diff(prev map[string]Published, next []entitlement.Decision) Delta {
-	var d Delta
-	var matched int
-	unique := true
+	var (
+		d       Delta
+		matched int
+		unique  bool
+	)
 	if len(next) >= parallelDiffMin {
 		mid := len(next) / 2
 		var tail diffPart
@@ -85,8 +87,11 @@ func Diff(prev map[string]Published, next []entitlement.Decision) Delta {
 		d, matched, unique = part.d, part.matched, part.sorted
 		d.PreviouslyAllowed = allowedIn(prev)
 	}
+	// When next is strictly sorted (as Map returns it) its emails are
+	// unique, and matching every published email means nothing is removed:
+	// no set of next's emails is needed.
 	if unique && matched == len(prev) {
-		return d // every published email is still decided: nothing to remove
+		return d
 	}
 	seen := make(map[string]struct{}, len(next))
 	for i := range next {
